@@ -1,0 +1,38 @@
+//! Pure types and rules of wos-shopify-sync. No I/O: nothing here reads files, opens
+//! sockets or awaits; everything is a function of its arguments, so it is unit-tested
+//! exhaustively and shared by every service.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`transaction`] | the WOS inventory transaction and its strict schema validation (CONTRACT §3.2) |
+//! | [`delta`] | the delta rules: transaction + warehouse map → Shopify `available` changes or skips |
+//! | [`webhook`] | Shopify product webhook payloads (CONTRACT §3.1) |
+//! | [`config`] | the `[[shops]]` configuration and item field policies (CONTRACT §2, §5) |
+//! | [`ids`] | typed Shopify ids and their `gid://shopify/...` form |
+//! | [`validate`] | the text rules and error-message quoting the parsers share |
+//!
+//! Every parser reports the first problem as one line naming the field (JSON path or TOML
+//! key) and echoing at most a few dozen escaped characters of the input, so the message can
+//! go straight into an `x-error` AMQP header or a start-up error.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod config;
+pub mod delta;
+pub mod ids;
+pub mod transaction;
+pub mod validate;
+pub mod webhook;
+
+pub use config::{
+    ConfigError, FieldPolicies, FieldPolicy, ItemField, ShopConfig, ShopDirectory, parse_shops,
+};
+pub use delta::{
+    AdjustmentPlan, AdjustmentReason, LocationMap, PlannedChange, Skip, plan_adjustments,
+};
+pub use ids::{GidError, InventoryItemId, LocationId, ProductId, VariantId};
+pub use transaction::{InventoryTransaction, TransactionError, TransactionKind, parse_transaction};
+pub use webhook::{
+    ProductEvent, ProductPayload, ProductTopic, VariantPayload, WebhookError, parse_product_event,
+    parse_shopify_timestamp,
+};
