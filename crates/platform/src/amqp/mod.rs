@@ -1,0 +1,23 @@
+//! RabbitMQ: the contract's topology, confirmed publishing and the consumer runtime.
+//!
+//! - [`topology`]: exchange and queue names of the contract, and idempotent declaration of a
+//!   work queue with its `Q.retry.<n>` tiers and `Q.dlq`;
+//! - [`publish`]: persistent, mandatory publishes that count only once the broker confirmed;
+//! - [`consumer`]: the runtime every service's consumer runs in (dispositions, retries,
+//!   dead letters, reconnects, graceful shutdown).
+
+pub mod consumer;
+pub mod headers;
+pub mod publish;
+pub mod topology;
+
+use lapin::{Connection, ConnectionProperties};
+
+pub use lapin::{BasicProperties, Channel, types::FieldTable};
+
+/// Opens a connection named `name` (shown in the management UI and by `rabbitmqctl
+/// list_connections`, which is how operators and tests find a service's connection).
+pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> {
+    let properties = ConnectionProperties::default().with_connection_name(name.into());
+    Connection::connect(url, properties).await
+}

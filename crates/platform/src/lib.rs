@@ -1,0 +1,22 @@
+//! Shared I/O plumbing of the wos-shopify-sync services.
+//!
+//! Every service is a thin layer over the pieces here:
+//! - [`settings`]: the TOML configuration file, environment overrides and command-line flags;
+//! - [`telemetry`]: tracing (JSON in production, readable in a terminal);
+//! - [`metrics`]: every Prometheus family of CONTRACT section 6, registered in one place;
+//! - [`http`]: the `/metrics`, `/healthz` and `/readyz` server;
+//! - [`db`]: the PostgreSQL pool (with timeouts) and the migrations in `migrations/`;
+//! - [`inbox`]: exactly-once effects for at-least-once deliveries;
+//! - [`amqp`]: the RabbitMQ topology of the contract, confirmed publishing and the consumer
+//!   runtime (retry tiers, dead letters, reconnects, graceful shutdown);
+//! - [`shutdown`]: SIGTERM/SIGINT as a cancellation token every task can watch.
+
+pub mod amqp;
+pub mod db;
+pub mod http;
+pub mod inbox;
+pub mod metrics;
+pub mod probe;
+pub mod settings;
+pub mod shutdown;
+pub mod telemetry;

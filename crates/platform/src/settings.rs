@@ -1,0 +1,501 @@
+//! Settings: the TOML configuration file, environment overrides and the common flags.
+//!
+//! Precedence, lowest first: built-in defaults (a local RabbitMQ and PostgreSQL), the file
+//! (`--config FILE` or `WOS_SYNC_CONFIG`), the environment (`AMQP_URL`, `DATABASE_URL`,
+//! `LISTEN_ADDR`), the command line (`--listen`). A bad file is refused as a whole with the
+//! file, the key and the reason; no service starts half-configured. Secrets (Shopify tokens,
+//! webhook secrets) are never in the file: it names the environment variables that hold them.
+
+use std::{
+    collections::BTreeSet,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use model::config::{ShopDirectory, parse_shops};
+use serde::Deserialize;
+
+use crate::{
+    amqp::{
+        consumer::ConsumerSettings,
+        topology::{Names, RetryPolicy},
+    },
+    db::DatabaseSettings,
+    telemetry::LogFormat,
+};
+
+/// Flags every long-running binary accepts (flatten into the binary's clap parser).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct CommonArgs {
+    /// Configuration file (TOML). Without one, defaults for a local broker and database apply.
+    #[arg(long, env = "WOS_SYNC_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// HTTP address for /metrics, /healthz and /readyz (port 0 picks a free port).
+    #[arg(long, env = "LISTEN_ADDR", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Log format: auto (text on a terminal, JSON otherwise), json or text.
+    #[arg(long, env = "LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// `[amqp]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AmqpSettings {
+    /// `amqp://user:password@host:port/vhost`; `AMQP_URL` overrides it.
+    pub url: String,
+    /// Prefix for every exchange and queue name; empty in production (the contract's names).
+    pub name_prefix: String,
+}
+
+impl Default for AmqpSettings {
+    fn default() -> Self {
+        Self {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
+            name_prefix: String::new(),
+        }
+    }
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// The service's HTTP address; each service has its own default (CONTRACT 1).
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    pub format: LogFormat,
+}
+
+/// Service-specific tables a configuration file may carry; each service parses its own.
+pub const SERVICE_SECTIONS: &[&str] = &[
+    "item_ingest",
+    "adjustment_pusher",
+    "webhook_relay",
+    "shopify_sandbox",
+];
+
+/// The sections the platform itself reads.
+const PLATFORM_SECTIONS: &[&str] = &[
+    "amqp", "database", "consumer", "retry", "http", "log", "shops",
+];
+
+/// Everything a service is configured with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The file the settings came from, for messages.
+    pub source: Option<PathBuf>,
+    pub amqp: AmqpSettings,
+    pub database: DatabaseSettings,
+    pub consumer: ConsumerSettings,
+    pub retry: RetryPolicy,
+    pub http: HttpSettings,
+    pub log: LogSettings,
+    pub shops: ShopDirectory,
+    /// The service-specific tables ([`SERVICE_SECTIONS`]) present in the file.
+    pub services: toml::Table,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            source: None,
+            amqp: AmqpSettings::default(),
+            database: DatabaseSettings::default(),
+            consumer: ConsumerSettings::default(),
+            retry: RetryPolicy::default(),
+            http: HttpSettings::default(),
+            log: LogSettings::default(),
+            shops: ShopDirectory::default(),
+            services: toml::Table::new(),
+        }
+    }
+}
+
+/// A refused configuration: which file, which key, why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration {file}: {}{reason}", key.as_ref().map(|k| format!("`{k}`: ")).unwrap_or_default())]
+pub struct SettingsError {
+    pub file: String,
+    pub key: Option<String>,
+    pub reason: String,
+}
+
+impl Settings {
+    /// Loads the settings a binary was started with: the file (if any), then the environment,
+    /// then the flags.
+    pub fn load(args: &CommonArgs) -> Result<Self, SettingsError> {
+        let mut settings = match &args.config {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        settings.apply_env(|name| std::env::var(name).ok().filter(|v| !v.is_empty()));
+        if let Some(listen) = args.listen {
+            settings.http.listen = Some(listen);
+        }
+        if let Some(format) = args.log_format {
+            settings.log.format = format;
+        }
+        Ok(settings)
+    }
+
+    /// Reads and validates a configuration file.
+    pub fn from_file(path: &Path) -> Result<Self, SettingsError> {
+        let text = std::fs::read_to_string(path).map_err(|err| SettingsError {
+            file: path.display().to_string(),
+            key: None,
+            reason: format!("cannot read: {err}"),
+        })?;
+        let mut settings = Self::from_toml_str(&text, &path.display().to_string())?;
+        settings.source = Some(path.to_owned());
+        Ok(settings)
+    }
+
+    /// Parses and validates configuration text; `file` names it in errors.
+    pub fn from_toml_str(text: &str, file: &str) -> Result<Self, SettingsError> {
+        let refuse = |key: Option<String>, reason: String| SettingsError {
+            file: file.to_owned(),
+            key,
+            reason,
+        };
+        let mut doc: toml::Table = text.parse().map_err(|err: toml::de::Error| {
+            refuse(None, format!("not valid TOML: {}", err.message()))
+        })?;
+
+        let known: BTreeSet<&str> = PLATFORM_SECTIONS
+            .iter()
+            .chain(SERVICE_SECTIONS)
+            .copied()
+            .collect();
+        if let Some(unknown) = doc.keys().find(|key| !known.contains(key.as_str())) {
+            return Err(refuse(
+                Some(unknown.clone()),
+                format!(
+                    "unknown section; expected one of {}",
+                    known.into_iter().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+
+        let shops = parse_shops(&doc)
+            .and_then(ShopDirectory::new)
+            .map_err(|err| refuse(Some(err.key), err.reason))?;
+        let mut settings = Self {
+            shops,
+            ..Self::default()
+        };
+        settings.amqp = section(&mut doc, "amqp", file)?;
+        settings.database = section(&mut doc, "database", file)?;
+        settings.consumer = section(&mut doc, "consumer", file)?;
+        settings.retry = section(&mut doc, "retry", file)?;
+        settings.http = section(&mut doc, "http", file)?;
+        settings.log = section(&mut doc, "log", file)?;
+        settings.services = doc
+            .into_iter()
+            .filter(|(key, _)| SERVICE_SECTIONS.contains(&key.as_str()))
+            .collect();
+        settings
+            .validate()
+            .map_err(|(key, reason)| refuse(Some(key), reason))?;
+        Ok(settings)
+    }
+
+    /// Applies `AMQP_URL` and `DATABASE_URL` (looked up through `lookup`, so tests need not
+    /// touch the process environment).
+    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) {
+        if let Some(url) = lookup("AMQP_URL") {
+            self.amqp.url = url;
+        }
+        if let Some(url) = lookup("DATABASE_URL") {
+            self.database.url = url;
+        }
+    }
+
+    /// Cross-field checks of the platform's own sections.
+    fn validate(&self) -> Result<(), (String, String)> {
+        self.consumer.validate()?;
+        self.retry.validate()?;
+        if self.database.max_connections == 0 {
+            return Err((
+                "database.max_connections".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if !self.amqp.url.starts_with("amqp://") && !self.amqp.url.starts_with("amqps://") {
+            return Err((
+                "amqp.url".into(),
+                "must start with amqp:// or amqps://".into(),
+            ));
+        }
+        let prefix_ok = self
+            .amqp
+            .name_prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+        if !prefix_ok {
+            return Err((
+                "amqp.name_prefix".into(),
+                "may contain only letters, digits, '.', '-' and '_'".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The exchange and queue names, with this deployment's prefix.
+    pub fn names(&self) -> Names {
+        Names::new(self.amqp.name_prefix.clone())
+    }
+
+    /// The HTTP address: configured, or the service's default.
+    pub fn listen_or(&self, default: SocketAddr) -> SocketAddr {
+        self.http.listen.unwrap_or(default)
+    }
+
+    /// A service's own table, deserialised (its defaults when the file has none).
+    pub fn service_section<T: for<'de> Deserialize<'de> + Default>(
+        &self,
+        name: &str,
+    ) -> Result<T, SettingsError> {
+        let file = self.source_name();
+        match self.services.get(name) {
+            None => Ok(T::default()),
+            Some(value) => value
+                .clone()
+                .try_into()
+                .map_err(|err: toml::de::Error| SettingsError {
+                    file,
+                    key: Some(name.to_owned()),
+                    reason: err.message().to_owned(),
+                }),
+        }
+    }
+
+    fn source_name(&self) -> String {
+        self.source
+            .as_ref()
+            .map_or_else(|| "(defaults)".to_owned(), |p| p.display().to_string())
+    }
+}
+
+/// Deserialises one platform section, naming the section in errors.
+fn section<T: for<'de> Deserialize<'de> + Default>(
+    doc: &mut toml::Table,
+    name: &str,
+    file: &str,
+) -> Result<T, SettingsError> {
+    match doc.remove(name) {
+        None => Ok(T::default()),
+        Some(value) => value
+            .try_into()
+            .map_err(|err: toml::de::Error| SettingsError {
+                file: file.to_owned(),
+                key: Some(name.to_owned()),
+                reason: err.message().to_owned(),
+            }),
+    }
+}
+
+/// `url` with its password replaced by `***`, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest
+        .split_once('/')
+        .map_or((rest, None), |(a, p)| (a, Some(p)));
+    let redacted = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
+    };
+    match path {
+        Some(path) => format!("{scheme}://{redacted}/{path}"),
+        None => format!("{scheme}://{redacted}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Settings, SettingsError> {
+        Settings::from_toml_str(text, "test.toml")
+    }
+
+    fn refused_key(text: &str) -> Option<String> {
+        load(text).expect_err("must be refused").key
+    }
+
+    #[test]
+    fn an_empty_file_gives_the_local_defaults() {
+        let settings = load("").expect("valid");
+        assert_eq!(settings.amqp.url, "amqp://guest:guest@127.0.0.1:5672/%2f");
+        assert_eq!(
+            settings.database.url,
+            "postgres://postgres@127.0.0.1:5432/wos_sync"
+        );
+        assert_eq!(settings.names().prefix(), "");
+        assert!(settings.shops.is_empty());
+        assert_eq!(settings.consumer, ConsumerSettings::default());
+        assert_eq!(settings.retry, RetryPolicy::default());
+    }
+
+    #[test]
+    fn sections_override_defaults() {
+        let settings = load(
+            r#"
+            [amqp]
+            url = "amqp://u:p@broker:5672/%2f"
+            name_prefix = "staging."
+            [consumer]
+            prefetch = 10
+            concurrency = 5
+            [retry]
+            base_delay_ms = 200
+            [http]
+            listen = "127.0.0.1:0"
+            [item_ingest]
+            anything = 1
+            "#,
+        )
+        .expect("valid");
+        assert_eq!(settings.amqp.url, "amqp://u:p@broker:5672/%2f");
+        assert_eq!(
+            settings.names().name("shopify.events"),
+            "staging.shopify.events"
+        );
+        assert_eq!(settings.consumer.prefetch, 10);
+        assert_eq!(settings.consumer.concurrency, 5);
+        assert_eq!(settings.retry.base_delay_ms, 200);
+        assert_eq!(settings.retry.tiers, RetryPolicy::default().tiers);
+        assert_eq!(
+            settings.http.listen,
+            Some("127.0.0.1:0".parse().expect("addr"))
+        );
+        assert!(settings.services.contains_key("item_ingest"));
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file() {
+        let mut settings = load("[amqp]\nurl = \"amqp://file\"").expect("valid");
+        settings.apply_env(|name| match name {
+            "AMQP_URL" => Some("amqp://env".into()),
+            "DATABASE_URL" => Some("postgres://env/db".into()),
+            _ => None,
+        });
+        assert_eq!(settings.amqp.url, "amqp://env");
+        assert_eq!(settings.database.url, "postgres://env/db");
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_file_key_and_reason() {
+        let err = load("[amqp\n").expect_err("bad toml");
+        assert_eq!(err.file, "test.toml");
+        assert!(err.reason.starts_with("not valid TOML"), "{err}");
+
+        assert_eq!(refused_key("[amqpp]\nurl = \"x\""), Some("amqpp".into()));
+        assert_eq!(refused_key("[amqp]\nurll = \"x\""), Some("amqp".into()));
+        assert_eq!(
+            refused_key("[amqp]\nurl = \"http://x\""),
+            Some("amqp.url".into())
+        );
+        assert_eq!(
+            refused_key("[amqp]\nname_prefix = \"a b\""),
+            Some("amqp.name_prefix".into())
+        );
+        assert_eq!(
+            refused_key("[consumer]\nprefetch = 0"),
+            Some("consumer.prefetch".into())
+        );
+        assert_eq!(
+            refused_key("[consumer]\nprefetch = 4\nconcurrency = 8"),
+            Some("consumer.concurrency".into())
+        );
+        assert_eq!(
+            refused_key("[retry]\nmax_attempts = 0"),
+            Some("retry.max_attempts".into())
+        );
+        assert_eq!(
+            refused_key("[database]\nmax_connections = 0"),
+            Some("database.max_connections".into())
+        );
+        assert_eq!(
+            refused_key("[http]\nlisten = \"nowhere\""),
+            Some("http".into())
+        );
+
+        let err = load("[consumer]\nprefetch = 0").expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            "configuration test.toml: `consumer.prefetch`: must be at least 1"
+        );
+    }
+
+    #[test]
+    fn shop_errors_carry_the_shop_key() {
+        let err = load("[[shops]]\ndomain = \"Not A Shop\"").expect_err("refused");
+        assert!(
+            err.key
+                .as_deref()
+                .is_some_and(|k| k.starts_with("shops[0]")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_contract_example_configuration_loads() {
+        let settings = load(
+            r#"
+            [[shops]]
+            domain = "acme.myshopify.com"
+            api_version = "2026-07"
+            admin_base_url = "https://acme.myshopify.com"
+            access_token_env = "ACME_SHOPIFY_TOKEN"
+            webhook_secret_env = "ACME_WEBHOOK_SECRET"
+            previous_webhook_secret_env = "ACME_WEBHOOK_SECRET_OLD"
+
+            [shops.locations]
+            MAIN = 68845568042
+            EAST = 68845600810
+
+            [shops.fields]
+            barcode = "shopify_initial"
+            "#,
+        )
+        .expect("the CONTRACT's example is valid");
+        assert!(settings.shops.get("acme.myshopify.com").is_some());
+    }
+
+    #[test]
+    fn the_documented_example_file_loads_and_matches_the_defaults() {
+        let text = include_str!("../../../docs/config.example.toml");
+        let settings = load(text).expect("docs/config.example.toml is valid");
+        let defaults = Settings::default();
+        assert_eq!(settings.amqp, defaults.amqp);
+        assert_eq!(settings.consumer, defaults.consumer);
+        assert_eq!(settings.retry, defaults.retry);
+        assert_eq!(settings.database.url, defaults.database.url);
+        assert_eq!(settings.shops.len(), 1);
+    }
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(
+            redact_url("amqp://guest:secret@host:5672/%2f"),
+            "amqp://guest:***@host:5672/%2f"
+        );
+        assert_eq!(
+            redact_url("postgres://postgres@127.0.0.1/db"),
+            "postgres://postgres@127.0.0.1/db"
+        );
+        assert_eq!(redact_url("postgres://u:p@h"), "postgres://u:***@h");
+        assert_eq!(redact_url("not a url"), "not a url");
+    }
+}

@@ -1,0 +1,9 @@
+//! Integration tests of the platform against the real RabbitMQ and PostgreSQL.
+//!
+//! Each test gets a fresh database and a unique queue prefix (`testkit::TestEnv`), so tests run
+//! in parallel on the shared servers.
+#![allow(clippy::unwrap_used)]
+
+mod process;
+mod runtime;
+mod topology;

@@ -1,0 +1,229 @@
+//! The runtime in a real process (`consumer-probe`): crashes and signals.
+
+use std::{
+    net::TcpListener,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use lapin::{BasicProperties, types::FieldTable};
+use platform::{
+    amqp::headers::set_str,
+    probe::{CRASH_HEADER, probe_queue},
+};
+use testkit::{TestEnv, wait_until};
+
+/// Starts `consumer-probe run` on the test's database and namespace; returns it and its
+/// metrics URL.
+fn spawn_probe(env: &TestEnv, extra: &[&str]) -> (Child, String) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = std::env::temp_dir().join(format!("probe-{}.toml", env.id));
+    let settings = env.settings();
+    std::fs::write(
+        &config,
+        format!(
+            "[amqp]\nname_prefix = \"{}\"\n[consumer]\nprefetch = 8\nconcurrency = 8\nshutdown_grace_ms = 3000\n\
+             [retry]\nbase_delay_ms = 200\nmultiplier = 2\ntiers = 3\n",
+            env.names.prefix()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_consumer-probe"))
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .arg("run")
+        .args(extra)
+        .env("AMQP_URL", &settings.amqp.url)
+        .env("DATABASE_URL", &settings.database.url)
+        .env("LOG_FORMAT", "text")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    (child, format!("http://127.0.0.1:{port}"))
+}
+
+async fn get(url: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let mut stream = tokio::net::TcpStream::connect(host).await.ok()?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    Some(response)
+}
+
+async fn wait_ready(base: &str) {
+    wait_until(Duration::from_secs(30), "probe ready", || async {
+        get(&format!("{base}/readyz"))
+            .await
+            .is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+    })
+    .await;
+}
+
+async fn effects(env: &TestEnv) -> Vec<String> {
+    env.pool
+        .get()
+        .await
+        .unwrap()
+        .query(
+            "SELECT message_id FROM probe_effects ORDER BY message_id",
+            &[],
+        )
+        .await
+        .map(|rows| rows.iter().map(|row| row.get(0)).collect())
+        .unwrap_or_default()
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+#[tokio::test]
+async fn a_crash_between_commit_and_ack_is_recognised_as_a_duplicate_on_redelivery() {
+    let env = TestEnv::new().await;
+    env.track_queue(&probe_queue(&env.names));
+    let (mut probe, base) = spawn_probe(&env, &["--crash-after-commit"]);
+    wait_ready(&base).await;
+
+    let mut headers = FieldTable::default();
+    set_str(&mut headers, CRASH_HEADER, "yes");
+    let properties = BasicProperties::default()
+        .with_message_id("crash-1".into())
+        .with_headers(headers);
+    env.publish("", &probe_queue(&env.names).name, b"payload", properties)
+        .await;
+
+    let status = tokio::task::spawn_blocking(move || {
+        let status = wait_exit(&mut probe, Duration::from_secs(20));
+        (status, probe)
+    })
+    .await
+    .unwrap();
+    assert!(
+        status.0.is_some_and(|s| !s.success()),
+        "the probe aborted after its commit"
+    );
+    assert_eq!(
+        effects(&env).await,
+        ["crash-1"],
+        "the effect was committed before the crash"
+    );
+
+    // Restarted, the probe gets the message again (never acknowledged) and sees its inbox row.
+    let (mut probe, base) = spawn_probe(&env, &["--crash-after-commit"]);
+    wait_ready(&base).await;
+    wait_until(
+        Duration::from_secs(20),
+        "redelivery counted as duplicate",
+        || async {
+            get(&format!("{base}/metrics"))
+                .await
+                .is_some_and(|m| m.contains("wos_sync_messages_total{outcome=\"duplicate\""))
+        },
+    )
+    .await;
+    assert_eq!(effects(&env).await, ["crash-1"], "applied once");
+    assert_eq!(env.queue_depth(&probe_queue(&env.names).name).await, 0);
+    let metrics = get(&format!("{base}/metrics")).await.unwrap();
+    assert!(
+        !metrics.contains("outcome=\"acked\""),
+        "no second application:\n{metrics}"
+    );
+    probe.kill().unwrap();
+    probe.wait().unwrap();
+}
+
+#[tokio::test]
+async fn sigterm_with_messages_in_flight_exits_in_time_and_loses_nothing() {
+    let env = TestEnv::new().await;
+    let queue = probe_queue(&env.names);
+    env.track_queue(&queue);
+    let (mut probe, base) = spawn_probe(&env, &["--handler-delay-ms", "300"]);
+    wait_ready(&base).await;
+    let total = 200;
+    for n in 0..total {
+        let properties =
+            BasicProperties::default().with_message_id(format!("sig-{n:03}").as_str().into());
+        env.publish("", &queue.name, b"{}", properties).await;
+    }
+    wait_until(Duration::from_secs(20), "work under way", || async {
+        effects(&env).await.len() >= 8
+    })
+    .await;
+
+    let pid = probe.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let sent = Instant::now();
+    let (status, _probe) = tokio::task::spawn_blocking(move || {
+        let status = wait_exit(&mut probe, Duration::from_secs(10));
+        (status, probe)
+    })
+    .await
+    .unwrap();
+    let took = sent.elapsed();
+    let status = status.expect("the probe exits after SIGTERM");
+    assert!(status.success(), "clean exit, got {status:?}");
+    assert!(
+        took < Duration::from_secs(4),
+        "exits within its 3 s grace period, took {took:?}"
+    );
+
+    let applied = effects(&env).await;
+    let left: Vec<String> = env
+        .drain(&queue.name)
+        .await
+        .iter()
+        .map(|m| {
+            m.delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert!(!left.is_empty(), "the test must stop the probe mid-stream");
+    for id in &left {
+        assert!(
+            !applied.contains(id),
+            "{id} was committed but not acknowledged"
+        );
+    }
+    let mut all: Vec<String> = applied.into_iter().chain(left).collect();
+    all.sort();
+    let expected: Vec<String> = (0..total).map(|n| format!("sig-{n:03}")).collect();
+    assert_eq!(
+        all, expected,
+        "every message is committed-and-acked or back in the queue, once"
+    );
+}
