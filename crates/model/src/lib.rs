@@ -9,6 +9,7 @@
 //! | [`webhook`] | Shopify product webhook payloads (CONTRACT §3.1) |
 //! | [`config`] | the `[[shops]]` configuration and item field policies (CONTRACT §2, §5) |
 //! | [`ids`] | typed Shopify ids and their `gid://shopify/...` form |
+//! | [`signature`] | Shopify webhook HMAC signatures (sign and constant-time verify) |
 //! | [`validate`] | the text rules and error-message quoting the parsers share |
 //!
 //! Every parser reports the first problem as one line naming the field (JSON path or TOML
@@ -20,6 +21,7 @@
 pub mod config;
 pub mod delta;
 pub mod ids;
+pub mod signature;
 pub mod transaction;
 pub mod validate;
 pub mod webhook;
