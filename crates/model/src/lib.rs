@@ -7,6 +7,7 @@
 //! | [`transaction`] | the WOS inventory transaction and its strict schema validation (CONTRACT §3.2) |
 //! | [`delta`] | the delta rules: transaction + warehouse map → Shopify `available` changes or skips |
 //! | [`webhook`] | Shopify product webhook payloads (CONTRACT §3.1) |
+//! | [`catalog`] | the Shopify variant mirror, SKU mapping resolution and item field policies (CONTRACT §5) |
 //! | [`config`] | the `[[shops]]` configuration and item field policies (CONTRACT §2, §5) |
 //! | [`ids`] | typed Shopify ids and their `gid://shopify/...` form |
 //! | [`signature`] | Shopify webhook HMAC signatures (sign and constant-time verify) |
@@ -18,6 +19,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod catalog;
 pub mod config;
 pub mod delta;
 pub mod ids;

@@ -1,0 +1,448 @@
+//! The Shopify catalog mirror and the SKU mapping rules (CONTRACT 5), as pure functions.
+//!
+//! item-ingest keeps a mirror of every Shopify variant it has seen ([`MirroredVariant`]) and
+//! derives each WOS item's `inventory_item_id` from it. Three decisions live here:
+//!
+//! - [`apply_product_event`]: how one product webhook changes the mirror, given what the mirror
+//!   already holds for that product. Delivery is at least once and unordered, so every variant
+//!   carries the version (timestamp) of the newest event applied to it, and an older event
+//!   changes nothing for it (stale). Variants beyond the 100 Shopify details keep their state;
+//!   a variant missing from a newer event's complete listing is gone; a deleted product stays
+//!   deleted.
+//! - [`resolve_mapping`]: which variant a SKU's item points at when zero, one or several live
+//!   variants carry the SKU (a cloned product): keep the current one while it still carries the
+//!   SKU, else the only candidate, else the oldest. This makes the seed's clone walkthrough come
+//!   out right without anyone touching the original product.
+//! - [`item_fields`] / [`merge_item_fields`]: the item columns a variant supplies, and how the
+//!   shop's field policies combine them with what WOS already has.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+
+use crate::{
+    config::{FieldPolicies, ItemField},
+    ids::{InventoryItemId, ProductId, VariantId},
+    webhook::{ProductEvent, ProductPayload, VariantPayload},
+};
+
+/// Shopify's title of the only variant of a product without options.
+pub const DEFAULT_VARIANT_TITLE: &str = "Default Title";
+
+/// Shopify puts full details of at most this many variants in a product webhook.
+pub const MAX_DETAILED_VARIANTS: usize = 100;
+
+/// What the mirror remembers of one Shopify variant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirroredVariant {
+    pub variant_id: VariantId,
+    pub product_id: ProductId,
+    /// `None`: the variant has no SKU (it maps to no WOS item).
+    pub sku: Option<String>,
+    pub inventory_item_id: Option<InventoryItemId>,
+    pub product_title: String,
+    pub variant_title: Option<String>,
+    pub barcode: Option<String>,
+    pub price: Option<String>,
+    pub vendor: Option<String>,
+    pub product_type: Option<String>,
+    /// Shopify's creation time of the variant: "oldest candidate" compares it.
+    pub created_at: Option<DateTime<Utc>>,
+    /// The version of the newest event applied to this variant.
+    pub version: DateTime<Utc>,
+    /// Deleted in Shopify (explicitly, or missing from a newer complete listing).
+    pub deleted: bool,
+}
+
+/// What the mirror remembers of one product.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProductRecord {
+    pub product_id: ProductId,
+    /// The version of the newest event applied to the product.
+    pub version: DateTime<Utc>,
+    /// Every variant id of the product as of `version`, when an event told us all of them.
+    pub listed_variants: Option<Vec<VariantId>>,
+    /// `products/delete` arrived: nothing may bring the product back.
+    pub deleted: bool,
+}
+
+/// How one product event changes the mirror.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CatalogChange {
+    /// Variant rows to write (new, changed or now deleted).
+    pub upserts: Vec<MirroredVariant>,
+    /// The product row to write, if it changed.
+    pub product: Option<ProductRecord>,
+    /// Variants of the event that were not applied because newer state is already mirrored.
+    pub stale: Vec<VariantId>,
+    /// Variants of the event without a SKU (counted and logged, never failed).
+    pub without_sku: Vec<VariantId>,
+    /// SKUs whose mapping must be resolved again: every SKU a changed variant carried before or
+    /// carries now.
+    pub affected_skus: BTreeSet<String>,
+}
+
+/// Applies `event` to the mirrored state of its product.
+///
+/// `known` holds every mirrored variant of the product (live or deleted); `product` its record.
+/// `event_time` orders events that carry no `updated_at` (deletes, and payloads without it):
+/// the caller passes the webhook's `X-Shopify-Triggered-At`, or the time of receipt.
+pub fn apply_product_event(
+    event: &ProductEvent,
+    event_time: DateTime<Utc>,
+    known: &[MirroredVariant],
+    product: Option<&ProductRecord>,
+) -> CatalogChange {
+    match event {
+        ProductEvent::Upsert(payload) => apply_upsert(payload, event_time, known, product),
+        ProductEvent::Delete { product_id } => {
+            apply_delete(*product_id, event_time, known, product)
+        }
+    }
+}
+
+fn apply_delete(
+    product_id: ProductId,
+    event_time: DateTime<Utc>,
+    known: &[MirroredVariant],
+    product: Option<&ProductRecord>,
+) -> CatalogChange {
+    let mut change = CatalogChange::default();
+    for variant in known.iter().filter(|v| !v.deleted) {
+        change.affected_skus.extend(variant.sku.clone());
+        change.upserts.push(MirroredVariant {
+            deleted: true,
+            version: variant.version.max(event_time),
+            ..variant.clone()
+        });
+    }
+    // A delete is terminal whatever its timestamp: Shopify never reuses a product id.
+    if !product.is_some_and(|p| p.deleted) {
+        change.product = Some(ProductRecord {
+            product_id,
+            version: product.map_or(event_time, |p| p.version.max(event_time)),
+            listed_variants: product.and_then(|p| p.listed_variants.clone()),
+            deleted: true,
+        });
+    }
+    change
+}
+
+fn apply_upsert(
+    payload: &ProductPayload,
+    event_time: DateTime<Utc>,
+    known: &[MirroredVariant],
+    product: Option<&ProductRecord>,
+) -> CatalogChange {
+    let mut change = CatalogChange::default();
+    if product.is_some_and(|p| p.deleted) {
+        change.stale = payload.variants.iter().map(|v| v.id).collect();
+        return change;
+    }
+    let product_version = payload
+        .updated_at
+        .map_or(event_time, |t| t.with_timezone(&Utc));
+    let newest_for_product = product.is_none_or(|p| product_version >= p.version);
+    let known_by_id: BTreeMap<VariantId, &MirroredVariant> =
+        known.iter().map(|v| (v.variant_id, v)).collect();
+
+    for variant in &payload.variants {
+        if variant.sku.is_none() {
+            change.without_sku.push(variant.id);
+        }
+        let version = variant.updated_at.map_or(product_version, |t| {
+            t.with_timezone(&Utc).max(product_version)
+        });
+        let fresh = mirrored_from(payload, variant, version);
+        match known_by_id.get(&variant.id) {
+            Some(old) if version < old.version => change.stale.push(variant.id),
+            Some(old) => {
+                let updated = MirroredVariant {
+                    // Shopify's created_at never changes; keep the first one we learned.
+                    created_at: old.created_at.or(fresh.created_at),
+                    ..fresh
+                };
+                // A newer version alone is written (later events compare against it) but
+                // changes no item; changed content re-resolves the old and the new SKU.
+                let content_changed = MirroredVariant {
+                    version: old.version,
+                    ..updated.clone()
+                } != **old;
+                if content_changed {
+                    change.affected_skus.extend(old.sku.clone());
+                    change.affected_skus.extend(updated.sku.clone());
+                }
+                if content_changed || updated.version != old.version {
+                    change.upserts.push(updated);
+                }
+            }
+            None => {
+                // Unknown variant in an older event: if a newer complete listing of the product
+                // lacks it, it was deleted in between and must not come back to life.
+                let gone_since = !newest_for_product
+                    && product
+                        .and_then(|p| p.listed_variants.as_ref())
+                        .is_some_and(|listed| !listed.contains(&variant.id));
+                if gone_since {
+                    change.stale.push(variant.id);
+                } else {
+                    change.affected_skus.extend(fresh.sku.clone());
+                    change.upserts.push(fresh);
+                }
+            }
+        }
+    }
+
+    if newest_for_product {
+        let listing = complete_listing(payload);
+        if let Some(listing) = &listing {
+            let in_event: BTreeSet<VariantId> = listing.iter().copied().collect();
+            for old in known
+                .iter()
+                .filter(|v| !v.deleted && !in_event.contains(&v.variant_id))
+            {
+                // Strictly newer only: two events of the same second cannot tell which is later.
+                if product_version > old.version {
+                    change.affected_skus.extend(old.sku.clone());
+                    change.upserts.push(MirroredVariant {
+                        deleted: true,
+                        version: product_version,
+                        ..old.clone()
+                    });
+                }
+            }
+        }
+        change.product = Some(ProductRecord {
+            product_id: payload.id,
+            version: product_version,
+            listed_variants: listing.or_else(|| product.and_then(|p| p.listed_variants.clone())),
+            deleted: false,
+        });
+    }
+    change
+}
+
+/// Every variant id of the product, when the payload tells: `variant_gids`/`variant_ids`, or
+/// the `variants` array itself when it is below Shopify's 100-detail limit (then it is whole).
+fn complete_listing(payload: &ProductPayload) -> Option<Vec<VariantId>> {
+    match &payload.listed_variant_ids {
+        Some(listed) => {
+            let mut all = listed.clone();
+            all.extend(
+                payload
+                    .variants
+                    .iter()
+                    .map(|v| v.id)
+                    .filter(|id| !listed.contains(id)),
+            );
+            Some(all)
+        }
+        None if payload.variants.len() < MAX_DETAILED_VARIANTS => {
+            Some(payload.variants.iter().map(|v| v.id).collect())
+        }
+        None => None,
+    }
+}
+
+fn mirrored_from(
+    product: &ProductPayload,
+    variant: &VariantPayload,
+    version: DateTime<Utc>,
+) -> MirroredVariant {
+    MirroredVariant {
+        variant_id: variant.id,
+        product_id: product.id,
+        sku: variant.sku.clone(),
+        inventory_item_id: variant.inventory_item_id,
+        product_title: product.title.clone(),
+        variant_title: variant.title.clone(),
+        barcode: variant.barcode.clone(),
+        price: variant.price.clone(),
+        vendor: product.vendor.clone(),
+        product_type: product.product_type.clone(),
+        created_at: variant.created_at.map(|t| t.with_timezone(&Utc)),
+        version,
+        deleted: false,
+    }
+}
+
+/// A live variant carrying a SKU, as a mapping candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    pub variant_id: VariantId,
+    pub inventory_item_id: InventoryItemId,
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+impl Candidate {
+    /// The candidate a live mirrored variant makes, if it has an inventory item (one without
+    /// cannot take adjustments, so it cannot be a mapping target).
+    pub fn from_variant(variant: &MirroredVariant) -> Option<Self> {
+        (!variant.deleted).then_some(())?;
+        Some(Self {
+            variant_id: variant.variant_id,
+            inventory_item_id: variant.inventory_item_id?,
+            created_at: variant.created_at,
+        })
+    }
+}
+
+/// What the item currently points at, as far as the mirror knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CurrentMapping {
+    /// `inventory_item_id` is NULL.
+    None,
+    /// It points at an inventory item of a variant the mirror knows (live or deleted).
+    Known(InventoryItemId),
+    /// It points at an inventory item no mirrored variant has: set by WOS or a backfill
+    /// before item-ingest saw the variant.
+    Unverified(InventoryItemId),
+}
+
+/// Why a mapping came out as it did (logged, and listed with conflicts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MappingBasis {
+    /// The item already pointed at a live variant carrying the SKU.
+    Kept,
+    /// The item's inventory item is unknown to the mirror; it is kept rather than replaced by
+    /// a variant that may be a clone.
+    KeptUnverified,
+    /// Exactly one live variant carries the SKU.
+    OnlyCandidate,
+    /// Several do; the oldest wins.
+    Oldest,
+    /// None does: the item has no mapping.
+    NoCandidate,
+}
+
+impl MappingBasis {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Kept => "kept",
+            Self::KeptUnverified => "kept_unverified",
+            Self::OnlyCandidate => "only_candidate",
+            Self::Oldest => "oldest",
+            Self::NoCandidate => "no_candidate",
+        }
+    }
+}
+
+/// The outcome of [`resolve_mapping`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MappingDecision {
+    pub inventory_item_id: Option<InventoryItemId>,
+    /// The variant chosen (`None` when kept unverified or no candidate).
+    pub variant_id: Option<VariantId>,
+    pub basis: MappingBasis,
+    /// More than one live variant carries the SKU (or an unverified mapping competes with
+    /// one): an operator should look (`wos_sync_sku_conflicts`).
+    pub conflict: bool,
+}
+
+/// CONTRACT 5: keep the variant the item points at while it still carries the SKU; otherwise
+/// the only candidate; otherwise the oldest candidate (Shopify's `created_at`, then the lower
+/// id, since Shopify ids grow over time); none -> no mapping.
+pub fn resolve_mapping(current: CurrentMapping, candidates: &[Candidate]) -> MappingDecision {
+    let conflict = candidates.len() > 1;
+    if let CurrentMapping::Known(item) | CurrentMapping::Unverified(item) = current
+        && let Some(kept) = candidates.iter().find(|c| c.inventory_item_id == item)
+    {
+        return MappingDecision {
+            inventory_item_id: Some(item),
+            variant_id: Some(kept.variant_id),
+            basis: MappingBasis::Kept,
+            conflict,
+        };
+    }
+    if let CurrentMapping::Unverified(item) = current {
+        return MappingDecision {
+            inventory_item_id: Some(item),
+            variant_id: None,
+            basis: MappingBasis::KeptUnverified,
+            conflict: !candidates.is_empty(),
+        };
+    }
+    let oldest = candidates
+        .iter()
+        .min_by_key(|c| (c.created_at.is_none(), c.created_at, c.variant_id));
+    match (oldest, candidates.len()) {
+        (None, _) => MappingDecision {
+            inventory_item_id: None,
+            variant_id: None,
+            basis: MappingBasis::NoCandidate,
+            conflict: false,
+        },
+        (Some(chosen), n) => MappingDecision {
+            inventory_item_id: Some(chosen.inventory_item_id),
+            variant_id: Some(chosen.variant_id),
+            basis: if n == 1 {
+                MappingBasis::OnlyCandidate
+            } else {
+                MappingBasis::Oldest
+            },
+            conflict,
+        },
+    }
+}
+
+/// The policy-governed columns of a WOS item.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ItemFields {
+    pub description: Option<String>,
+    pub barcode: Option<String>,
+    /// Decimal text, stored as `numeric`.
+    pub price: Option<String>,
+    pub vendor: Option<String>,
+    pub product_type: Option<String>,
+}
+
+impl ItemFields {
+    fn slot(&mut self, field: ItemField) -> &mut Option<String> {
+        match field {
+            ItemField::Description => &mut self.description,
+            ItemField::Barcode => &mut self.barcode,
+            ItemField::Price => &mut self.price,
+            ItemField::Vendor => &mut self.vendor,
+            ItemField::ProductType => &mut self.product_type,
+        }
+    }
+}
+
+/// The item columns a variant supplies: the description is the product title, plus the variant
+/// title unless it is Shopify's "Default Title".
+pub fn item_fields(variant: &MirroredVariant) -> ItemFields {
+    let description = match variant.variant_title.as_deref().map(str::trim) {
+        Some(title) if !title.is_empty() && title != DEFAULT_VARIANT_TITLE => {
+            format!("{} - {title}", variant.product_title)
+        }
+        _ => variant.product_title.clone(),
+    };
+    ItemFields {
+        description: Some(description),
+        barcode: variant.barcode.clone(),
+        price: variant.price.clone(),
+        vendor: variant.vendor.clone(),
+        product_type: variant.product_type.clone(),
+    }
+}
+
+/// The item's columns after a Shopify update: each field is Shopify's value where its policy
+/// lets Shopify write (`shopify` always, `shopify_initial` only when creating the item), and
+/// what the item already has otherwise (`None` for a new item under `wos`).
+pub fn merge_item_fields(
+    existing: Option<&ItemFields>,
+    from_shopify: &ItemFields,
+    policies: &FieldPolicies,
+) -> ItemFields {
+    let mut merged = existing.cloned().unwrap_or_default();
+    let mut shopify = from_shopify.clone();
+    for field in ItemField::ALL {
+        if policies.policy(field).shopify_may_write(existing.is_none()) {
+            *merged.slot(field) = shopify.slot(field).take();
+        }
+    }
+    merged
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,488 @@
+use chrono::TimeZone;
+
+use super::*;
+use crate::config::FieldPolicy;
+use crate::webhook::parse_product_event;
+
+fn at(second: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 27, 10, 0, second).unwrap()
+}
+
+fn ts(second: u32) -> String {
+    at(second).to_rfc3339()
+}
+
+/// A product payload with `(variant id, sku, inventory item)` variants at `updated` seconds.
+fn product(id: u64, updated: u32, variants: &[(u64, Option<&str>, u64)]) -> ProductEvent {
+    let variants: Vec<serde_json::Value> = variants
+        .iter()
+        .map(|(vid, sku, item)| {
+            serde_json::json!({
+                "id": vid, "product_id": id, "title": "XL", "sku": sku,
+                "barcode": format!("bc-{vid}"), "price": "19.99",
+                "inventory_item_id": item, "created_at": ts(0), "updated_at": ts(updated),
+            })
+        })
+        .collect();
+    let body = serde_json::json!({
+        "id": id, "title": "Tee", "vendor": "Acme", "product_type": "Shirts",
+        "updated_at": ts(updated), "variants": variants,
+    });
+    parse_product_event("products/update", body.to_string().as_bytes()).unwrap()
+}
+
+fn with_listing(event: ProductEvent, listed: &[u64]) -> ProductEvent {
+    match event {
+        ProductEvent::Upsert(mut payload) => {
+            payload.listed_variant_ids = Some(listed.iter().map(|id| VariantId(*id)).collect());
+            ProductEvent::Upsert(payload)
+        }
+        other => other,
+    }
+}
+
+/// Applies events one after another to an in-memory mirror, as item-ingest does.
+#[derive(Default)]
+struct Mirror {
+    variants: BTreeMap<VariantId, MirroredVariant>,
+    products: BTreeMap<ProductId, ProductRecord>,
+}
+
+impl Mirror {
+    fn apply(&mut self, event: &ProductEvent, time: u32) -> CatalogChange {
+        let product_id = event.product_id();
+        let known: Vec<_> = self
+            .variants
+            .values()
+            .filter(|v| v.product_id == product_id)
+            .cloned()
+            .collect();
+        let change = apply_product_event(event, at(time), &known, self.products.get(&product_id));
+        for variant in &change.upserts {
+            self.variants.insert(variant.variant_id, variant.clone());
+        }
+        if let Some(record) = &change.product {
+            self.products.insert(record.product_id, record.clone());
+        }
+        change
+    }
+
+    fn live(&self, id: u64) -> bool {
+        self.variants
+            .get(&VariantId(id))
+            .is_some_and(|v| !v.deleted)
+    }
+
+    fn sku(&self, id: u64) -> Option<String> {
+        self.variants
+            .get(&VariantId(id))
+            .and_then(|v| v.sku.clone())
+    }
+}
+
+fn skus(change: &CatalogChange) -> Vec<&str> {
+    change.affected_skus.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn a_new_product_mirrors_every_variant_and_affects_their_skus() {
+    let mut mirror = Mirror::default();
+    let change = mirror.apply(
+        &product(1, 5, &[(10, Some("A"), 100), (11, Some("B"), 101)]),
+        5,
+    );
+    assert_eq!(change.upserts.len(), 2);
+    assert_eq!(skus(&change), ["A", "B"]);
+    assert!(change.stale.is_empty());
+    let v = &mirror.variants[&VariantId(10)];
+    assert_eq!(v.inventory_item_id, Some(InventoryItemId(100)));
+    assert_eq!(v.product_title, "Tee");
+    assert_eq!(v.vendor.as_deref(), Some("Acme"));
+    assert_eq!(v.version, at(5));
+    assert_eq!(
+        mirror.products[&ProductId(1)].listed_variants,
+        Some(vec![VariantId(10), VariantId(11)])
+    );
+}
+
+#[test]
+fn the_same_event_again_changes_nothing() {
+    let mut mirror = Mirror::default();
+    let event = product(1, 5, &[(10, Some("A"), 100)]);
+    mirror.apply(&event, 5);
+    let again = mirror.apply(&event, 6);
+    assert!(again.upserts.is_empty());
+    assert!(again.affected_skus.is_empty());
+    assert!(again.stale.is_empty());
+}
+
+#[test]
+fn an_older_event_is_stale_for_variants_with_newer_state() {
+    let mut mirror = Mirror::default();
+    mirror.apply(&product(1, 9, &[(10, Some("NEW"), 100)]), 9);
+    let late = mirror.apply(&product(1, 5, &[(10, Some("OLD"), 100)]), 10);
+    assert_eq!(late.stale, [VariantId(10)]);
+    assert!(late.upserts.is_empty());
+    assert!(
+        late.product.is_none(),
+        "the product record keeps the newer version"
+    );
+    assert_eq!(mirror.sku(10).as_deref(), Some("NEW"));
+}
+
+#[test]
+fn a_sku_rename_affects_the_old_and_the_new_sku() {
+    let mut mirror = Mirror::default();
+    mirror.apply(&product(1, 5, &[(10, Some("20A642-XL"), 100)]), 5);
+    let change = mirror.apply(&product(1, 6, &[(10, Some("20B611-XL"), 100)]), 6);
+    assert_eq!(skus(&change), ["20A642-XL", "20B611-XL"]);
+    assert_eq!(mirror.sku(10).as_deref(), Some("20B611-XL"));
+}
+
+#[test]
+fn a_variant_missing_from_a_newer_complete_event_is_deleted() {
+    let mut mirror = Mirror::default();
+    mirror.apply(
+        &product(1, 5, &[(10, Some("A"), 100), (11, Some("B"), 101)]),
+        5,
+    );
+    let change = mirror.apply(&product(1, 6, &[(10, Some("A"), 100)]), 6);
+    assert!(!mirror.live(11));
+    assert!(mirror.live(10));
+    assert_eq!(skus(&change), ["B"]);
+}
+
+#[test]
+fn a_variant_missing_from_an_event_of_the_same_second_is_kept() {
+    let mut mirror = Mirror::default();
+    mirror.apply(
+        &product(1, 5, &[(10, Some("A"), 100), (11, Some("B"), 101)]),
+        5,
+    );
+    mirror.apply(&product(1, 5, &[(10, Some("A"), 100)]), 5);
+    assert!(
+        mirror.live(11),
+        "same-second events cannot prove a deletion"
+    );
+}
+
+#[test]
+fn variants_beyond_the_detailed_hundred_keep_their_state() {
+    let mut mirror = Mirror::default();
+    let all: Vec<(u64, Option<&str>, u64)> = (0..150).map(|n| (1000 + n, None, 5000 + n)).collect();
+    let skus_owned: Vec<String> = (0..150).map(|n| format!("S{n}")).collect();
+    let all: Vec<_> = all
+        .iter()
+        .zip(&skus_owned)
+        .map(|((id, _, item), sku)| (*id, Some(sku.as_str()), *item))
+        .collect();
+    let listed: Vec<u64> = all.iter().map(|(id, _, _)| *id).collect();
+    // First event: variants 0..100 in detail, all 150 listed.
+    mirror.apply(&with_listing(product(1, 5, &all[..100]), &listed), 5);
+    // Second: the other 50 in detail (recently updated ones come first in Shopify's order).
+    mirror.apply(&with_listing(product(1, 6, &all[100..]), &listed), 6);
+    assert_eq!((1000..1150).filter(|id| mirror.live(*id)).count(), 150);
+    // Third: details for 0..100 again, but variant 1149 is no longer listed: it is gone.
+    let fewer: Vec<u64> = listed[..149].to_vec();
+    let change = mirror.apply(&with_listing(product(1, 7, &all[..100]), &fewer), 7);
+    assert!(!mirror.live(1149));
+    assert!(mirror.live(1120), "listed but not detailed: unchanged");
+    assert_eq!(skus(&change), ["S149"]);
+}
+
+#[test]
+fn without_a_listing_a_full_page_of_variants_proves_nothing_missing() {
+    let mut mirror = Mirror::default();
+    let skus_owned: Vec<String> = (0..101).map(|n| format!("S{n}")).collect();
+    let all: Vec<_> = (0..101)
+        .map(|n| (2000 + n, Some(skus_owned[n as usize].as_str()), 7000 + n))
+        .collect();
+    mirror.apply(&product(1, 5, &all[1..]), 5); // 100 variants, no variant_gids
+    mirror.apply(&product(1, 6, &all[..100]), 6); // another 100, still no listing
+    assert!(
+        mirror.live(2100),
+        "missing from a 100-variant payload without a listing: unknown, kept"
+    );
+}
+
+#[test]
+fn a_deleted_product_deletes_its_variants_and_stays_deleted() {
+    let mut mirror = Mirror::default();
+    mirror.apply(
+        &product(1, 5, &[(10, Some("A"), 100), (11, Some("B"), 101)]),
+        5,
+    );
+    let delete = ProductEvent::Delete {
+        product_id: ProductId(1),
+    };
+    let change = mirror.apply(&delete, 3); // even with an older receipt time
+    assert_eq!(skus(&change), ["A", "B"]);
+    assert!(!mirror.live(10) && !mirror.live(11));
+    assert!(mirror.products[&ProductId(1)].deleted);
+    let late = mirror.apply(&product(1, 9, &[(10, Some("A"), 100)]), 9);
+    assert_eq!(
+        late.stale,
+        [VariantId(10)],
+        "an update after the delete changes nothing"
+    );
+    assert!(!mirror.live(10));
+    assert!(
+        mirror.apply(&delete, 10).upserts.is_empty(),
+        "a repeated delete is a no-op"
+    );
+}
+
+#[test]
+fn an_unknown_variant_in_an_older_event_does_not_come_back_when_a_newer_listing_lacks_it() {
+    let mut mirror = Mirror::default();
+    mirror.apply(&product(1, 9, &[(10, Some("A"), 100)]), 9); // newer: only variant 10
+    let late = mirror.apply(
+        &product(1, 5, &[(10, Some("A"), 100), (11, Some("B"), 101)]),
+        10,
+    );
+    assert_eq!(late.stale, [VariantId(10), VariantId(11)]);
+    assert!(!mirror.variants.contains_key(&VariantId(11)));
+}
+
+#[test]
+fn variants_without_sku_are_reported_and_mirrored() {
+    let mut mirror = Mirror::default();
+    let change = mirror.apply(&product(1, 5, &[(10, None, 100), (11, Some("B"), 101)]), 5);
+    assert_eq!(change.without_sku, [VariantId(10)]);
+    assert_eq!(skus(&change), ["B"]);
+    assert!(mirror.live(10));
+    // Giving it a SKU later affects that SKU.
+    let change = mirror.apply(
+        &product(1, 6, &[(10, Some("A"), 100), (11, Some("B"), 101)]),
+        6,
+    );
+    assert_eq!(skus(&change), ["A"]);
+}
+
+#[test]
+fn an_event_without_updated_at_is_ordered_by_its_receipt_time() {
+    let body = r#"{"id": 1, "title": "T", "variants": [{"id": 10, "sku": "A", "inventory_item_id": 100}]}"#;
+    let event = parse_product_event("products/update", body.as_bytes()).unwrap();
+    let mut mirror = Mirror::default();
+    mirror.apply(&event, 7);
+    assert_eq!(mirror.variants[&VariantId(10)].version, at(7));
+}
+
+fn candidate(variant: u64, item: u64, created: Option<u32>) -> Candidate {
+    Candidate {
+        variant_id: VariantId(variant),
+        inventory_item_id: InventoryItemId(item),
+        created_at: created.map(at),
+    }
+}
+
+#[test]
+fn mapping_resolution_follows_the_contract() {
+    use CurrentMapping as C;
+    use MappingBasis as B;
+    let a = candidate(10, 100, Some(1));
+    let b = candidate(20, 200, Some(2));
+    let undated = candidate(5, 50, None);
+    let cases: Vec<(&str, CurrentMapping, Vec<Candidate>, Option<u64>, B, bool)> = vec![
+        (
+            "no candidates, no mapping",
+            C::None,
+            vec![],
+            None,
+            B::NoCandidate,
+            false,
+        ),
+        (
+            "known mapping lost its variant",
+            C::Known(InventoryItemId(100)),
+            vec![],
+            None,
+            B::NoCandidate,
+            false,
+        ),
+        (
+            "only candidate",
+            C::None,
+            vec![b],
+            Some(200),
+            B::OnlyCandidate,
+            false,
+        ),
+        (
+            "current kept against an older clone",
+            C::Known(InventoryItemId(200)),
+            vec![a, b],
+            Some(200),
+            B::Kept,
+            true,
+        ),
+        (
+            "current kept against a newer clone",
+            C::Known(InventoryItemId(100)),
+            vec![a, b],
+            Some(100),
+            B::Kept,
+            true,
+        ),
+        (
+            "current gone: oldest of several",
+            C::Known(InventoryItemId(999)),
+            vec![b, a],
+            Some(100),
+            B::Oldest,
+            true,
+        ),
+        (
+            "no current: oldest",
+            C::None,
+            vec![b, a],
+            Some(100),
+            B::Oldest,
+            true,
+        ),
+        (
+            "undated candidates lose to dated ones",
+            C::None,
+            vec![undated, b],
+            Some(200),
+            B::Oldest,
+            true,
+        ),
+        (
+            "unverified current kept",
+            C::Unverified(InventoryItemId(77)),
+            vec![b],
+            Some(77),
+            B::KeptUnverified,
+            true,
+        ),
+        (
+            "unverified current, nothing else",
+            C::Unverified(InventoryItemId(77)),
+            vec![],
+            Some(77),
+            B::KeptUnverified,
+            false,
+        ),
+        (
+            "unverified current that a candidate has",
+            C::Unverified(InventoryItemId(200)),
+            vec![a, b],
+            Some(200),
+            B::Kept,
+            true,
+        ),
+    ];
+    for (name, current, candidates, item, basis, conflict) in cases {
+        let decision = resolve_mapping(current, &candidates);
+        assert_eq!(
+            decision.inventory_item_id,
+            item.map(InventoryItemId),
+            "{name}"
+        );
+        assert_eq!(decision.basis, basis, "{name}");
+        assert_eq!(decision.conflict, conflict, "{name}");
+    }
+}
+
+#[test]
+fn equal_creation_times_fall_back_to_the_lower_variant_id() {
+    let decision = resolve_mapping(
+        CurrentMapping::None,
+        &[candidate(30, 300, Some(1)), candidate(20, 200, Some(1))],
+    );
+    assert_eq!(decision.variant_id, Some(VariantId(20)));
+}
+
+#[test]
+fn deleted_variants_and_variants_without_inventory_item_are_not_candidates() {
+    let mut mirror = Mirror::default();
+    mirror.apply(&product(1, 5, &[(10, Some("A"), 100)]), 5);
+    let live = mirror.variants[&VariantId(10)].clone();
+    assert!(Candidate::from_variant(&live).is_some());
+    assert!(
+        Candidate::from_variant(&MirroredVariant {
+            deleted: true,
+            ..live.clone()
+        })
+        .is_none()
+    );
+    assert!(
+        Candidate::from_variant(&MirroredVariant {
+            inventory_item_id: None,
+            ..live
+        })
+        .is_none()
+    );
+}
+
+#[test]
+fn item_fields_build_the_description_from_product_and_variant_titles() {
+    let mut mirror = Mirror::default();
+    mirror.apply(&product(1, 5, &[(10, Some("A"), 100)]), 5);
+    let variant = mirror.variants[&VariantId(10)].clone();
+    let fields = item_fields(&variant);
+    assert_eq!(fields.description.as_deref(), Some("Tee - XL"));
+    assert_eq!(fields.barcode.as_deref(), Some("bc-10"));
+    assert_eq!(fields.price.as_deref(), Some("19.99"));
+    assert_eq!(fields.vendor.as_deref(), Some("Acme"));
+    assert_eq!(fields.product_type.as_deref(), Some("Shirts"));
+    let default = MirroredVariant {
+        variant_title: Some("Default Title".into()),
+        ..variant.clone()
+    };
+    assert_eq!(item_fields(&default).description.as_deref(), Some("Tee"));
+    let untitled = MirroredVariant {
+        variant_title: None,
+        ..variant
+    };
+    assert_eq!(item_fields(&untitled).description.as_deref(), Some("Tee"));
+}
+
+#[test]
+fn field_policies_decide_what_shopify_writes() {
+    let shopify = ItemFields {
+        description: Some("from shopify".into()),
+        barcode: Some("111".into()),
+        price: Some("9.99".into()),
+        vendor: Some("V".into()),
+        product_type: Some("T".into()),
+    };
+    let wos = ItemFields {
+        description: Some("edited in WOS".into()),
+        barcode: Some("222".into()),
+        price: Some("1.00".into()),
+        vendor: Some("W".into()),
+        product_type: Some("U".into()),
+    };
+    let policies = FieldPolicies::default()
+        .with(ItemField::Description, FieldPolicy::Wos)
+        .with(ItemField::Barcode, FieldPolicy::ShopifyInitial);
+
+    let created = merge_item_fields(None, &shopify, &policies);
+    assert_eq!(
+        created.description, None,
+        "wos: never from Shopify, even at creation"
+    );
+    assert_eq!(
+        created.barcode.as_deref(),
+        Some("111"),
+        "shopify_initial: written at creation"
+    );
+    assert_eq!(created.price.as_deref(), Some("9.99"));
+
+    let updated = merge_item_fields(Some(&wos), &shopify, &policies);
+    assert_eq!(updated.description.as_deref(), Some("edited in WOS"));
+    assert_eq!(
+        updated.barcode.as_deref(),
+        Some("222"),
+        "shopify_initial: WOS-owned after creation"
+    );
+    assert_eq!(
+        updated.price.as_deref(),
+        Some("9.99"),
+        "shopify: overwritten"
+    );
+    assert_eq!(updated.vendor.as_deref(), Some("V"));
+    assert_eq!(updated.product_type.as_deref(), Some("T"));
+}
