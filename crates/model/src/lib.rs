@@ -7,6 +7,7 @@
 //! | [`transaction`] | the WOS inventory transaction and its strict schema validation (CONTRACT §3.2) |
 //! | [`delta`] | the delta rules: transaction + warehouse map → Shopify `available` changes or skips |
 //! | [`webhook`] | Shopify product webhook payloads (CONTRACT §3.1) |
+//! | [`announcement`] | the item mapping announcement item-ingest publishes for the adjustment-pusher |
 //! | [`catalog`] | the Shopify variant mirror, SKU mapping resolution and item field policies (CONTRACT §5) |
 //! | [`config`] | the `[[shops]]` configuration and item field policies (CONTRACT §2, §5) |
 //! | [`ids`] | typed Shopify ids and their `gid://shopify/...` form |
@@ -19,6 +20,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod announcement;
 pub mod catalog;
 pub mod config;
 pub mod delta;

@@ -7,6 +7,7 @@
 //! - [`http`]: the `/metrics`, `/healthz` and `/readyz` server;
 //! - [`db`]: the PostgreSQL pool (with timeouts) and the migrations in `migrations/`;
 //! - [`inbox`]: exactly-once effects for at-least-once deliveries;
+//! - [`outbox`]: messages published if and only if their transaction committed;
 //! - [`amqp`]: the RabbitMQ topology of the contract, confirmed publishing and the consumer
 //!   runtime (retry tiers, dead letters, reconnects, graceful shutdown);
 //! - [`shutdown`]: SIGTERM/SIGINT as a cancellation token every task can watch.
@@ -16,6 +17,7 @@ pub mod db;
 pub mod http;
 pub mod inbox;
 pub mod metrics;
+pub mod outbox;
 pub mod probe;
 pub mod settings;
 pub mod shutdown;

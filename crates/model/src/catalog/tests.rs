@@ -283,7 +283,9 @@ fn mapping_resolution_follows_the_contract() {
     let a = candidate(10, 100, Some(1));
     let b = candidate(20, 200, Some(2));
     let undated = candidate(5, 50, None);
-    let cases: Vec<(&str, CurrentMapping, Vec<Candidate>, Option<u64>, B, bool)> = vec![
+    /// (case, current mapping, candidates, expected inventory item, basis, conflict)
+    type Case = (&'static str, CurrentMapping, Vec<Candidate>, Option<u64>, B, bool);
+    let cases: Vec<Case> = vec![
         (
             "no candidates, no mapping",
             C::None,

@@ -9,6 +9,7 @@
 pub mod consumer;
 pub mod headers;
 pub mod publish;
+pub mod publisher;
 pub mod topology;
 
 use lapin::{Connection, ConnectionProperties};

@@ -32,6 +32,10 @@ use serde::Deserialize;
 pub const SHOPIFY_EVENTS: &str = "shopify.events";
 /// Exchange of WOS inventory transactions (CONTRACT 3).
 pub const WOS_TRANSACTIONS: &str = "wos.transactions";
+/// Exchange of item mapping announcements, published by item-ingest whenever an item's
+/// `inventory_item_id` is set, changed or cleared (routing keys `mapping.set`, `mapping.changed`,
+/// `mapping.cleared`; see docs/item-mappings.md).
+pub const ITEM_MAPPINGS: &str = "wos-sync.item-mappings";
 /// item-ingest's work queue.
 pub const ITEM_INGEST_QUEUE: &str = "item-ingest.shopify-products";
 /// adjustment-pusher's work queue.
@@ -87,7 +91,11 @@ impl Names {
 
     /// Every exchange of the contract.
     pub fn exchanges(&self) -> Vec<String> {
-        vec![self.name(SHOPIFY_EVENTS), self.name(WOS_TRANSACTIONS)]
+        vec![
+            self.name(SHOPIFY_EVENTS),
+            self.name(WOS_TRANSACTIONS),
+            self.name(ITEM_MAPPINGS),
+        ]
     }
 }
 
@@ -209,7 +217,7 @@ impl RetryPolicy {
     }
 }
 
-/// Declares every exchange of the contract (durable topic exchanges).
+/// Declares every exchange of the contract and the mapping announcements (durable, topic).
 pub async fn declare_exchanges(channel: &Channel, names: &Names) -> Result<(), lapin::Error> {
     for exchange in names.exchanges() {
         channel
@@ -334,7 +342,14 @@ mod tests {
         assert_eq!(pusher.name, "adjustment-pusher.wos-transactions");
         assert_eq!(pusher.bindings[0].exchange, "wos.transactions");
         assert_eq!(pusher.bindings[0].routing_key, "inventory.*");
-        assert_eq!(names.exchanges(), ["shopify.events", "wos.transactions"]);
+        assert_eq!(
+            names.exchanges(),
+            [
+                "shopify.events",
+                "wos.transactions",
+                "wos-sync.item-mappings"
+            ]
+        );
     }
 
     #[test]

@@ -1,0 +1,10 @@
+//! item-ingest against the real RabbitMQ and PostgreSQL: the service runs in-process on a
+//! fresh database and queue prefix; tests publish webhooks as the relay would and assert on the
+//! `items` table, the mirror, the dead-letter queue and the metrics.
+#![allow(clippy::unwrap_used)]
+
+mod clone_walkthrough;
+mod delivery;
+mod harness;
+mod lifecycle;
+mod policies;
