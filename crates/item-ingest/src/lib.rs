@@ -6,6 +6,7 @@
 //! SKU mapping, items, outbox), and this module records the outcome in metrics and wakes the
 //! outbox relay that publishes mapping announcements on `wos-sync.item-mappings`.
 
+pub mod bench;
 pub mod event;
 pub mod store;
 

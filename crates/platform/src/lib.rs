@@ -10,6 +10,7 @@
 //! - [`outbox`]: messages published if and only if their transaction committed;
 //! - [`amqp`]: the RabbitMQ topology of the contract, confirmed publishing and the consumer
 //!   runtime (retry tiers, dead letters, reconnects, graceful shutdown);
+//! - [`scratch`]: throw-away database + queue prefix for benchmark commands;
 //! - [`shutdown`]: SIGTERM/SIGINT as a cancellation token every task can watch.
 
 pub mod amqp;
@@ -19,6 +20,7 @@ pub mod inbox;
 pub mod metrics;
 pub mod outbox;
 pub mod probe;
+pub mod scratch;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;

@@ -16,10 +16,7 @@ use deadpool_postgres::Pool;
 use futures_util::StreamExt;
 use lapin::{
     BasicProperties,
-    options::{
-        BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-        QueueDeleteOptions,
-    },
+    options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions},
     types::FieldTable,
 };
 use tokio_util::sync::CancellationToken;
@@ -34,6 +31,7 @@ use crate::{
     http::{self, Health},
     inbox::{InboxEntry, record_message},
     metrics::Metrics,
+    scratch::Scratch,
     settings::Settings,
 };
 
@@ -239,27 +237,19 @@ pub async fn bench(
     body_bytes: usize,
 ) -> anyhow::Result<BenchReport> {
     use anyhow::Context as _;
-    let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
-    let names = Names::new(format!("bench-{id}."));
-    let database = format!("wos_bench_{id}");
-    let mut bench_settings = settings.clone();
-    bench_settings.amqp.name_prefix = names.prefix().to_owned();
-    bench_settings.database.url = db::with_database(&settings.database.url, &database);
-    db::admin_execute(
-        &settings.database.url,
-        &format!("CREATE DATABASE {database}"),
-    )
-    .await?;
+    let scratch = Scratch::create(settings).await?;
+    let bench_settings = scratch.settings.clone();
+    let names = scratch.names();
+    let bare = WorkQueue {
+        name: names.name("bare"),
+        bindings: Vec::new(),
+    };
+    let probe = probe_queue(&names);
 
     let result = async {
         let connection = crate::amqp::connect(&settings.amqp.url, "consumer-probe-bench").await?;
         let channel = confirm_channel(&connection).await?;
         declare_exchanges(&channel, &names).await?;
-        let bare = WorkQueue {
-            name: names.name("bare"),
-            bindings: Vec::new(),
-        };
-        let probe = probe_queue(&names);
         for queue in [&bare, &probe] {
             declare_work_queue(&channel, queue, &settings.retry).await?;
         }
@@ -328,20 +318,6 @@ pub async fn bench(
         );
         drop(pool);
 
-        for queue in [&bare, &probe] {
-            let mut doomed = vec![queue.name.clone(), queue.dead_letter_queue()];
-            doomed.extend((1..=settings.retry.tiers).map(|t| queue.retry_queue(t)));
-            for name in doomed {
-                channel
-                    .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-                    .await?;
-            }
-        }
-        for exchange in names.exchanges() {
-            channel
-                .exchange_delete(exchange.as_str().into(), Default::default())
-                .await?;
-        }
         let _ = connection.close(200, "bench done".into()).await;
         Ok::<_, anyhow::Error>(BenchReport {
             messages,
@@ -353,11 +329,7 @@ pub async fn bench(
         })
     }
     .await;
-    db::admin_execute(
-        &settings.database.url,
-        &format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
-    )
-    .await?;
+    scratch.teardown(&[bare, probe]).await;
     result
 }
 

@@ -1,0 +1,230 @@
+//! `item-ingest bench`: variant upserts per second for a stream of products, and the service's
+//! peak memory while it ingests them.
+//!
+//! In a scratch namespace and database it publishes `products` `products/create` webhooks of
+//! `variants` variants each (every variant a new SKU), then starts item-ingest as a child
+//! process (this same binary), times it from the first variant stored to the last, samples the
+//! child's peak resident set size (`VmHWM`), stops it with SIGTERM and removes everything.
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use lapin::{BasicProperties, options::BasicPublishOptions, types::FieldTable};
+use platform::{
+    amqp::{
+        headers::set_str,
+        publish::{PERSISTENT, confirm_channel},
+        topology::{SHOPIFY_EVENTS, declare_exchanges, declare_work_queue},
+    },
+    db,
+    scratch::Scratch,
+    settings::Settings,
+};
+use serde_json::json;
+
+const SHOP: &str = "bench.myshopify.com";
+
+/// Figures of one run.
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    pub products: u64,
+    pub variants_per_product: u64,
+    pub seconds: f64,
+    pub peak_rss_kib: u64,
+}
+
+impl std::fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let variants = self.products * self.variants_per_product;
+        writeln!(
+            f,
+            "products: {} x {} variants = {variants} variant upserts",
+            self.products, self.variants_per_product
+        )?;
+        writeln!(
+            f,
+            "ingest time (first to last variant stored): {:.2} s",
+            self.seconds
+        )?;
+        writeln!(
+            f,
+            "variant upserts/s: {:.0}",
+            variants as f64 / self.seconds
+        )?;
+        writeln!(f, "products/s: {:.1}", self.products as f64 / self.seconds)?;
+        write!(
+            f,
+            "item-ingest peak RSS: {:.1} MiB",
+            self.peak_rss_kib as f64 / 1024.0
+        )
+    }
+}
+
+/// Runs the benchmark against the configured broker and database server.
+pub async fn bench(
+    settings: &Settings,
+    products: u64,
+    variants: u64,
+) -> anyhow::Result<BenchReport> {
+    let scratch = Scratch::create(settings)
+        .await
+        .context("creating the scratch database")?;
+    let queue = scratch.names().item_ingest_queue();
+    let result = run(&scratch, products, variants).await;
+    scratch.teardown(&[queue]).await;
+    result
+}
+
+async fn run(scratch: &Scratch, products: u64, variants: u64) -> anyhow::Result<BenchReport> {
+    let settings = &scratch.settings;
+    let names = scratch.names();
+    let connection = platform::amqp::connect(&settings.amqp.url, "item-ingest-bench").await?;
+    let channel = confirm_channel(&connection).await?;
+    declare_exchanges(&channel, &names).await?;
+    declare_work_queue(&channel, &names.item_ingest_queue(), &settings.retry).await?;
+
+    let exchange = names.name(SHOPIFY_EVENTS);
+    let mut confirms = Vec::new();
+    for product in 0..products {
+        let body = product_payload(product, variants).to_string();
+        let mut headers = FieldTable::default();
+        set_str(&mut headers, "x-shopify-topic", "products/create");
+        set_str(&mut headers, "x-shopify-shop-domain", SHOP);
+        set_str(
+            &mut headers,
+            "x-shopify-webhook-id",
+            format!("bench-{product}"),
+        );
+        let properties = BasicProperties::default()
+            .with_message_id(format!("bench-{product}").as_str().into())
+            .with_content_type("application/json".into())
+            .with_delivery_mode(PERSISTENT)
+            .with_headers(headers);
+        confirms.push(
+            channel
+                .basic_publish(
+                    exchange.as_str().into(),
+                    "products.create".into(),
+                    BasicPublishOptions::default(),
+                    body.as_bytes(),
+                    properties,
+                )
+                .await?,
+        );
+    }
+    for confirm in confirms {
+        anyhow::ensure!(
+            confirm.await?.is_ack(),
+            "the broker refused a benchmark webhook"
+        );
+    }
+    let _ = connection.close(200, "published".into()).await;
+
+    let config = write_config(settings)?;
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .args([
+            "--config",
+            config.to_str().context("config path")?,
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
+        .env("AMQP_URL", &settings.amqp.url)
+        .env("DATABASE_URL", &settings.database.url)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting item-ingest")?;
+    let pid = child.id().context("child pid")?;
+
+    let pool = db::connect_pool(&settings.database)?;
+    let expected = i64::try_from(products * variants)?;
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    let mut first: Option<Instant> = None;
+    let mut peak_rss_kib = 0;
+    loop {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "item-ingest did not finish within 30 minutes"
+        );
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("item-ingest exited early: {status}");
+        }
+        peak_rss_kib = peak_rss_kib.max(peak_rss(pid).unwrap_or(0));
+        let stored: i64 = match pool.get().await {
+            Ok(client) => client
+                .query_one("SELECT count(*) FROM shopify_variants", &[])
+                .await
+                .map(|row| row.get(0))
+                .unwrap_or(0),
+            Err(_) => 0,
+        };
+        if stored > 0 && first.is_none() {
+            first = Some(Instant::now());
+        }
+        if stored >= expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seconds = first.map_or(0.0, |t| t.elapsed().as_secs_f64()).max(0.001);
+    peak_rss_kib = peak_rss_kib.max(peak_rss(pid).unwrap_or(0));
+    let _ = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .await;
+    let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+    let _ = std::fs::remove_file(&config);
+    drop(pool);
+    Ok(BenchReport {
+        products,
+        variants_per_product: variants,
+        seconds,
+        peak_rss_kib,
+    })
+}
+
+/// Peak resident set size of `pid` in KiB (`VmHWM` in `/proc/<pid>/status`).
+fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn write_config(settings: &Settings) -> anyhow::Result<PathBuf> {
+    let path = std::env::temp_dir().join(format!("item-ingest-bench-{}.toml", std::process::id()));
+    let text = format!(
+        "[amqp]\nname_prefix = \"{prefix}\"\n\n[consumer]\nprefetch = {prefetch}\nconcurrency = {concurrency}\n\n\
+         [[shops]]\ndomain = \"{SHOP}\"\napi_version = \"2026-04\"\nadmin_base_url = \"http://127.0.0.1:9\"\n\
+         access_token_env = \"BENCH_SHOPIFY_TOKEN\"\n",
+        prefix = settings.amqp.name_prefix,
+        prefetch = settings.consumer.prefetch,
+        concurrency = settings.consumer.concurrency,
+    );
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+fn product_payload(product: u64, variants: u64) -> serde_json::Value {
+    let id = 1_000_000 + product;
+    let variants: Vec<_> = (0..variants)
+        .map(|n| {
+            let variant = id * 1000 + n;
+            json!({
+                "id": variant, "product_id": id, "title": format!("Size {n}"),
+                "sku": format!("BENCH-{product}-{n}"), "barcode": format!("{variant}"),
+                "price": "24.99", "inventory_item_id": variant + 500_000_000,
+                "created_at": "2026-11-27T10:00:00-05:00", "updated_at": "2026-11-27T10:00:00-05:00",
+            })
+        })
+        .collect();
+    json!({
+        "id": id, "title": format!("Bench product {product}"), "vendor": "Bench", "product_type": "Shirts",
+        "created_at": "2026-11-27T10:00:00-05:00", "updated_at": "2026-11-27T10:00:00-05:00",
+        "variants": variants,
+    })
+}
