@@ -477,12 +477,7 @@ async fn announce(
     let message_id = uuid::Uuid::new_v4().to_string();
     enqueue(
         tx,
-        &OutboxMessage {
-            exchange,
-            routing_key: &change.routing_key(),
-            message_id: &message_id,
-            body: &body,
-        },
+        &OutboxMessage::json(exchange, &change.routing_key(), &message_id, &body),
     )
     .await?;
     tracing::info!(shop = %shop.domain, sku, change = change.as_str(), ?previous, current = ?decision.inventory_item_id, basis = decision.basis.as_str(), "item mapping changed");

@@ -23,8 +23,31 @@ pub struct OutboxMessage<'a> {
     pub exchange: &'a str,
     pub routing_key: &'a str,
     pub message_id: &'a str,
-    /// JSON body.
+    /// The body, as the message will carry it.
     pub body: &'a [u8],
+    /// AMQP headers: a JSON object of string or integer values (empty for none).
+    pub headers: serde_json::Value,
+    /// `content_type` property.
+    pub content_type: &'a str,
+}
+
+impl<'a> OutboxMessage<'a> {
+    /// A JSON message without headers.
+    pub fn json(
+        exchange: &'a str,
+        routing_key: &'a str,
+        message_id: &'a str,
+        body: &'a [u8],
+    ) -> Self {
+        Self {
+            exchange,
+            routing_key,
+            message_id,
+            body,
+            headers: serde_json::Value::Object(serde_json::Map::new()),
+            content_type: "application/json",
+        }
+    }
 }
 
 /// Writes `message` in the caller's transaction.
@@ -117,7 +140,7 @@ pub async fn publish_batch(pool: &Pool, publisher: &Publisher) -> Result<usize, 
     let tx = client.transaction().await?;
     let rows = tx
         .query(
-            "SELECT id, exchange, routing_key, message_id, body FROM outbox \
+            "SELECT id, exchange, routing_key, message_id, body, headers, content_type FROM outbox \
              ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
             &[&BATCH],
         )
@@ -127,9 +150,15 @@ pub async fn publish_batch(pool: &Pool, publisher: &Publisher) -> Result<usize, 
         let (exchange, routing_key): (&str, &str) = (row.get(1), row.get(2));
         let message_id: &str = row.get(3);
         let body: &[u8] = row.get(4);
-        let properties = BasicProperties::default()
+        let headers: serde_json::Value = row.get(5);
+        let content_type: &str = row.get(6);
+        let mut properties = BasicProperties::default()
             .with_message_id(message_id.into())
-            .with_content_type("application/json".into());
+            .with_content_type(content_type.into());
+        let table = crate::amqp::headers::from_json(&headers);
+        if !table.inner().is_empty() {
+            properties = properties.with_headers(table);
+        }
         // An announcement nobody is bound to yet is still "published": consumers that start
         // later re-read the state they need, the outbox must not grow forever.
         publisher

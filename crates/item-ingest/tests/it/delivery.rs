@@ -305,12 +305,7 @@ async fn announcements_left_in_the_outbox_by_a_crash_are_published_at_the_next_s
         );
         outbox::enqueue(
             &client,
-            &outbox::OutboxMessage {
-                exchange: &exchange,
-                routing_key: "mapping.set",
-                message_id: sku,
-                body: body.as_bytes(),
-            },
+            &outbox::OutboxMessage::json(&exchange, "mapping.set", sku, body.as_bytes()),
         )
         .await
         .unwrap();

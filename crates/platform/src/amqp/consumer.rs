@@ -46,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{
-    headers::{header_str, header_u64, set_i64, set_str},
+    headers::{from_json, header_str, header_u64, set_i64, set_str},
     publish::{PublishError, confirm_channel, publish_confirmed},
     topology::{Names, RetryPolicy, WorkQueue, declare_exchanges, declare_work_queue},
 };
@@ -568,6 +568,24 @@ fn previous_attempts(properties: &BasicProperties) -> u32 {
         .unwrap_or(0)
 }
 
+/// The contract's dead-letter headers (CONTRACT 3), as a JSON object of strings and integers:
+/// `x-error-kind`, `x-error` (one line), `x-attempts`, `x-failed-at` (RFC 3339), `x-service`.
+pub fn dead_letter_fields(
+    kind: ErrorKind,
+    reason: &str,
+    attempts: u32,
+    service: &str,
+    failed_at: chrono::DateTime<chrono::Utc>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "x-error-kind": kind.as_str(),
+        "x-error": one_line(reason),
+        ATTEMPTS_HEADER: attempts,
+        "x-failed-at": failed_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "x-service": service,
+    })
+}
+
 /// The contract's dead-letter headers added to a message's own headers.
 pub fn dead_letter_headers(
     mut headers: FieldTable,
@@ -577,15 +595,10 @@ pub fn dead_letter_headers(
     service: &str,
     failed_at: chrono::DateTime<chrono::Utc>,
 ) -> FieldTable {
-    set_str(&mut headers, "x-error-kind", kind.as_str());
-    set_str(&mut headers, "x-error", one_line(reason));
-    set_i64(&mut headers, ATTEMPTS_HEADER, i64::from(attempts));
-    set_str(
-        &mut headers,
-        "x-failed-at",
-        failed_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-    );
-    set_str(&mut headers, "x-service", service);
+    let fields = dead_letter_fields(kind, reason, attempts, service, failed_at);
+    for (name, value) in from_json(&fields).inner() {
+        headers.insert(name.clone(), value.clone());
+    }
     headers
 }
 

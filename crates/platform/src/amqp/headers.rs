@@ -44,6 +44,48 @@ pub fn set_i64(table: &mut FieldTable, name: &str, value: i64) {
     table.insert(name.into(), AMQPValue::LongLongInt(value));
 }
 
+/// String and integer headers as a JSON object (other value types are left out), for storing a
+/// message's headers in PostgreSQL.
+pub fn to_json(table: Option<&FieldTable>) -> serde_json::Value {
+    let mut object = serde_json::Map::new();
+    for (name, value) in table.map(FieldTable::inner).into_iter().flatten() {
+        let json = match value {
+            AMQPValue::LongString(_) | AMQPValue::ShortString(_) => {
+                header_str(table, name.as_str())
+                    .map(|text| serde_json::Value::from(text.to_owned()))
+            }
+            _ => header_u64(table, name.as_str())
+                .map(serde_json::Value::from)
+                .or_else(|| match value {
+                    AMQPValue::LongLongInt(n) => Some(serde_json::Value::from(*n)),
+                    AMQPValue::LongInt(n) => Some(serde_json::Value::from(*n)),
+                    _ => None,
+                }),
+        };
+        if let Some(json) = json {
+            object.insert(name.to_string(), json);
+        }
+    }
+    serde_json::Value::Object(object)
+}
+
+/// The header table of a JSON object written by [`to_json`] (strings and integers).
+pub fn from_json(headers: &serde_json::Value) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (name, value) in headers.as_object().into_iter().flatten() {
+        match value {
+            serde_json::Value::String(text) => set_str(&mut table, name, text.as_str()),
+            serde_json::Value::Number(n) => {
+                if let Some(n) = n.as_i64() {
+                    set_i64(&mut table, name, n);
+                }
+            }
+            _ => {}
+        }
+    }
+    table
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,5 +107,25 @@ mod tests {
         assert_eq!(header_u64(headers, "negative"), None);
         assert_eq!(header_u64(headers, "missing"), None);
         assert_eq!(header_u64(None, "n"), None);
+    }
+
+    #[test]
+    fn headers_round_trip_through_json() {
+        let mut table = FieldTable::default();
+        set_str(&mut table, "x-shopify-topic", "products/update");
+        set_i64(&mut table, "x-attempts", 3);
+        table.insert("flag".into(), AMQPValue::Boolean(true));
+        let json = to_json(Some(&table));
+        assert_eq!(
+            json,
+            serde_json::json!({"x-shopify-topic": "products/update", "x-attempts": 3})
+        );
+        let back = from_json(&json);
+        assert_eq!(
+            header_str(Some(&back), "x-shopify-topic"),
+            Some("products/update")
+        );
+        assert_eq!(header_u64(Some(&back), "x-attempts"), Some(3));
+        assert!(!back.contains_key("flag"));
     }
 }

@@ -4,9 +4,10 @@
 //! - **Lazy and self-healing.** It connects on first use. Any broker error or a confirm that does
 //!   not arrive in time marks the connection broken and closes it; the next publish opens a new
 //!   one. Reconnecting happens once, under a lock, not once per concurrent caller, and failed
-//!   attempts back off (100 ms doubling up to a cap) so a dead broker costs callers a quick
-//!   error instead of a connect storm. Connecting is bounded by a timeout, so a broker that
-//!   accepts TCP but never answers yields an error within the caller's budget, never a hang.
+//!   attempts back off (by default 100 ms doubling up to 1 s) so a dead broker costs callers a
+//!   quick error instead of a connect storm. Connecting is bounded by a timeout, so a broker
+//!   that accepts TCP but never answers yields an error within the caller's budget, never a
+//!   hang.
 //! - **Exact outcome per message.** Every publish is persistent and `mandatory`, and counts only
 //!   once the broker confirmed it. The result says whether it was routed to a queue or returned
 //!   as unroutable. Each publish has a confirm channel to itself while it waits (a small pool of
@@ -77,6 +78,8 @@ pub struct PublisherOptions {
     /// Publishes waiting for their confirm at once, which is also the most confirm channels the
     /// publisher opens; further callers wait for a slot (within their own timeout).
     pub max_in_flight: usize,
+    /// Pause after a failed connect attempt, doubling with each further failure.
+    pub min_backoff: Duration,
     /// Longest pause between connect attempts after consecutive failures.
     pub max_backoff: Duration,
 }
@@ -86,6 +89,7 @@ impl Default for PublisherOptions {
         Self {
             connect_timeout: Duration::from_secs(2),
             max_in_flight: 64,
+            min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(1),
         }
     }
@@ -282,12 +286,7 @@ impl Publisher {
 
     /// Whether a connection is open and not known to be broken (for `/readyz`).
     pub fn is_connected(&self) -> bool {
-        self.inner
-            .live
-            .read()
-            .ok()
-            .and_then(|live| live.as_ref().map(|session| session.usable()))
-            .unwrap_or(false)
+        self.live_session().is_some_and(|session| session.usable())
     }
 
     /// How many connections this publisher has opened so far (each reconnect adds one).
@@ -315,6 +314,13 @@ impl Publisher {
 
     /// The current session, (re)connecting if needed.
     async fn session(&self) -> Result<Arc<Session>, PublisherError> {
+        // Fast path without the async lock: every publish asks, and the connection is up nearly
+        // always.
+        if let Some(session) = self.live_session()
+            && session.usable()
+        {
+            return Ok(session);
+        }
         let mut state = self.inner.state.lock().await;
         if let Some(session) = &state.session {
             if session.usable() {
@@ -351,15 +357,28 @@ impl Publisher {
             }
             Err(reason) => {
                 state.failures = state.failures.saturating_add(1);
-                let backoff = backoff(state.failures, self.inner.options.max_backoff);
+                let options = &self.inner.options;
+                let backoff = backoff(state.failures, options.min_backoff, options.max_backoff);
                 state.retry_at = Some(Instant::now() + backoff);
-                tracing::warn!(
-                    connection = %self.inner.connection_name,
-                    error = %reason,
-                    failed_attempts = state.failures,
-                    retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
-                    "cannot connect to the broker"
-                );
+                let retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX);
+                // An outage is one warning, repeated every 30 attempts, not a line a second.
+                if state.failures == 1 || state.failures % 30 == 0 {
+                    tracing::warn!(
+                        connection = %self.inner.connection_name,
+                        error = %reason,
+                        failed_attempts = state.failures,
+                        retry_in_ms,
+                        "cannot connect to the broker"
+                    );
+                } else {
+                    tracing::debug!(
+                        connection = %self.inner.connection_name,
+                        error = %reason,
+                        failed_attempts = state.failures,
+                        retry_in_ms,
+                        "cannot connect to the broker"
+                    );
+                }
                 state.last_error = reason.clone();
                 Err(PublisherError::Unavailable(reason))
             }
@@ -426,6 +445,10 @@ impl Publisher {
         });
     }
 
+    fn live_session(&self) -> Option<Arc<Session>> {
+        self.inner.live.read().ok().and_then(|live| live.clone())
+    }
+
     fn set_live(&self, session: Option<Arc<Session>>) {
         if let Ok(mut live) = self.inner.live.write() {
             *live = session;
@@ -433,10 +456,10 @@ impl Publisher {
     }
 }
 
-/// Pause after `failures` consecutive failed connects: 100 ms doubling, capped.
-fn backoff(failures: u32, cap: Duration) -> Duration {
+/// Pause after `failures` consecutive failed connects: `first`, doubling, capped at `cap`.
+fn backoff(failures: u32, first: Duration, cap: Duration) -> Duration {
     let exponent = failures.saturating_sub(1).min(16);
-    Duration::from_millis(100u64 << exponent).min(cap)
+    first.saturating_mul(1 << exponent).min(cap)
 }
 
 #[cfg(test)]
@@ -459,10 +482,12 @@ mod tests {
 
     #[test]
     fn backoff_doubles_to_the_cap() {
-        let cap = Duration::from_secs(1);
-        let delays: Vec<_> = (1..=6).map(|n| backoff(n, cap).as_millis()).collect();
+        let (first, cap) = (Duration::from_millis(100), Duration::from_secs(1));
+        let delays: Vec<_> = (1..=6)
+            .map(|n| backoff(n, first, cap).as_millis())
+            .collect();
         assert_eq!(delays, [100, 200, 400, 800, 1000, 1000]);
-        assert_eq!(backoff(u32::MAX, cap), cap);
+        assert_eq!(backoff(u32::MAX, first, cap), cap);
     }
 
     /// A scratch exchange with one bound queue (`routed.*`), removed on drop.
@@ -555,6 +580,7 @@ mod tests {
         PublisherOptions {
             connect_timeout: Duration::from_millis(500),
             max_in_flight: 16,
+            min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_millis(200),
         }
     }
@@ -673,7 +699,9 @@ mod tests {
             url,
             "test-publisher-storm".into(),
             PublisherOptions {
-                max_backoff: Duration::from_secs(5),
+                // Longer than the whole test: every caller after the first meets the backoff.
+                min_backoff: Duration::from_secs(30),
+                max_backoff: Duration::from_secs(30),
                 ..fast_options()
             },
             None,

@@ -36,6 +36,8 @@ pub const WOS_TRANSACTIONS: &str = "wos.transactions";
 /// `inventory_item_id` is set, changed or cleared (routing keys `mapping.set`, `mapping.changed`,
 /// `mapping.cleared`; see docs/item-mappings.md).
 pub const ITEM_MAPPINGS: &str = "wos-sync.item-mappings";
+/// adjustment-pusher's queue of mapping announcements.
+pub const PUSHER_MAPPINGS_QUEUE: &str = "adjustment-pusher.item-mappings";
 /// item-ingest's work queue.
 pub const ITEM_INGEST_QUEUE: &str = "item-ingest.shopify-products";
 /// adjustment-pusher's work queue.
@@ -85,6 +87,18 @@ impl Names {
             bindings: vec![Binding {
                 exchange: self.name(WOS_TRANSACTIONS),
                 routing_key: "inventory.*".to_owned(),
+            }],
+        }
+    }
+
+    /// adjustment-pusher's queue of mapping announcements, bound to `wos-sync.item-mappings`
+    /// for `mapping.*`: a mapping that appears releases the adjustments parked for it.
+    pub fn item_mappings_queue(&self) -> WorkQueue {
+        WorkQueue {
+            name: self.name(PUSHER_MAPPINGS_QUEUE),
+            bindings: vec![Binding {
+                exchange: self.name(ITEM_MAPPINGS),
+                routing_key: "mapping.*".to_owned(),
             }],
         }
     }
@@ -365,7 +379,7 @@ mod tests {
         );
         assert_eq!(
             names.exchanges(),
-            ["t1.shopify.events", "t1.wos.transactions"]
+            ["t1.shopify.events", "t1.wos.transactions", "t1.wos-sync.item-mappings"]
         );
     }
 

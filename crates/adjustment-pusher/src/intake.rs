@@ -1,0 +1,115 @@
+//! Intake: one WOS transaction in, its Shopify changes recorded (pending or parked), acked.
+//!
+//! Parsing is strict (CONTRACT 3.2 and its JSON Schema, `model::transaction`); anything that
+//! fails it, or names a shop that is not configured, is a `malformed` dead letter with the exact
+//! problem. A transaction is recorded once per `(shop, transaction_id)`: a redelivery, or WOS
+//! reusing the id for different content (the first one wins), is acked as a duplicate.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use deadpool_postgres::Pool;
+use model::{
+    config::ShopDirectory,
+    delta::plan_adjustments,
+    transaction::{InventoryTransaction, parse_transaction},
+};
+use platform::{
+    amqp::{
+        consumer::{Disposition, Handler, Incoming},
+        headers::to_json,
+    },
+    metrics::Metrics,
+};
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+
+use crate::ledger::{Recorded, record_transaction};
+
+/// The handler of `adjustment-pusher.wos-transactions`.
+#[derive(Debug)]
+pub struct Intake {
+    pub pool: Pool,
+    pub shops: ShopDirectory,
+    pub metrics: Metrics,
+    /// Each shop's push loop, woken when it has new pending work.
+    pub wakers: Arc<BTreeMap<String, Arc<Notify>>>,
+}
+
+impl Handler for Intake {
+    async fn handle(&self, message: &Incoming) -> Disposition {
+        let transaction = match parse_transaction(&message.body) {
+            Ok(transaction) => transaction,
+            Err(err) => return Disposition::malformed(err),
+        };
+        let Some(shop) = self.shops.get(&transaction.shop_domain) else {
+            return Disposition::malformed(format!(
+                "shop `{}` is not configured",
+                transaction.shop_domain
+            ));
+        };
+        let plan = plan_adjustments(&transaction, &shop.locations);
+        let digest = content_digest(&transaction);
+        let headers = to_json(message.properties.headers().as_ref());
+        let recorded = record_transaction(
+            &self.pool,
+            &transaction,
+            &digest,
+            &message.body,
+            &headers,
+            &plan,
+        )
+        .await;
+        let (shop, kind) = (shop.domain.as_str(), transaction.kind.type_name());
+        let count = |outcome: &str, n: usize| {
+            self.metrics
+                .adjustments_total
+                .with_label_values(&[shop, kind, outcome])
+                .inc_by(n as u64);
+        };
+        match recorded {
+            Err(err) => Disposition::retry(err),
+            Ok(Recorded::Duplicate { same_content }) => {
+                count("duplicate", 1);
+                if !same_content {
+                    tracing::warn!(
+                        shop,
+                        transaction_id = %transaction.transaction_id,
+                        "transaction id reused with different content; the first one wins, this one is ignored"
+                    );
+                }
+                Disposition::Duplicate
+            }
+            Ok(Recorded::Accepted { pending, parked }) => {
+                for skip in &plan.skipped {
+                    tracing::info!(shop, transaction_id = %transaction.transaction_id, skip = %skip, "nothing to push for this part");
+                }
+                count("skipped", plan.skipped.len());
+                count("parked", parked);
+                if pending > 0
+                    && let Some(wake) = self.wakers.get(shop)
+                {
+                    wake.notify_one();
+                }
+                if parked > 0 {
+                    self.metrics
+                        .parked_adjustments
+                        .with_label_values(&[shop])
+                        .add(parked as i64);
+                    tracing::info!(shop, transaction_id = %transaction.transaction_id, sku = %transaction.sku, "item has no Shopify mapping yet; parked");
+                    Disposition::Parked
+                } else {
+                    Disposition::Ack
+                }
+            }
+        }
+    }
+}
+
+/// The transaction's content, independent of JSON formatting and key order.
+fn content_digest(transaction: &InventoryTransaction) -> String {
+    let canonical = serde_json::to_vec(transaction).unwrap_or_default();
+    Sha256::digest(&canonical)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}

@@ -1,0 +1,262 @@
+//! adjustment-pusher: WOS inventory transactions become exactly-once delta adjustments in
+//! Shopify.
+//!
+//! - [`intake`]: consumes `adjustment-pusher.wos-transactions`; records each transaction once
+//!   and its changes as pending (item mapped) or parked (not yet);
+//! - [`release`]: parked adjustments become pending when their item gets a mapping
+//!   (announcements on `adjustment-pusher.item-mappings`, and a periodic sweep); too old ->
+//!   `unmapped` dead letter;
+//! - [`push`]: one loop per shop batches pending adjustments into `inventoryAdjustQuantities`
+//!   calls persisted with their idempotency key before sending, and resends each unchanged until
+//!   Shopify answers definitely;
+//! - [`ledger`]: all of that state in PostgreSQL; [`shopify`]: the GraphQL call and how its
+//!   answers are sorted; [`pacing`]: per-shop rate limiting from `throttleStatus`.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod bench;
+pub mod intake;
+pub mod ledger;
+pub mod pacing;
+pub mod push;
+pub mod release;
+pub mod shopify;
+
+use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use platform::{
+    amqp::{
+        consumer::{ConsumerConfig, run_consumer},
+        publisher::Publisher,
+    },
+    db,
+    http::{self, Health},
+    metrics::Metrics,
+    outbox::run_outbox_relay,
+    settings::Settings,
+    shutdown::CancellationToken,
+};
+use serde::Deserialize;
+use tokio::sync::Notify;
+
+use crate::{
+    intake::Intake,
+    pacing::Pacer,
+    push::ShopPusher,
+    release::{MappingReleases, Sweeper},
+    shopify::ShopClient,
+};
+
+/// The service name (metric label, `x-service`, connection names).
+pub const SERVICE: &str = "adjustment-pusher";
+
+/// Default HTTP address (CONTRACT 1).
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 9465);
+
+/// `[adjustment_pusher]` in the configuration file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PusherSettings {
+    /// After new work arrives, wait this long so a burst goes out as one batch.
+    pub batch_window_ms: u64,
+    /// Changes per `inventoryAdjustQuantities` call (Shopify allows at most 250).
+    pub max_changes_per_call: usize,
+    /// `false`: one call per transaction, no coalescing across transactions (for comparison).
+    pub batching: bool,
+    /// One call's time limit; past it the outcome is unknown and the batch is resent.
+    pub request_timeout_ms: u64,
+    /// First backoff after a transient failure; doubles per attempt, with jitter.
+    pub retry_base_ms: u64,
+    /// Longest backoff between attempts of one batch.
+    pub retry_max_ms: u64,
+    /// After this long without a definite answer a batch is given up (`exhausted`).
+    pub give_up_after_secs: u64,
+    /// Adjustments parked longer than this are dead-lettered as `unmapped` (default 7 days).
+    pub max_park_age_secs: u64,
+    /// How often parked adjustments are re-examined.
+    pub sweep_interval_ms: u64,
+}
+
+impl Default for PusherSettings {
+    fn default() -> Self {
+        Self {
+            batch_window_ms: 50,
+            max_changes_per_call: 250,
+            batching: true,
+            request_timeout_ms: 10_000,
+            retry_base_ms: 500,
+            retry_max_ms: 60_000,
+            give_up_after_secs: 24 * 3600,
+            max_park_age_secs: 7 * 24 * 3600,
+            sweep_interval_ms: 10_000,
+        }
+    }
+}
+
+impl PusherSettings {
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            (1..=250).contains(&self.max_changes_per_call),
+            "adjustment_pusher.max_changes_per_call must be between 1 and 250 (Shopify's limit)"
+        );
+        anyhow::ensure!(
+            self.request_timeout_ms > 0,
+            "adjustment_pusher.request_timeout_ms must be positive"
+        );
+        anyhow::ensure!(
+            self.retry_base_ms > 0,
+            "adjustment_pusher.retry_base_ms must be positive"
+        );
+        anyhow::ensure!(
+            self.sweep_interval_ms > 0,
+            "adjustment_pusher.sweep_interval_ms must be positive"
+        );
+        Ok(())
+    }
+}
+
+/// Runs the adjustment-pusher until `shutdown`.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    serve(settings, Metrics::new(), shutdown).await
+}
+
+/// [`run`] with the caller's metrics registry (tests and benchmarks read it).
+pub async fn serve(
+    settings: Settings,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let pusher: PusherSettings = settings.service_section("adjustment_pusher")?;
+    pusher.validate()?;
+    anyhow::ensure!(
+        !settings.shops.is_empty(),
+        "no [[shops]] configured: nothing to push to"
+    );
+    // reqwest is built without a default TLS provider; Shopify is reached over HTTPS with rustls
+    // and ring. Installing twice (several services in one process) is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http_client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build()
+        .context("building the HTTP client")?;
+    let mut clients = BTreeMap::new();
+    for shop in settings.shops.iter() {
+        let token = std::env::var(&shop.access_token_env)
+            .ok()
+            .filter(|t| !t.is_empty())
+            .with_context(|| {
+                format!(
+                    "shop {}: environment variable {} (its Admin API access token) is not set",
+                    shop.domain, shop.access_token_env
+                )
+            })?;
+        clients.insert(
+            shop.domain.clone(),
+            ShopClient::new(http_client.clone(), shop.graphql_url(), token),
+        );
+    }
+
+    db::ensure_database(&settings.database)
+        .await
+        .context("preparing the database")?;
+    let pool = db::connect_pool(&settings.database)?;
+    db::migrate(&pool).await.context("applying migrations")?;
+
+    let names = settings.names();
+    let dead_letter_queue = names.adjustment_pusher_queue().dead_letter_queue();
+    let wakers: Arc<BTreeMap<String, Arc<Notify>>> = Arc::new(
+        clients
+            .keys()
+            .map(|shop| (shop.clone(), Arc::new(Notify::new())))
+            .collect(),
+    );
+    let outbox_wake = Arc::new(Notify::new());
+
+    let health = Health::new(Some(pool.clone()));
+    let listener = http::bind(settings.listen_or(DEFAULT_LISTEN))
+        .await
+        .context("binding HTTP")?;
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn({
+        let (router, shutdown) = (
+            http::ops_router(metrics.clone(), health.clone()),
+            shutdown.clone(),
+        );
+        async move {
+            if let Err(err) = http::serve(listener, router, shutdown).await {
+                tracing::error!(error = %err, "HTTP server failed");
+            }
+        }
+    });
+    let publisher = Publisher::new(settings.amqp.url.clone(), format!("{SERVICE}/outbox"));
+    tasks.spawn(run_outbox_relay(
+        pool.clone(),
+        publisher,
+        outbox_wake.clone(),
+        shutdown.clone(),
+    ));
+    for (shop, client) in clients {
+        let pusher = Arc::new(ShopPusher {
+            wake: wakers[&shop].clone(),
+            shop,
+            client,
+            pool: pool.clone(),
+            pacer: Pacer::new(std::time::Instant::now()),
+            settings: pusher.clone(),
+            metrics: metrics.clone(),
+            dead_letter_queue: dead_letter_queue.clone(),
+            outbox_wake: outbox_wake.clone(),
+        });
+        tasks.spawn(pusher.run(shutdown.clone()));
+    }
+    tasks.spawn(
+        Sweeper {
+            pool: pool.clone(),
+            metrics: metrics.clone(),
+            wakers: wakers.clone(),
+            outbox_wake: outbox_wake.clone(),
+            interval: Duration::from_millis(pusher.sweep_interval_ms),
+            max_park_age: Duration::from_secs(pusher.max_park_age_secs),
+            dead_letter_queue,
+        }
+        .run(shutdown.clone()),
+    );
+
+    let consumer = |queue| ConsumerConfig {
+        service: SERVICE.to_owned(),
+        amqp_url: settings.amqp.url.clone(),
+        names: names.clone(),
+        queue,
+        settings: settings.consumer.clone(),
+        retry: settings.retry.clone(),
+    };
+    // /readyz follows the transaction consumer; the mapping consumer reports to its own flag.
+    let releases = run_consumer(
+        consumer(names.item_mappings_queue()),
+        Arc::new(MappingReleases {
+            pool: pool.clone(),
+            wakers: wakers.clone(),
+        }),
+        metrics.clone(),
+        Health::new(None),
+        shutdown.clone(),
+    );
+    let intake = run_consumer(
+        consumer(names.adjustment_pusher_queue()),
+        Arc::new(Intake {
+            pool,
+            shops: settings.shops.clone(),
+            metrics: metrics.clone(),
+            wakers,
+        }),
+        metrics,
+        health,
+        shutdown,
+    );
+    tokio::join!(releases, intake);
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}

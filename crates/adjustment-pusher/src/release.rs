@@ -1,0 +1,107 @@
+//! Releasing parked adjustments: when an item gets its Shopify mapping, the adjustments parked
+//! for it become pending, with the inventory item mapped at release time.
+//!
+//! Two paths, so that nothing waits forever: item-ingest's mapping announcements (immediate),
+//! and a periodic sweep (announcements missed while the pusher was down or before its queue was
+//! bound). The sweep also dead-letters adjustments parked longer than the configured age as
+//! `unmapped`, and refreshes the `wos_sync_parked_adjustments` gauge.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use deadpool_postgres::Pool;
+use model::announcement::MappingAnnouncement;
+use platform::{
+    amqp::consumer::{Disposition, Handler, Incoming},
+    metrics::Metrics,
+    shutdown::CancellationToken,
+};
+use tokio::sync::Notify;
+
+use crate::ledger;
+
+/// The handler of `adjustment-pusher.item-mappings`.
+#[derive(Debug)]
+pub struct MappingReleases {
+    pub pool: Pool,
+    pub wakers: Arc<BTreeMap<String, Arc<Notify>>>,
+}
+
+impl Handler for MappingReleases {
+    async fn handle(&self, message: &Incoming) -> Disposition {
+        let announcement: MappingAnnouncement = match serde_json::from_slice(&message.body) {
+            Ok(announcement) => announcement,
+            Err(err) => {
+                return Disposition::malformed(format!("not a mapping announcement: {err}"));
+            }
+        };
+        // The announcement is a hint: the mapping is read from `items` when releasing.
+        match ledger::release_parked(&self.pool, &announcement.shop_domain, &announcement.sku).await
+        {
+            Err(err) => Disposition::retry(err),
+            Ok(released) => {
+                if released > 0 {
+                    tracing::info!(shop = %announcement.shop_domain, sku = %announcement.sku, released, "parked adjustments released");
+                    if let Some(wake) = self.wakers.get(&announcement.shop_domain) {
+                        wake.notify_one();
+                    }
+                }
+                Disposition::Ack
+            }
+        }
+    }
+}
+
+/// The periodic sweep.
+#[derive(Debug)]
+pub struct Sweeper {
+    pub pool: Pool,
+    pub metrics: Metrics,
+    pub wakers: Arc<BTreeMap<String, Arc<Notify>>>,
+    pub outbox_wake: Arc<Notify>,
+    pub interval: Duration,
+    pub max_park_age: Duration,
+    pub dead_letter_queue: String,
+}
+
+impl Sweeper {
+    /// Sweeps at once, then every `interval`, until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            if let Err(err) = self.sweep().await {
+                tracing::warn!(error = %err, "parked-adjustment sweep failed; will retry");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(self.interval) => {}
+            }
+        }
+    }
+
+    async fn sweep(&self) -> Result<(), platform::db::DbError> {
+        for shop in ledger::release_all_mapped(&self.pool).await? {
+            if let Some(wake) = self.wakers.get(&shop) {
+                wake.notify_one();
+            }
+        }
+        let expired =
+            ledger::expire_parked(&self.pool, self.max_park_age, &self.dead_letter_queue).await?;
+        if !expired.is_empty() {
+            self.outbox_wake.notify_one();
+        }
+        for (shop, kind) in &expired {
+            self.metrics
+                .adjustments_total
+                .with_label_values(&[shop, kind, "dead_lettered"])
+                .inc();
+        }
+        let counts = ledger::parked_counts(&self.pool).await?;
+        for shop in self.wakers.keys() {
+            let parked = counts.get(shop).copied().unwrap_or(0);
+            self.metrics
+                .parked_adjustments
+                .with_label_values(&[shop])
+                .set(parked);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,444 @@
+//! The Shopify Admin GraphQL client: one `inventoryAdjustQuantities` call, and what its answer
+//! means for the batch that was sent.
+//!
+//! Every answer is sorted into exactly one [`CallOutcome`], because the push loop's whole
+//! correctness rests on that sorting:
+//! - `Applied`: Shopify applied the batch (or it was a no-op); never send it again.
+//! - `Rejected`: Shopify refused it (`userErrors`, or a GraphQL error before execution);
+//!   nothing was applied, so its changes may be sent again in another batch with a new key.
+//! - `PreviousAttemptFailed`: Shopify says an earlier attempt with this key failed and nothing
+//!   was applied; the same changes go again under a new key.
+//! - `Transient`: anything else (timeout, dropped connection, 5xx, 429, `THROTTLED`,
+//!   `IDEMPOTENCY_CONCURRENT_REQUEST`): the outcome may be unknown, so the batch is resent
+//!   unchanged, with the same key, until one of the answers above arrives.
+
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// The mutation, with `@idempotent` (required from 2026-04) and the fields we audit.
+/// `staffMember` is deliberately not selected (CONTRACT 4).
+pub const ADJUST_MUTATION: &str =
+    "mutation AdjustInventory($input: InventoryAdjustQuantitiesInput!, $idempotencyKey: String!) {
+  inventoryAdjustQuantities(input: $input) @idempotent(key: $idempotencyKey) {
+    inventoryAdjustmentGroup { id createdAt reason referenceDocumentUri }
+    userErrors { field message code }
+  }
+}";
+
+/// The operation label of metrics.
+pub const OPERATION: &str = "inventoryAdjustQuantities";
+
+/// A user error or GraphQL error Shopify returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShopifyError {
+    pub code: Option<String>,
+    pub message: String,
+    /// For user errors: the path into the input, e.g. `["input","changes","3","inventoryItemId"]`.
+    pub field: Vec<String>,
+}
+
+impl ShopifyError {
+    /// The index into `input.changes` the error is about, if any.
+    pub fn change_index(&self) -> Option<usize> {
+        match self.field.as_slice() {
+            [input, changes, index, ..] if input == "input" && changes == "changes" => {
+                index.parse().ok()
+            }
+            _ => None,
+        }
+    }
+
+    /// One line for logs and `x-error`.
+    pub fn describe(&self) -> String {
+        match &self.code {
+            Some(code) => format!("{code}: {}", self.message),
+            None => self.message.clone(),
+        }
+    }
+}
+
+/// What one call means for its batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallOutcome {
+    Applied {
+        group_id: Option<String>,
+    },
+    Rejected {
+        errors: Vec<ShopifyError>,
+    },
+    PreviousAttemptFailed,
+    Transient {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+/// `extensions.cost.throttleStatus`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ThrottleStatus {
+    pub maximum_available: f64,
+    pub currently_available: f64,
+    pub restore_rate: f64,
+}
+
+/// One call's answer.
+#[derive(Debug, Clone)]
+pub struct CallResult {
+    pub outcome: CallOutcome,
+    /// `status` label: the HTTP status, or `timeout` / `connection`.
+    pub status: String,
+    pub throttle: Option<ThrottleStatus>,
+    pub requested_cost: Option<f64>,
+    pub elapsed: Duration,
+}
+
+/// A shop's Admin API endpoint and credentials.
+#[derive(Clone)]
+pub struct ShopClient {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+}
+
+impl std::fmt::Debug for ShopClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("ShopClient")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ShopClient {
+    pub fn new(http: reqwest::Client, graphql_url: String, token: String) -> Self {
+        Self {
+            http,
+            url: graphql_url,
+            token,
+        }
+    }
+
+    /// Sends one batch: `input` is the mutation's input, `key` its idempotency key.
+    pub async fn adjust(&self, input: &Value, key: &str, timeout: Duration) -> CallResult {
+        let started = Instant::now();
+        let body = json!({
+            "query": ADJUST_MUTATION,
+            "operationName": "AdjustInventory",
+            "variables": { "input": input, "idempotencyKey": key },
+        });
+        let response = self
+            .http
+            .post(&self.url)
+            .header("X-Shopify-Access-Token", &self.token)
+            .json(&body)
+            .timeout(timeout)
+            .send()
+            .await;
+        let response = match response {
+            Ok(response) => response,
+            Err(err) => {
+                let status = if err.is_timeout() {
+                    "timeout"
+                } else {
+                    "connection"
+                };
+                return CallResult {
+                    outcome: CallOutcome::Transient {
+                        reason: transport_error(err),
+                        retry_after: None,
+                    },
+                    status: status.to_owned(),
+                    throttle: None,
+                    requested_cost: None,
+                    elapsed: started.elapsed(),
+                };
+            }
+        };
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|secs| secs.is_finite() && *secs >= 0.0)
+            .map(Duration::from_secs_f64);
+        let text = match response.text().await {
+            Ok(text) => text,
+            Err(err) => {
+                return CallResult {
+                    outcome: CallOutcome::Transient {
+                        reason: transport_error(err),
+                        retry_after,
+                    },
+                    status: "connection".to_owned(),
+                    throttle: None,
+                    requested_cost: None,
+                    elapsed: started.elapsed(),
+                };
+            }
+        };
+        let mut result = interpret(status.as_u16(), retry_after, &text);
+        result.elapsed = started.elapsed();
+        result
+    }
+}
+
+/// A transport error in one line, without the URL's query or anything secret.
+fn transport_error(err: reqwest::Error) -> String {
+    let kind = if err.is_timeout() {
+        "timed out"
+    } else if err.is_connect() {
+        "cannot connect"
+    } else if err.is_body() || err.is_decode() {
+        "connection dropped while reading the answer"
+    } else {
+        "request failed"
+    };
+    format!("{kind}: {}", err.without_url())
+}
+
+/// Sorts an HTTP answer into a [`CallResult`] (pure; unit-tested on Shopify's shapes).
+pub fn interpret(status: u16, retry_after: Option<Duration>, body: &str) -> CallResult {
+    let document: Option<Value> = serde_json::from_str(body).ok();
+    let cost = document
+        .as_ref()
+        .and_then(|d| d.pointer("/extensions/cost"));
+    let throttle = cost
+        .and_then(|c| c.get("throttleStatus"))
+        .and_then(|t| serde_json::from_value::<ThrottleStatus>(t.clone()).ok());
+    let requested_cost = cost
+        .and_then(|c| c.get("requestedQueryCost"))
+        .and_then(Value::as_f64);
+    let result = |outcome| CallResult {
+        outcome,
+        status: status.to_string(),
+        throttle,
+        requested_cost,
+        elapsed: Duration::ZERO,
+    };
+    if status != 200 {
+        let reason = match status {
+            429 => "rate limited (429)".to_owned(),
+            401 | 403 => format!("access refused ({status}): check the shop's access token"),
+            _ => format!("HTTP {status}"),
+        };
+        return result(CallOutcome::Transient {
+            reason,
+            retry_after,
+        });
+    }
+    let Some(document) = document else {
+        return result(CallOutcome::Transient {
+            reason: "HTTP 200 with a body that is not JSON".to_owned(),
+            retry_after: None,
+        });
+    };
+
+    let top_level = errors_of(document.get("errors"));
+    if top_level
+        .iter()
+        .any(|e| e.code.as_deref() == Some("THROTTLED"))
+    {
+        let wait = throttle.map(|t| {
+            let needed = requested_cost.unwrap_or(10.0) - t.currently_available;
+            Duration::from_secs_f64((needed.max(1.0) / t.restore_rate.max(1.0)).min(60.0))
+        });
+        return result(CallOutcome::Transient {
+            reason: "THROTTLED".to_owned(),
+            retry_after: wait,
+        });
+    }
+    let payload = document.pointer("/data/inventoryAdjustQuantities");
+    let user_errors = errors_of(payload.and_then(|p| p.get("userErrors")));
+    let all: Vec<&ShopifyError> = top_level.iter().chain(&user_errors).collect();
+    let has = |code: &str| all.iter().any(|e| e.code.as_deref() == Some(code));
+    if has("IDEMPOTENCY_CONCURRENT_REQUEST") {
+        return result(CallOutcome::Transient {
+            reason: "IDEMPOTENCY_CONCURRENT_REQUEST".to_owned(),
+            retry_after: Some(Duration::from_millis(500)),
+        });
+    }
+    if has("IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED") {
+        return result(CallOutcome::PreviousAttemptFailed);
+    }
+    if !top_level.is_empty() {
+        let internal = top_level.iter().any(|e| {
+            matches!(
+                e.code.as_deref(),
+                Some("INTERNAL_SERVER_ERROR" | "SERVICE_UNAVAILABLE" | "TIMEOUT")
+            )
+        });
+        if internal || payload.is_none() && top_level.iter().all(|e| e.code.is_none()) {
+            // Not a refusal Shopify made before running the mutation: the outcome is unknown.
+            let reason = top_level
+                .iter()
+                .map(ShopifyError::describe)
+                .collect::<Vec<_>>()
+                .join("; ");
+            return result(CallOutcome::Transient {
+                reason,
+                retry_after: None,
+            });
+        }
+        return result(CallOutcome::Rejected { errors: top_level });
+    }
+    if !user_errors.is_empty() {
+        return result(CallOutcome::Rejected {
+            errors: user_errors,
+        });
+    }
+    match payload {
+        Some(payload) => {
+            let group_id = payload
+                .pointer("/inventoryAdjustmentGroup/id")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            result(CallOutcome::Applied { group_id })
+        }
+        None => result(CallOutcome::Transient {
+            reason: "HTTP 200 without data.inventoryAdjustQuantities".to_owned(),
+            retry_after: None,
+        }),
+    }
+}
+
+fn errors_of(list: Option<&Value>) -> Vec<ShopifyError> {
+    list.and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|error| ShopifyError {
+            code: error
+                .get("code")
+                .or_else(|| error.pointer("/extensions/code"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            message: error
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("(no message)")
+                .to_owned(),
+            field: error
+                .get("field")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|part| match part {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const COST: &str = r#""extensions":{"cost":{"requestedQueryCost":10,"actualQueryCost":10,"throttleStatus":{"maximumAvailable":2000.0,"currentlyAvailable":1990,"restoreRate":100.0}}}"#;
+
+    fn outcome(status: u16, body: &str) -> CallOutcome {
+        interpret(status, None, body).outcome
+    }
+
+    #[test]
+    fn an_applied_group_is_applied_and_throttle_status_is_read() {
+        let body = format!(
+            r#"{{"data":{{"inventoryAdjustQuantities":{{"inventoryAdjustmentGroup":{{"id":"gid://shopify/InventoryAdjustmentGroup/5"}},"userErrors":[]}}}},{COST}}}"#
+        );
+        let result = interpret(200, None, &body);
+        assert_eq!(
+            result.outcome,
+            CallOutcome::Applied {
+                group_id: Some("gid://shopify/InventoryAdjustmentGroup/5".into())
+            }
+        );
+        assert_eq!(result.throttle.unwrap().currently_available, 1990.0);
+        assert_eq!(result.requested_cost, Some(10.0));
+    }
+
+    #[test]
+    fn a_no_op_is_applied_without_a_group() {
+        let body = r#"{"data":{"inventoryAdjustQuantities":{"inventoryAdjustmentGroup":null,"userErrors":[]}}}"#;
+        assert_eq!(outcome(200, body), CallOutcome::Applied { group_id: None });
+    }
+
+    #[test]
+    fn user_errors_are_rejections_with_the_change_index() {
+        // Shape of the fixture unknownIdValidation/adjustUnknownInventoryItem.
+        let body = r#"{"data":{"inventoryAdjustQuantities":{"inventoryAdjustmentGroup":null,"userErrors":[{"field":["input","changes","3","inventoryItemId"],"message":"The specified inventory item could not be found.","code":"INVALID_INVENTORY_ITEM"}]}}}"#;
+        let CallOutcome::Rejected { errors } = outcome(200, body) else {
+            panic!("rejected")
+        };
+        assert_eq!(errors[0].change_index(), Some(3));
+        assert_eq!(
+            errors[0].describe(),
+            "INVALID_INVENTORY_ITEM: The specified inventory item could not be found."
+        );
+    }
+
+    #[test]
+    fn graphql_errors_before_execution_are_rejections() {
+        // Shape of the fixture missingAdjustChangeFromQuantity.
+        let body = r#"{"errors":[{"message":"InventoryChangeInput must include the following argument: changeFromQuantity.","extensions":{"code":"INVALID_FIELD_ARGUMENTS"}}]}"#;
+        let CallOutcome::Rejected { errors } = outcome(200, body) else {
+            panic!("rejected")
+        };
+        assert_eq!(errors[0].code.as_deref(), Some("INVALID_FIELD_ARGUMENTS"));
+    }
+
+    #[test]
+    fn throttled_waits_for_the_missing_points() {
+        let body = r#"{"errors":[{"message":"Throttled","extensions":{"code":"THROTTLED"}}],"extensions":{"cost":{"requestedQueryCost":10,"actualQueryCost":null,"throttleStatus":{"maximumAvailable":2000.0,"currentlyAvailable":4,"restoreRate":100.0}}}}"#;
+        let CallOutcome::Transient { retry_after, .. } = outcome(200, body) else {
+            panic!("transient")
+        };
+        assert_eq!(retry_after, Some(Duration::from_millis(60)));
+    }
+
+    #[test]
+    fn idempotency_codes_are_sorted() {
+        let concurrent = r#"{"data":{"inventoryAdjustQuantities":{"inventoryAdjustmentGroup":null,"userErrors":[{"field":null,"message":"in progress","code":"IDEMPOTENCY_CONCURRENT_REQUEST"}]}}}"#;
+        assert!(matches!(
+            outcome(200, concurrent),
+            CallOutcome::Transient { .. }
+        ));
+        let failed = r#"{"errors":[{"message":"previous attempt failed","extensions":{"code":"IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED"}}]}"#;
+        assert_eq!(outcome(200, failed), CallOutcome::PreviousAttemptFailed);
+        let mismatch = r#"{"data":{"inventoryAdjustQuantities":{"inventoryAdjustmentGroup":null,"userErrors":[{"field":null,"message":"mismatch","code":"IDEMPOTENCY_KEY_PARAMETER_MISMATCH"}]}}}"#;
+        assert!(matches!(
+            outcome(200, mismatch),
+            CallOutcome::Rejected { .. }
+        ));
+    }
+
+    #[test]
+    fn http_failures_are_transient_and_keep_retry_after() {
+        let result = interpret(429, Some(Duration::from_secs(2)), "");
+        assert_eq!(
+            result.outcome,
+            CallOutcome::Transient {
+                reason: "rate limited (429)".into(),
+                retry_after: Some(Duration::from_secs(2))
+            }
+        );
+        for status in [500, 502, 503, 401] {
+            assert!(
+                matches!(outcome(status, "oops"), CallOutcome::Transient { .. }),
+                "{status}"
+            );
+        }
+        assert!(matches!(
+            outcome(200, "<html>"),
+            CallOutcome::Transient { .. }
+        ));
+        let internal = r#"{"errors":[{"message":"Internal error","extensions":{"code":"INTERNAL_SERVER_ERROR"}}]}"#;
+        assert!(matches!(
+            outcome(200, internal),
+            CallOutcome::Transient { .. }
+        ));
+    }
+}
