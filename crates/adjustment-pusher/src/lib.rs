@@ -117,14 +117,52 @@ impl PusherSettings {
     }
 }
 
-/// Runs the adjustment-pusher until `shutdown`.
-pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    serve(settings, Metrics::new(), shutdown).await
+/// Each shop's Admin API access token. Secrets: never printed.
+#[derive(Clone, Default)]
+pub struct ShopTokens(BTreeMap<String, String>);
+
+impl std::fmt::Debug for ShopTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
 }
 
-/// [`run`] with the caller's metrics registry (tests and benchmarks read it).
+impl ShopTokens {
+    /// Reads every configured shop's token from the environment variable its configuration
+    /// names; a missing one is an error naming the shop and the variable (never a value).
+    pub fn from_env(settings: &Settings) -> anyhow::Result<Self> {
+        let mut tokens = BTreeMap::new();
+        for shop in settings.shops.iter() {
+            let token = std::env::var(&shop.access_token_env)
+                .ok()
+                .filter(|t| !t.is_empty());
+            let token = token.with_context(|| {
+                format!(
+                    "shop {}: environment variable {} (its Admin API access token) is not set",
+                    shop.domain, shop.access_token_env
+                )
+            })?;
+            tokens.insert(shop.domain.clone(), token);
+        }
+        Ok(Self(tokens))
+    }
+
+    /// Tokens given directly (tests, benchmarks).
+    pub fn new(tokens: impl IntoIterator<Item = (String, String)>) -> Self {
+        Self(tokens.into_iter().collect())
+    }
+}
+
+/// Runs the adjustment-pusher until `shutdown`, with tokens from the environment.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let tokens = ShopTokens::from_env(&settings)?;
+    serve(settings, tokens, Metrics::new(), shutdown).await
+}
+
+/// [`run`] with the tokens and metrics registry given (tests and benchmarks).
 pub async fn serve(
     settings: Settings,
+    tokens: ShopTokens,
     metrics: Metrics,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -144,15 +182,8 @@ pub async fn serve(
         .context("building the HTTP client")?;
     let mut clients = BTreeMap::new();
     for shop in settings.shops.iter() {
-        let token = std::env::var(&shop.access_token_env)
-            .ok()
-            .filter(|t| !t.is_empty())
-            .with_context(|| {
-                format!(
-                    "shop {}: environment variable {} (its Admin API access token) is not set",
-                    shop.domain, shop.access_token_env
-                )
-            })?;
+        let token = tokens.0.get(&shop.domain).cloned();
+        let token = token.with_context(|| format!("shop {}: no access token", shop.domain))?;
         clients.insert(
             shop.domain.clone(),
             ShopClient::new(http_client.clone(), shop.graphql_url(), token),

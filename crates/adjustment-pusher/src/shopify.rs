@@ -213,8 +213,13 @@ pub fn interpret(status: u16, retry_after: Option<Duration>, body: &str) -> Call
         .and_then(|c| c.get("requestedQueryCost"))
         .and_then(Value::as_f64);
     let result = |outcome| CallResult {
+        status: match &outcome {
+            CallOutcome::Transient { reason, .. } if reason == "THROTTLED" => {
+                "throttled".to_owned()
+            }
+            _ => status.to_string(),
+        },
         outcome,
-        status: status.to_string(),
         throttle,
         requested_cost,
         elapsed: Duration::ZERO,

@@ -57,12 +57,15 @@ pub async fn enqueue<C: GenericClient>(
 ) -> Result<(), tokio_postgres::Error> {
     client
         .execute(
-            "INSERT INTO outbox (exchange, routing_key, message_id, body) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO outbox (exchange, routing_key, message_id, body, headers, content_type) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
             &[
                 &message.exchange,
                 &message.routing_key,
                 &message.message_id,
                 &message.body,
+                &message.headers,
+                &message.content_type,
             ],
         )
         .await?;

@@ -379,7 +379,11 @@ mod tests {
         );
         assert_eq!(
             names.exchanges(),
-            ["t1.shopify.events", "t1.wos.transactions", "t1.wos-sync.item-mappings"]
+            [
+                "t1.shopify.events",
+                "t1.wos.transactions",
+                "t1.wos-sync.item-mappings"
+            ]
         );
     }
 

@@ -1,0 +1,133 @@
+//! Redeliveries and duplicates.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::harness::{Harness, tx};
+
+const SHOP: &str = "acme.myshopify.com";
+
+#[tokio::test]
+async fn every_message_delivered_three_times_is_counted_once() {
+    let mut h = Harness::start().await;
+    let transactions: Vec<_> = (0..30)
+        .map(|n| {
+            tx(
+                &format!("dup-{n}"),
+                SHOP,
+                "put",
+                &format!("SKU-{}", n % 4),
+                "EAST",
+                json!({"quantity": n + 1}),
+            )
+        })
+        .collect();
+    for round in 0..3 {
+        for (n, transaction) in transactions.iter().enumerate() {
+            h.publish(transaction).await;
+            if round == 0 {
+                h.expect(SHOP, &format!("SKU-{}", n % 4), "EAST", n as i64 + 1);
+            }
+        }
+    }
+    h.assert_totals(Duration::from_secs(20)).await;
+    assert_eq!(h.adjustments(SHOP, "put", "duplicate"), 60);
+    assert_eq!(h.adjustments(SHOP, "put", "pushed"), 30);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn the_same_transaction_id_with_other_content_is_ignored_and_counted() {
+    let mut h = Harness::start().await;
+    h.publish(&tx(
+        "reused-id",
+        SHOP,
+        "put",
+        "SKU-0",
+        "MAIN",
+        json!({"quantity": 5}),
+    ))
+    .await;
+    h.expect(SHOP, "SKU-0", "MAIN", 5);
+    // WOS reuses the id for a different transaction: the first one wins.
+    h.publish(&tx(
+        "reused-id",
+        SHOP,
+        "pull",
+        "SKU-1",
+        "MAIN",
+        json!({"quantity": 99}),
+    ))
+    .await;
+    h.assert_totals(Duration::from_secs(20)).await;
+    assert_eq!(h.adjustments(SHOP, "pull", "duplicate"), 1);
+    assert_eq!(h.count("SELECT count(*) FROM wos_transactions").await, 1);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_transactions_go_to_the_dlq_with_the_exact_problem() {
+    let mut h = Harness::start().await;
+    let unknown_shop = tx(
+        "t-1",
+        "other.myshopify.com",
+        "put",
+        "SKU-0",
+        "MAIN",
+        json!({"quantity": 1}),
+    );
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"{not json".to_vec(), "JSON"),
+        (
+            tx("t-2", SHOP, "put", "SKU-0", "MAIN", json!({"quantity": 0}))
+                .to_string()
+                .into_bytes(),
+            "`quantity`",
+        ),
+        (
+            tx("t-3", SHOP, "teleport", "SKU-0", "MAIN", json!({}))
+                .to_string()
+                .into_bytes(),
+            "`type`",
+        ),
+        (
+            tx(
+                "t-4",
+                SHOP,
+                "put",
+                "SKU\u{7}",
+                "MAIN",
+                json!({"quantity": 1}),
+            )
+            .to_string()
+            .into_bytes(),
+            "`sku`",
+        ),
+        (
+            unknown_shop.to_string().into_bytes(),
+            "shop `other.myshopify.com` is not configured",
+        ),
+    ];
+    for (n, (body, _)) in cases.iter().enumerate() {
+        h.publish_raw(body, &format!("bad-{n}"), "put").await;
+    }
+    let dlq = h.env.names.adjustment_pusher_queue().dead_letter_queue();
+    testkit::wait_until(Duration::from_secs(20), "dead letters", || async {
+        h.env.queue_depth(&dlq).await as usize == cases.len()
+    })
+    .await;
+    let dead = h.env.drain(&dlq).await;
+    for (dead, (body, problem)) in dead.iter().zip(&cases) {
+        let headers = dead.delivery.properties.headers().as_ref();
+        assert_eq!(
+            platform::amqp::headers::header_str(headers, "x-error-kind"),
+            Some("malformed")
+        );
+        let error = platform::amqp::headers::header_str(headers, "x-error").unwrap();
+        assert!(error.contains(problem), "expected {problem} in {error}");
+        assert_eq!(&dead.delivery.data, body);
+    }
+    assert_eq!(h.count("SELECT count(*) FROM wos_transactions").await, 0);
+    h.stop().await;
+}

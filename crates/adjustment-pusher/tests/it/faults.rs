@@ -1,0 +1,201 @@
+//! Shopify misbehaving: only idempotency and the persisted batch keep the totals exact.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use shopify_sandbox::{FaultAction, FaultConfig, FaultRule, ThrottleConfig};
+
+use crate::harness::{Harness, Options, tx};
+
+const SHOP: &str = "acme.myshopify.com";
+
+async fn publish_puts(h: &mut Harness, prefix: &str, count: usize) {
+    for n in 0..count {
+        let sku = format!("SKU-{}", n % 4);
+        h.publish(&tx(
+            &format!("{prefix}-{n}"),
+            SHOP,
+            "put",
+            &sku,
+            "MAIN",
+            json!({"quantity": n + 1}),
+        ))
+        .await;
+        h.expect(SHOP, &sku, "MAIN", n as i64 + 1);
+    }
+}
+
+#[tokio::test]
+async fn a_batch_applied_then_cut_off_is_resent_with_its_key_and_applied_once() {
+    let mut h = Harness::start().await;
+    h.sandbox
+        .set_faults(FaultConfig::rule(
+            FaultRule::next(4, FaultAction::ApplyThenDrop).mutations_only(),
+        ))
+        .unwrap();
+    publish_puts(&mut h, "drop", 12).await;
+    h.assert_totals(Duration::from_secs(30)).await;
+    assert_eq!(h.sandbox.fired_faults().len(), 4, "every cut-off happened");
+    // Each batch was applied once: as many groups as applied batches, keys all distinct.
+    let groups = h.sandbox.adjustment_groups(SHOP).unwrap();
+    let keys: std::collections::BTreeSet<_> =
+        groups.iter().map(|g| g.idempotency_key.clone()).collect();
+    assert_eq!(keys.len(), groups.len());
+    let applied = h
+        .count("SELECT count(*) FROM push_batches WHERE state = 'applied' AND change_count > 0")
+        .await;
+    assert_eq!(applied as usize, groups.len());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_5xx_storm_including_errors_after_applying_changes_nothing_twice() {
+    let mut h = Harness::start().await;
+    let mut faults = FaultConfig::rule(
+        FaultRule::probability(
+            0.3,
+            FaultAction::Status {
+                status: 500,
+                retry_after_secs: None,
+                after_apply: true,
+            },
+        )
+        .mutations_only(),
+    );
+    faults.seed = 7;
+    faults.rules.push(
+        FaultRule::probability(
+            0.3,
+            FaultAction::Status {
+                status: 502,
+                retry_after_secs: None,
+                after_apply: false,
+            },
+        )
+        .mutations_only(),
+    );
+    faults.rules.push(
+        FaultRule::probability(
+            0.2,
+            FaultAction::Status {
+                status: 503,
+                retry_after_secs: None,
+                after_apply: false,
+            },
+        )
+        .mutations_only(),
+    );
+    h.sandbox.set_faults(faults).unwrap();
+    publish_puts(&mut h, "storm", 60).await;
+    h.assert_totals(Duration::from_secs(60)).await;
+    assert!(h.sandbox.fired_faults().len() >= 2, "the storm happened");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_429_with_retry_after_is_waited_out() {
+    let mut h = Harness::start().await;
+    h.sandbox
+        .set_faults(FaultConfig::rule(
+            FaultRule::next(
+                1,
+                FaultAction::Status {
+                    status: 429,
+                    retry_after_secs: Some(1),
+                    after_apply: false,
+                },
+            )
+            .mutations_only(),
+        ))
+        .unwrap();
+    let started = Instant::now();
+    publish_puts(&mut h, "limited", 3).await;
+    h.assert_totals(Duration::from_secs(20)).await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After honoured"
+    );
+    let limited = h
+        .metrics()
+        .shopify_requests_total
+        .with_label_values(&[SHOP, "inventoryAdjustQuantities", "429"])
+        .get();
+    assert_eq!(limited, 1);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn throttled_calls_wait_for_the_bucket_and_pacing_avoids_more() {
+    let throttle = ThrottleConfig {
+        enabled: true,
+        bucket_size: 100.0,
+        restore_rate: 50.0,
+    };
+    let mut h = Harness::with(Options {
+        throttle,
+        ..Options::default()
+    })
+    .await;
+    // Someone else drained the shop's bucket: the first call is THROTTLED.
+    h.sandbox.set_bucket_available(SHOP, 0.0).unwrap();
+    publish_puts(&mut h, "throttled", 8).await;
+    h.assert_totals(Duration::from_secs(20)).await;
+    let requests = |status: &str| {
+        h.metrics()
+            .shopify_requests_total
+            .with_label_values(&[SHOP, "inventoryAdjustQuantities", status])
+            .get()
+    };
+    assert!(requests("throttled") >= 1, "the drained bucket was noticed");
+    assert!(
+        requests("throttled") <= 2,
+        "then pacing waited instead of hammering: {}",
+        requests("throttled")
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_rejected_change_is_dead_lettered_and_the_rest_of_its_batch_is_pushed() {
+    let mut h = Harness::with(Options {
+        pusher: "batch_window_ms = 300",
+        ..Options::default()
+    })
+    .await;
+    // SKU-3's item points at an inventory item Shopify does not have.
+    h.map(SHOP, "SKU-3", Some(model::ids::InventoryItemId(424_242)))
+        .await;
+    for n in 0..4 {
+        h.publish(&tx(
+            &format!("mix-{n}"),
+            SHOP,
+            "put",
+            &format!("SKU-{n}"),
+            "MAIN",
+            json!({"quantity": 10}),
+        ))
+        .await;
+        if n != 3 {
+            h.expect(SHOP, &format!("SKU-{n}"), "MAIN", 10);
+        }
+    }
+    h.assert_totals(Duration::from_secs(20)).await;
+    let dlq = h.env.names.adjustment_pusher_queue().dead_letter_queue();
+    testkit::wait_until(Duration::from_secs(10), "rejected dead letter", || async {
+        h.env.queue_depth(&dlq).await == 1
+    })
+    .await;
+    let dead = h.env.drain(&dlq).await.remove(0).delivery;
+    let headers = dead.properties.headers().as_ref();
+    assert_eq!(
+        platform::amqp::headers::header_str(headers, "x-error-kind"),
+        Some("rejected")
+    );
+    let error = platform::amqp::headers::header_str(headers, "x-error").unwrap();
+    assert!(error.contains("INVALID_INVENTORY_ITEM"), "{error}");
+    assert_eq!(
+        dead.properties.message_id().as_ref().unwrap().as_str(),
+        "mix-3"
+    );
+    h.stop().await;
+}

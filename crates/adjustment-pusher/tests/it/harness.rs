@@ -1,0 +1,441 @@
+//! A pusher on a test's database and queue prefix, a sandbox shop with stocked items, and a
+//! ledger of the expected Shopify quantities.
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use adjustment_pusher::ShopTokens;
+use lapin::BasicProperties;
+use model::{
+    config::{ShopConfig, ShopDirectory},
+    ids::{InventoryItemId, LocationId},
+};
+use platform::{
+    amqp::topology::{WOS_TRANSACTIONS, declare_exchanges, declare_work_queue},
+    metrics::Metrics,
+    settings::Settings,
+    shutdown::CancellationToken,
+};
+use serde_json::{Value, json};
+use shopify_sandbox::{
+    ProductSpec, Sandbox, SandboxConfig, SandboxHandle, ThrottleConfig, VariantSpec,
+};
+use testkit::TestEnv;
+
+pub const STOCK: i64 = 1000;
+
+/// One sandbox shop as the test sees it.
+#[derive(Debug, Clone)]
+pub struct Shop {
+    pub domain: String,
+    pub token: String,
+    /// WOS warehouse -> Shopify location.
+    pub locations: BTreeMap<String, LocationId>,
+    /// SKU -> inventory item.
+    pub items: BTreeMap<String, InventoryItemId>,
+}
+
+pub struct Harness {
+    pub env: TestEnv,
+    pub sandbox: SandboxHandle,
+    pub shops: Vec<Shop>,
+    pub settings: Settings,
+    /// Expected `available` per (shop, item, location).
+    pub expected: BTreeMap<(String, InventoryItemId, LocationId), i64>,
+    replicas: Vec<Replica>,
+    published: u64,
+}
+
+struct Replica {
+    metrics: Metrics,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Options of a harness.
+pub struct Options {
+    pub shops: Vec<&'static str>,
+    pub skus: usize,
+    pub throttle: ThrottleConfig,
+    /// `[adjustment_pusher]` overrides, as TOML.
+    pub pusher: &'static str,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            shops: vec!["acme.myshopify.com"],
+            skus: 4,
+            throttle: ThrottleConfig {
+                enabled: false,
+                ..ThrottleConfig::default()
+            },
+            pusher: "",
+        }
+    }
+}
+
+impl Harness {
+    pub async fn start() -> Self {
+        Self::with(Options::default()).await
+    }
+
+    pub async fn with(options: Options) -> Self {
+        platform::telemetry::init_tracing(platform::telemetry::LogFormat::Text);
+        let env = TestEnv::new().await;
+        let sandbox = Sandbox::start(SandboxConfig {
+            throttle: options.throttle,
+            ..SandboxConfig::default()
+        })
+        .await
+        .unwrap();
+        let mut shops = Vec::new();
+        for domain in &options.shops {
+            let token = format!("token-{domain}");
+            sandbox.create_shop(domain, &token).unwrap();
+            let main = sandbox.create_location(domain, "Main").unwrap();
+            let east = sandbox.create_location(domain, "East").unwrap();
+            let locations: BTreeMap<String, LocationId> = [
+                ("MAIN".to_owned(), main),
+                ("EAST".to_owned(), east),
+                // A second WOS warehouse in the same Shopify location.
+                ("ANNEX".to_owned(), main),
+            ]
+            .into_iter()
+            .collect();
+            let variants = (0..options.skus)
+                .map(|n| VariantSpec {
+                    sku: Some(format!("SKU-{n}")),
+                    stock: vec![
+                        shopify_sandbox::Stock {
+                            location_id: main,
+                            available: STOCK,
+                        },
+                        shopify_sandbox::Stock {
+                            location_id: east,
+                            available: STOCK,
+                        },
+                    ],
+                    ..VariantSpec::default()
+                })
+                .collect();
+            let created = sandbox
+                .create_product(
+                    domain,
+                    ProductSpec {
+                        title: "Tee".into(),
+                        variants,
+                        ..product_defaults()
+                    },
+                )
+                .unwrap();
+            let items = created
+                .variants
+                .iter()
+                .map(|v| (v.sku.clone().unwrap(), v.inventory_item_id))
+                .collect();
+            shops.push(Shop {
+                domain: (*domain).to_owned(),
+                token,
+                locations,
+                items,
+            });
+        }
+
+        let mut settings = env.settings();
+        settings.http.listen = Some("127.0.0.1:0".parse().unwrap());
+        let configs: Vec<ShopConfig> = shops
+            .iter()
+            .map(|shop| ShopConfig {
+                domain: shop.domain.clone(),
+                api_version: "2026-04".into(),
+                admin_base_url: sandbox.base_url(),
+                access_token_env: "UNUSED_IN_TESTS".into(),
+                webhook_secret_env: None,
+                previous_webhook_secret_env: None,
+                locations: shop.locations.clone(),
+                fields: Default::default(),
+            })
+            .collect();
+        settings.shops = ShopDirectory::new(configs).unwrap();
+        let mut section: toml::Table =
+            "batch_window_ms = 20\nretry_base_ms = 50\nretry_max_ms = 500\nsweep_interval_ms = 200\nrequest_timeout_ms = 2000"
+                .parse()
+                .unwrap();
+        section.extend(options.pusher.parse::<toml::Table>().unwrap());
+        settings
+            .services
+            .insert("adjustment_pusher".into(), toml::Value::Table(section));
+
+        declare_exchanges(env.channel(), &env.names).await.unwrap();
+        declare_work_queue(
+            env.channel(),
+            &env.names.adjustment_pusher_queue(),
+            &settings.retry,
+        )
+        .await
+        .unwrap();
+        declare_work_queue(
+            env.channel(),
+            &env.names.item_mappings_queue(),
+            &settings.retry,
+        )
+        .await
+        .unwrap();
+        let mut harness = Self {
+            env,
+            sandbox,
+            shops,
+            settings,
+            expected: BTreeMap::new(),
+            replicas: Vec::new(),
+            published: 0,
+        };
+        for shop in harness.shops.clone() {
+            for item in shop.items.values() {
+                for location in [shop.locations["MAIN"], shop.locations["EAST"]] {
+                    harness
+                        .expected
+                        .insert((shop.domain.clone(), *item, location), STOCK);
+                }
+            }
+        }
+        harness.map_all().await;
+        harness.start_replica();
+        harness
+    }
+
+    /// Starts one more pusher on the same database and queues.
+    pub fn start_replica(&mut self) {
+        let tokens = ShopTokens::new(
+            self.shops
+                .iter()
+                .map(|s| (s.domain.clone(), s.token.clone())),
+        );
+        let metrics = Metrics::new();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(adjustment_pusher::serve(
+            self.settings.clone(),
+            tokens,
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+        self.replicas.push(Replica {
+            metrics,
+            shutdown,
+            task,
+        });
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.replicas[0].metrics
+    }
+
+    /// Sum of a counter over every replica.
+    pub fn adjustments(&self, shop: &str, kind: &str, outcome: &str) -> u64 {
+        self.replicas
+            .iter()
+            .map(|r| {
+                r.metrics
+                    .adjustments_total
+                    .with_label_values(&[shop, kind, outcome])
+                    .get()
+            })
+            .sum()
+    }
+
+    pub fn shop(&self, index: usize) -> &Shop {
+        &self.shops[index]
+    }
+
+    /// Writes the `items` rows item-ingest would have written, for every SKU of every shop.
+    pub async fn map_all(&self) {
+        for shop in &self.shops {
+            for (sku, item) in &shop.items {
+                self.map(&shop.domain, sku, Some(*item)).await;
+            }
+        }
+    }
+
+    /// Sets an item's mapping (None: NULL), creating the item if needed.
+    pub async fn map(&self, shop: &str, sku: &str, item: Option<InventoryItemId>) {
+        let id = item.map(|i| i.0 as i64);
+        self.env
+            .pool
+            .get()
+            .await
+            .unwrap()
+            .execute(
+                "INSERT INTO items (shop_domain, sku, inventory_item_id) VALUES ($1, $2, $3) \
+                 ON CONFLICT (shop_domain, sku) DO UPDATE SET inventory_item_id = EXCLUDED.inventory_item_id",
+                &[&shop, &sku, &id],
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Publishes a transaction as WOS does.
+    pub async fn publish(&mut self, transaction: &Value) {
+        self.publish_raw(
+            transaction.to_string().as_bytes(),
+            transaction["transaction_id"].as_str().unwrap_or("none"),
+            transaction["type"].as_str().unwrap_or("put"),
+        )
+        .await;
+    }
+
+    pub async fn publish_raw(&mut self, body: &[u8], message_id: &str, kind: &str) {
+        let properties = BasicProperties::default()
+            .with_message_id(message_id.into())
+            .with_content_type("application/json".into());
+        let exchange = self.env.names.name(WOS_TRANSACTIONS);
+        self.env
+            .publish(&exchange, &format!("inventory.{kind}"), body, properties)
+            .await;
+        self.published += 1;
+    }
+
+    /// Records an expected change.
+    pub fn expect(&mut self, shop: &str, sku: &str, warehouse: &str, delta: i64) {
+        let shop_fixture = self.shops.iter().find(|s| s.domain == shop).unwrap();
+        let key = (
+            shop.to_owned(),
+            shop_fixture.items[sku],
+            shop_fixture.locations[warehouse],
+        );
+        *self.expected.entry(key).or_insert(STOCK) += delta;
+    }
+
+    fn actual(&self) -> BTreeMap<(String, InventoryItemId, LocationId), i64> {
+        self.expected
+            .keys()
+            .map(|(shop, item, location)| {
+                let quantity = self
+                    .sandbox
+                    .quantity(shop, *item, *location, "available")
+                    .unwrap_or(i64::MIN);
+                ((shop.clone(), *item, *location), quantity)
+            })
+            .collect()
+    }
+
+    /// Waits until Shopify holds exactly the expected quantities and nothing is left to push,
+    /// then checks it stays so (a late duplicate would show).
+    pub async fn assert_totals(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.actual() == self.expected && self.in_flight().await == 0 {
+                break;
+            }
+            if Instant::now() > deadline {
+                let actual = self.actual();
+                let wrong: Vec<_> = self
+                    .expected
+                    .iter()
+                    .filter(|(key, value)| actual.get(*key) != Some(*value))
+                    .map(|(key, value)| {
+                        format!(
+                            "{key:?}: expected {value}, Shopify has {:?}",
+                            actual.get(key)
+                        )
+                    })
+                    .collect();
+                panic!(
+                    "totals not reached within {within:?} (in flight: {}):\n{}",
+                    self.in_flight().await,
+                    wrong.join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            self.actual(),
+            self.expected,
+            "quantities changed after they were reached"
+        );
+    }
+
+    /// Adjustments not finished (pending, batched) plus transactions not yet taken in.
+    pub async fn in_flight(&self) -> i64 {
+        let client = self.env.pool.get().await.unwrap();
+        let open: i64 = client
+            .query_one(
+                "SELECT count(*) FROM adjustments WHERE state IN ('pending', 'batched')",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        open + i64::from(
+            self.env
+                .queue_depth(&self.env.names.adjustment_pusher_queue().name)
+                .await,
+        )
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.env
+            .pool
+            .get()
+            .await
+            .unwrap()
+            .query_one(sql, &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    pub async fn stop(mut self) {
+        self.stop_replicas().await;
+    }
+
+    /// Stops every in-process replica (SIGTERM-like) and waits for them.
+    pub async fn stop_replicas(&mut self) {
+        for replica in self.replicas.drain(..) {
+            replica.shutdown.cancel();
+            tokio::time::timeout(Duration::from_secs(20), replica.task)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        for replica in &self.replicas {
+            replica.shutdown.cancel();
+        }
+    }
+}
+
+fn product_defaults() -> ProductSpec {
+    ProductSpec {
+        title: String::new(),
+        vendor: None,
+        product_type: None,
+        status: None,
+        body_html: None,
+        variants: Vec::new(),
+    }
+}
+
+/// A transaction body.
+pub fn tx(id: &str, shop: &str, kind: &str, sku: &str, warehouse: &str, extra: Value) -> Value {
+    let mut body = json!({
+        "transaction_id": id,
+        "shop_domain": shop,
+        "type": kind,
+        "sku": sku,
+        "warehouse": warehouse,
+        "occurred_at": chrono::Utc::now().to_rfc3339(),
+    });
+    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+        body.extend(extra.clone());
+    }
+    body
+}

@@ -1,0 +1,165 @@
+//! Parking adjustments of unmapped items, and releasing them.
+
+use std::time::Duration;
+
+use platform::amqp::headers::header_str;
+use serde_json::json;
+use testkit::wait_until;
+
+use crate::harness::{Harness, Options, tx};
+
+const SHOP: &str = "acme.myshopify.com";
+
+#[tokio::test]
+async fn parked_adjustments_go_out_when_the_mapping_appears() {
+    let mut h = Harness::start().await;
+    h.map(SHOP, "SKU-0", None).await;
+    h.publish(&tx(
+        "park-1",
+        SHOP,
+        "put",
+        "SKU-0",
+        "MAIN",
+        json!({"quantity": 7}),
+    ))
+    .await;
+    h.publish(&tx(
+        "park-2",
+        SHOP,
+        "pull",
+        "SKU-0",
+        "EAST",
+        json!({"quantity": 2}),
+    ))
+    .await;
+    wait_until(Duration::from_secs(10), "parked", || async {
+        h.count("SELECT count(*) FROM adjustments WHERE state = 'parked'")
+            .await
+            == 2
+    })
+    .await;
+    assert_eq!(h.adjustments(SHOP, "put", "parked"), 1);
+    // Nothing reached Shopify while parked.
+    assert!(h.sandbox.adjustment_groups(SHOP).unwrap().is_empty());
+
+    let item = h.shop(0).items["SKU-0"];
+    h.map(SHOP, "SKU-0", Some(item)).await;
+    h.expect(SHOP, "SKU-0", "MAIN", 7);
+    h.expect(SHOP, "SKU-0", "EAST", -2);
+    h.assert_totals(Duration::from_secs(20)).await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_mapping_changed_while_parked_sends_to_the_item_mapped_at_release() {
+    let mut h = Harness::start().await;
+    // Parked against no mapping; the item is then mapped to SKU-1's inventory item (say a
+    // clone was resolved), and finally corrected to SKU-0's before release... the release
+    // must use whatever is mapped when it happens.
+    h.map(SHOP, "WOS-ONLY", None).await;
+    h.publish(&tx(
+        "p-1",
+        SHOP,
+        "put",
+        "WOS-ONLY",
+        "MAIN",
+        json!({"quantity": 11}),
+    ))
+    .await;
+    wait_until(Duration::from_secs(10), "parked", || async {
+        h.count("SELECT count(*) FROM adjustments WHERE state = 'parked'")
+            .await
+            == 1
+    })
+    .await;
+    let target = h.shop(0).items["SKU-1"];
+    h.map(SHOP, "WOS-ONLY", Some(target)).await;
+    h.expect(SHOP, "SKU-1", "MAIN", 11);
+    h.assert_totals(Duration::from_secs(20)).await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_mapping_announcement_releases_at_once() {
+    let mut h = Harness::with(Options {
+        pusher: "sweep_interval_ms = 600000",
+        ..Options::default()
+    })
+    .await;
+    h.map(SHOP, "SKU-2", None).await;
+    h.publish(&tx(
+        "a-1",
+        SHOP,
+        "put",
+        "SKU-2",
+        "EAST",
+        json!({"quantity": 3}),
+    ))
+    .await;
+    wait_until(Duration::from_secs(10), "parked", || async {
+        h.count("SELECT count(*) FROM adjustments WHERE state = 'parked'")
+            .await
+            == 1
+    })
+    .await;
+    let item = h.shop(0).items["SKU-2"];
+    h.map(SHOP, "SKU-2", Some(item)).await;
+    // The sweep is 10 minutes away: only the announcement can release it now.
+    let announcement = json!({
+        "shop_domain": SHOP, "sku": "SKU-2", "change": "set", "inventory_item_id": item.0,
+        "previous_inventory_item_id": null, "variant_id": null, "basis": "only_candidate",
+        "changed_at": "2026-11-27T10:00:00Z"
+    });
+    let exchange = h.env.names.name(platform::amqp::topology::ITEM_MAPPINGS);
+    h.env
+        .publish(
+            &exchange,
+            "mapping.set",
+            announcement.to_string().as_bytes(),
+            lapin::BasicProperties::default(),
+        )
+        .await;
+    h.expect(SHOP, "SKU-2", "EAST", 3);
+    h.assert_totals(Duration::from_secs(10)).await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn an_adjustment_parked_too_long_is_dead_lettered_as_unmapped() {
+    let mut h = Harness::with(Options {
+        pusher: "max_park_age_secs = 1",
+        ..Options::default()
+    })
+    .await;
+    h.map(SHOP, "GHOST", None).await;
+    let body = tx(
+        "ghost-1",
+        SHOP,
+        "put",
+        "GHOST",
+        "MAIN",
+        json!({"quantity": 4}),
+    );
+    h.publish(&body).await;
+    let dlq = h.env.names.adjustment_pusher_queue().dead_letter_queue();
+    wait_until(Duration::from_secs(15), "unmapped dead letter", || async {
+        h.env.queue_depth(&dlq).await == 1
+    })
+    .await;
+    let dead = h.env.drain(&dlq).await.remove(0).delivery;
+    let headers = dead.properties.headers().as_ref();
+    assert_eq!(header_str(headers, "x-error-kind"), Some("unmapped"));
+    assert_eq!(header_str(headers, "x-service"), Some("adjustment-pusher"));
+    assert!(header_str(headers, "x-failed-at").is_some());
+    assert_eq!(
+        dead.properties.message_id().as_ref().unwrap().as_str(),
+        "ghost-1"
+    );
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&dead.data).unwrap(),
+        body
+    );
+    assert_eq!(h.adjustments(SHOP, "put", "dead_lettered"), 1);
+    h.assert_totals(Duration::from_secs(5)).await;
+    h.stop().await;
+}
