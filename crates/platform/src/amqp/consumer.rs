@@ -47,7 +47,7 @@ use tracing::Instrument;
 
 use super::{
     headers::{from_json, header_str, header_u64, set_i64, set_str},
-    publish::{PublishError, confirm_channel, publish_confirmed},
+    publisher::{Confirmed, Publisher},
     topology::{Names, RetryPolicy, WorkQueue, declare_exchanges, declare_work_queue},
 };
 use crate::{
@@ -228,10 +228,18 @@ pub async fn run_consumer<H: Handler>(
     health: Health,
     shutdown: CancellationToken,
 ) {
+    // Retry and dead-letter copies go through a publisher of their own: one publish in flight
+    // per confirm channel, so a returned (unroutable) copy is never mistaken for another's
+    // confirm, and consuming is not slowed by publishing flow control.
+    let publisher = Publisher::new(
+        config.amqp_url.clone(),
+        format!("{}/forward", config.connection_name()),
+    );
     let runtime = Arc::new(Runtime {
         config,
         metrics,
         handler,
+        publisher: publisher.clone(),
     });
     let mut failures: u32 = 0;
     while !shutdown.is_cancelled() {
@@ -260,6 +268,7 @@ pub async fn run_consumer<H: Handler>(
             }
         }
     }
+    publisher.close().await;
     tracing::info!(queue = %runtime.config.queue.name, "consumer stopped");
 }
 
@@ -292,6 +301,7 @@ struct Runtime<H> {
     config: ConsumerConfig,
     metrics: Metrics,
     handler: Arc<H>,
+    publisher: Publisher,
 }
 
 impl<H: Handler> Runtime<H> {
@@ -318,9 +328,6 @@ impl<H: Handler> Runtime<H> {
             .map_err(at("declare queues"))?;
         let _ = declare.close(200, "topology declared".into()).await;
 
-        let publisher = confirm_channel(&connection)
-            .await
-            .map_err(at("open publish channel"))?;
         let channel = connection
             .create_channel()
             .await
@@ -364,9 +371,8 @@ impl<H: Handler> Runtime<H> {
                 None => break Err(SessionError::ConsumerEnded),
             };
             let runtime = self.clone();
-            let publisher = publisher.clone();
             running.spawn(async move {
-                runtime.process(delivery, &publisher).await;
+                runtime.process(delivery).await;
                 drop(permit);
             });
             while running.try_join_next().is_some() {}
@@ -390,7 +396,7 @@ impl<H: Handler> Runtime<H> {
                     );
                     running.abort_all();
                 }
-                close(&connection, &channel, &publisher).await;
+                close(&connection, &channel).await;
             }
             Err(_) => {
                 // The channel is gone, so running handlers cannot acknowledge anyway; let them
@@ -403,7 +409,7 @@ impl<H: Handler> Runtime<H> {
     }
 
     /// Runs the handler on one delivery and carries out its disposition.
-    async fn process(&self, delivery: Delivery, publisher: &Channel) {
+    async fn process(&self, delivery: Delivery) {
         let started = Instant::now();
         let Delivery {
             data,
@@ -441,12 +447,12 @@ impl<H: Handler> Runtime<H> {
                 Disposition::Parked => Ok(MessageOutcome::Parked),
                 Disposition::Retry { reason } if attempt >= self.config.retry.max_attempts => {
                     let reason = format!("gave up after {attempt} attempts; last error: {reason}");
-                    self.dead_letter(publisher, &message, ErrorKind::Exhausted, &reason)
+                    self.dead_letter(&message, ErrorKind::Exhausted, &reason)
                         .await
                 }
-                Disposition::Retry { reason } => self.retry(publisher, &message, &reason).await,
+                Disposition::Retry { reason } => self.retry(&message, &reason).await,
                 Disposition::DeadLetter { kind, reason } => {
-                    self.dead_letter(publisher, &message, kind, &reason).await
+                    self.dead_letter(&message, kind, &reason).await
                 }
             };
 
@@ -499,10 +505,9 @@ impl<H: Handler> Runtime<H> {
     /// (jittered) expiration passes.
     async fn retry(
         &self,
-        publisher: &Channel,
         message: &Incoming,
         reason: &str,
-    ) -> Result<MessageOutcome, PublishError> {
+    ) -> Result<MessageOutcome, ForwardError> {
         let retry = &self.config.retry;
         let tier = retry.tier_for_attempt(message.attempt);
         let delay = retry.jittered_delay(tier, rand::random());
@@ -512,15 +517,7 @@ impl<H: Handler> Runtime<H> {
         let properties = republished(&message.properties, headers)
             .with_expiration(delay.as_millis().to_string().as_str().into());
         let queue = self.config.queue.retry_queue(tier);
-        publish_confirmed(
-            publisher,
-            "",
-            &queue,
-            &message.body,
-            properties,
-            Duration::from_millis(self.config.settings.publish_timeout_ms),
-        )
-        .await?;
+        self.forward(&queue, &message.body, properties).await?;
         tracing::warn!(
             error = %reason,
             retry_queue = %queue,
@@ -533,11 +530,10 @@ impl<H: Handler> Runtime<H> {
     /// Publishes to `Q.dlq` with the contract's error headers.
     async fn dead_letter(
         &self,
-        publisher: &Channel,
         message: &Incoming,
         kind: ErrorKind,
         reason: &str,
-    ) -> Result<MessageOutcome, PublishError> {
+    ) -> Result<MessageOutcome, ForwardError> {
         let headers = dead_letter_headers(
             message.properties.headers().clone().unwrap_or_default(),
             kind,
@@ -547,19 +543,45 @@ impl<H: Handler> Runtime<H> {
             chrono::Utc::now(),
         );
         let queue = self.config.queue.dead_letter_queue();
-        publish_confirmed(
-            publisher,
-            "",
+        self.forward(
             &queue,
             &message.body,
             republished(&message.properties, headers),
-            Duration::from_millis(self.config.settings.publish_timeout_ms),
         )
         .await?;
         tracing::error!(kind = kind.as_str(), error = %reason, dead_letter_queue = %queue, "dead-lettered");
         Ok(MessageOutcome::DeadLettered)
     }
 }
+
+impl<H> Runtime<H> {
+    /// Publishes a copy straight into `queue` (default exchange); it counts only once the
+    /// broker confirmed it was stored there.
+    async fn forward(
+        &self,
+        queue: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), ForwardError> {
+        let timeout = Duration::from_millis(self.config.settings.publish_timeout_ms);
+        match self
+            .publisher
+            .publish("", queue, body, properties, timeout)
+            .await
+        {
+            Ok(Confirmed::Routed) => Ok(()),
+            Ok(Confirmed::Unroutable) => {
+                Err(ForwardError(format!("queue `{queue}` does not exist")))
+            }
+            Err(err) => Err(ForwardError(err.to_string())),
+        }
+    }
+}
+
+/// Why a retry or dead-letter copy was not stored (the original is then kept).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct ForwardError(String);
 
 /// How many handler attempts the message already failed (our `x-attempts` header).
 fn previous_attempts(properties: &BasicProperties) -> u32 {
@@ -661,9 +683,8 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     format!("handler panicked: {detail}")
 }
 
-async fn close(connection: &Connection, channel: &Channel, publisher: &Channel) {
+async fn close(connection: &Connection, channel: &Channel) {
     let _ = channel.close(200, "shutting down".into()).await;
-    let _ = publisher.close(200, "shutting down".into()).await;
     let _ = connection.close(200, "shutting down".into()).await;
 }
 
