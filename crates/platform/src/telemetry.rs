@@ -23,7 +23,10 @@ pub enum LogFormat {
 /// Calling it twice is harmless (the second call keeps the first subscriber), which lets tests
 /// and `wos-sync run` start several services in one process.
 pub fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // lapin logs every returned (unroutable) message at WARN with its body: webhook bodies do
+    // not belong in logs, and an unbound topic is normal for the relay.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,lapin::returned_messages=error"));
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,

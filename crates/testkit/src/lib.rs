@@ -6,6 +6,8 @@
 //! broker or database and never close other tests' connections: [`close_connections_named`]
 //! closes only connections whose name contains a string unique to the test.
 
+pub mod proxy;
+
 use std::{future::Future, sync::Mutex, time::Duration};
 
 use lapin::{
@@ -180,7 +182,11 @@ impl TestEnv {
         let names = self.names.clone();
         let database_name = self.database_name.clone();
         let amqp_url = self.amqp_url.clone();
-        let mut queues = vec![names.item_ingest_queue(), names.adjustment_pusher_queue()];
+        let mut queues = vec![
+            names.item_ingest_queue(),
+            names.adjustment_pusher_queue(),
+            names.item_mappings_queue(),
+        ];
         if let Ok(tracked) = self.tracked.lock() {
             queues.extend(tracked.iter().cloned());
         }

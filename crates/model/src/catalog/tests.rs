@@ -284,7 +284,14 @@ fn mapping_resolution_follows_the_contract() {
     let b = candidate(20, 200, Some(2));
     let undated = candidate(5, 50, None);
     /// (case, current mapping, candidates, expected inventory item, basis, conflict)
-    type Case = (&'static str, CurrentMapping, Vec<Candidate>, Option<u64>, B, bool);
+    type Case = (
+        &'static str,
+        CurrentMapping,
+        Vec<Candidate>,
+        Option<u64>,
+        B,
+        bool,
+    );
     let cases: Vec<Case> = vec![
         (
             "no candidates, no mapping",

@@ -3,6 +3,8 @@
 //! - [`topology`]: exchange and queue names of the contract, and idempotent declaration of a
 //!   work queue with its `Q.retry.<n>` tiers and `Q.dlq`;
 //! - [`publish`]: persistent, mandatory publishes that count only once the broker confirmed;
+//! - [`publisher`]: the cloneable, self-reconnecting confirmed publisher services hold (the
+//!   relay, outboxes, the consumer runtime's retry and dead-letter copies);
 //! - [`consumer`]: the runtime every service's consumer runs in (dispositions, retries,
 //!   dead letters, reconnects, graceful shutdown).
 

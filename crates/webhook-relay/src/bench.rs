@@ -1,0 +1,457 @@
+//! `webhook-relay bench`: how many webhooks per second the relay accepts with publisher
+//! confirms, and its latency at half that rate.
+//!
+//! It starts a relay in this process on 127.0.0.1 against the configured broker, under a
+//! scratch name prefix (`bench-<id>.`) with the contract's `item-ingest.shopify-products` queue
+//! bound (so every publish is routed and confirmed by a quorum queue, as in production), and
+//! drives it from a load generator on loopback:
+//!
+//! 1. closed loop: `concurrency` workers send signed webhooks back to back for `seconds`; the
+//!    accepted (200) count over the time is the throughput;
+//! 2. open loop at half that rate: requests leave on a fixed schedule whether or not earlier
+//!    ones were answered, and each latency is measured from its scheduled start, so a stall
+//!    shows up in the percentiles instead of silently slowing the generator down.
+//!
+//! Every loop is bounded in count and time and stops by itself; the scratch queues and
+//! exchanges are deleted afterwards (also after a failure).
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use axum::body::Bytes;
+use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions, QueuePurgeOptions};
+use model::signature::sign_webhook;
+use platform::{
+    amqp::topology::{Names, WorkQueue, declare_exchanges, declare_work_queue},
+    settings::Settings,
+    shutdown::CancellationToken,
+};
+use tokio::{task::JoinSet, time::Instant};
+
+use crate::{
+    client::{RelayClient, webhook_headers},
+    secrets::ShopSecrets,
+};
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Length of each measured phase.
+    pub seconds: u64,
+    /// Concurrent workers of the closed-loop phase.
+    pub concurrency: usize,
+    /// Size of each webhook body.
+    pub body_bytes: usize,
+}
+
+/// Latency percentiles of one phase.
+#[derive(Debug, Clone, Default)]
+pub struct Latencies {
+    pub p50: Duration,
+    pub p90: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+}
+
+impl Latencies {
+    fn of(mut samples: Vec<Duration>) -> Self {
+        samples.sort_unstable();
+        let at = |q: f64| {
+            if samples.is_empty() {
+                return Duration::ZERO;
+            }
+            let rank = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
+            samples[rank - 1]
+        };
+        Self {
+            p50: at(0.50),
+            p90: at(0.90),
+            p99: at(0.99),
+            max: samples.last().copied().unwrap_or_default(),
+        }
+    }
+}
+
+impl fmt::Display for Latencies {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        write!(
+            f,
+            "p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            ms(self.p50),
+            ms(self.p90),
+            ms(self.p99),
+            ms(self.max)
+        )
+    }
+}
+
+/// Figures of one benchmark run.
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    pub options: BenchOptions,
+    pub max_accepted: u64,
+    pub max_failed: u64,
+    /// Messages found in the queue after the phase.
+    pub max_queued: u64,
+    pub max_seconds: f64,
+    pub max_latency: Latencies,
+    pub paced_rate: f64,
+    pub paced_sent: u64,
+    pub paced_accepted: u64,
+    pub paced_failed: u64,
+    pub paced_queued: u64,
+    pub paced_latency: Latencies,
+}
+
+impl BenchReport {
+    /// Accepted webhooks per second in the closed-loop phase.
+    pub fn max_rate(&self) -> f64 {
+        self.max_accepted as f64 / self.max_seconds
+    }
+}
+
+impl fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "webhooks: {} bytes, signed, loopback HTTP/1.1 -> relay -> confirmed publish -> \
+             quorum queue item-ingest.shopify-products",
+            self.options.body_bytes
+        )?;
+        writeln!(
+            f,
+            "phase 1, closed loop, {} workers, {:.1} s: {:.0} accepted/s ({} accepted, {} failed, \
+             {} in the queue); latency {}",
+            self.options.concurrency,
+            self.max_seconds,
+            self.max_rate(),
+            self.max_accepted,
+            self.max_failed,
+            self.max_queued,
+            self.max_latency
+        )?;
+        write!(
+            f,
+            "phase 2, open loop at {:.0}/s (half), {} s: {} sent, {} accepted, {} failed, \
+             {} in the queue; latency {}",
+            self.paced_rate,
+            self.options.seconds,
+            self.paced_sent,
+            self.paced_accepted,
+            self.paced_failed,
+            self.paced_queued,
+            self.paced_latency
+        )
+    }
+}
+
+/// The bench shop and its scratch secret.
+const SHOP: &str = "bench.myshopify.com";
+/// A request that gets no answer in this time counts as failed (the relay answers within 5 s).
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause between the phases.
+const SETTLE: Duration = Duration::from_secs(3);
+/// Open-loop requests still unanswered at once, beyond which the generator counts new ones as
+/// failed instead of piling up without bound.
+const MAX_OUTSTANDING: usize = 20_000;
+
+/// Runs both phases against a relay started here; `settings` gives the broker (and the
+/// `[webhook_relay]` table, so a tuned configuration can be measured).
+pub async fn bench(settings: &Settings, options: BenchOptions) -> anyhow::Result<BenchReport> {
+    anyhow::ensure!(options.seconds >= 1, "--seconds must be at least 1");
+    anyhow::ensure!(
+        (1..=4096).contains(&options.concurrency),
+        "--concurrency must be between 1 and 4096"
+    );
+    anyhow::ensure!(options.body_bytes >= 64, "--body-bytes must be at least 64");
+    let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
+    let names = Names::new(format!("bench-{id}."));
+    let mut relay_settings = Settings::from_toml_str(
+        &format!(
+            "[[shops]]\ndomain = \"{SHOP}\"\napi_version = \"2026-04\"\n\
+             admin_base_url = \"http://127.0.0.1:9\"\naccess_token_env = \"BENCH_TOKEN\"\n\
+             webhook_secret_env = \"BENCH_WEBHOOK_SECRET\"\n"
+        ),
+        "(bench)",
+    )?;
+    relay_settings.amqp.url = settings.amqp.url.clone();
+    relay_settings.amqp.name_prefix = names.prefix().to_owned();
+    relay_settings.retry = settings.retry.clone();
+    relay_settings.services = settings.services.clone();
+    relay_settings.http.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let secret = format!("bench-secret-{id}");
+    let secrets = ShopSecrets::resolve(&relay_settings.shops, |_| Some(secret.clone()))?;
+
+    let connection =
+        platform::amqp::connect(&settings.amqp.url, &format!("webhook-relay-bench/{id}"))
+            .await
+            .context("connecting to the broker")?;
+    let channel = connection.create_channel().await?;
+    declare_exchanges(&channel, &names).await?;
+    let queue = names.item_ingest_queue();
+    declare_work_queue(&channel, &queue, &relay_settings.retry).await?;
+
+    let result = measure(
+        relay_settings,
+        secrets,
+        secret.as_bytes(),
+        &channel,
+        &queue,
+        options,
+    )
+    .await;
+
+    let mut doomed = vec![queue.name.clone(), queue.dead_letter_queue()];
+    doomed.extend((1..=settings.retry.tiers).map(|tier| queue.retry_queue(tier)));
+    for name in doomed {
+        let _ = channel
+            .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    for exchange in names.exchanges() {
+        let _ = channel
+            .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
+    }
+    let _ = connection.close(200, "bench done".into()).await;
+    result
+}
+
+async fn measure(
+    settings: Settings,
+    secrets: ShopSecrets,
+    secret: &[u8],
+    channel: &lapin::Channel,
+    queue: &WorkQueue,
+    options: BenchOptions,
+) -> anyhow::Result<BenchReport> {
+    let shutdown = CancellationToken::new();
+    let relay = crate::start(settings, secrets, shutdown.clone()).await?;
+    let connected = Instant::now() + Duration::from_secs(10);
+    while !relay.publisher.is_connected() {
+        anyhow::ensure!(
+            Instant::now() < connected,
+            "the relay did not connect to the broker within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let body = Bytes::from(webhook_body(options.body_bytes));
+    let load = Load {
+        client: RelayClient::new(relay.addr, options.concurrency),
+        signature: sign_webhook(secret, &body),
+        body,
+        next_id: Arc::new(AtomicU64::new(0)),
+    };
+
+    // Warm-up: connections, channels and the broker's queue processes get going.
+    closed_loop(&load, options.concurrency, Duration::from_secs(1)).await;
+    purge(channel, queue).await?;
+
+    let seconds = Duration::from_secs(options.seconds);
+    let started = Instant::now();
+    let max = closed_loop(&load, options.concurrency, seconds).await;
+    let max_seconds = started.elapsed().as_secs_f64();
+    let max_queued = purge(channel, queue).await?;
+    let max_rate = max.accepted as f64 / max_seconds;
+    anyhow::ensure!(
+        max.accepted > 0,
+        "no webhook was accepted in the closed-loop phase ({} failed)",
+        max.failed
+    );
+
+    let paced_rate = max_rate / 2.0;
+    // The broker just dropped a phase's worth of queue segments: let it settle first.
+    tokio::time::sleep(SETTLE).await;
+    let paced = open_loop(&load, paced_rate, seconds).await;
+    let paced_queued = purge(channel, queue).await?;
+    // Every accepted webhook must be in the queue (a request that failed on the client's side
+    // may still have been published, so more is possible, fewer is a bug).
+    anyhow::ensure!(
+        max_queued >= max.accepted && paced_queued >= paced.accepted,
+        "accepted webhooks missing from the queue: phase 1 {max_queued} queued of {} accepted, \
+         phase 2 {paced_queued} of {}",
+        max.accepted,
+        paced.accepted
+    );
+
+    shutdown.cancel();
+    relay.wait().await?;
+    Ok(BenchReport {
+        options,
+        max_accepted: max.accepted,
+        max_failed: max.failed,
+        max_queued,
+        max_seconds,
+        max_latency: Latencies::of(max.latencies),
+        paced_rate,
+        paced_sent: paced.sent,
+        paced_accepted: paced.accepted,
+        paced_failed: paced.failed,
+        paced_queued,
+        paced_latency: Latencies::of(paced.latencies),
+    })
+}
+
+/// Empties the bench queue (so the broker does not carry a phase's messages into the next)
+/// and returns how many messages it held.
+async fn purge(channel: &lapin::Channel, queue: &WorkQueue) -> anyhow::Result<u64> {
+    let purged = channel
+        .queue_purge(queue.name.as_str().into(), QueuePurgeOptions::default())
+        .await
+        .context("purging the bench queue")?;
+    Ok(u64::from(purged))
+}
+
+/// What every request of the load needs.
+#[derive(Debug, Clone)]
+struct Load {
+    client: RelayClient,
+    body: Bytes,
+    signature: String,
+    next_id: Arc<AtomicU64>,
+}
+
+impl Load {
+    /// Sends one webhook with a fresh webhook id; `true` when it was accepted.
+    async fn send(&self) -> bool {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let headers = webhook_headers(
+            "products/update",
+            SHOP,
+            &format!("bench-{n}"),
+            self.signature.clone(),
+        );
+        let sent = self.client.post_webhook(&headers, self.body.clone());
+        matches!(
+            tokio::time::timeout(CLIENT_TIMEOUT, sent).await,
+            Ok(Ok(reply)) if reply.status.is_success()
+        )
+    }
+}
+
+#[derive(Debug, Default)]
+struct PhaseResult {
+    sent: u64,
+    accepted: u64,
+    failed: u64,
+    latencies: Vec<Duration>,
+}
+
+impl PhaseResult {
+    fn record(&mut self, accepted: bool, latency: Duration) {
+        self.sent += 1;
+        if accepted {
+            self.accepted += 1;
+        } else {
+            self.failed += 1;
+        }
+        self.latencies.push(latency);
+    }
+}
+
+/// `workers` tasks sending back to back until `length` is over.
+async fn closed_loop(load: &Load, workers: usize, length: Duration) -> PhaseResult {
+    let deadline = Instant::now() + length;
+    let mut tasks = JoinSet::new();
+    for _ in 0..workers {
+        let load = load.clone();
+        tasks.spawn(async move {
+            let mut result = PhaseResult::default();
+            while Instant::now() < deadline {
+                let started = Instant::now();
+                let accepted = load.send().await;
+                result.record(accepted, started.elapsed());
+            }
+            result
+        });
+    }
+    let mut total = PhaseResult::default();
+    while let Some(worker) = tasks.join_next().await {
+        if let Ok(result) = worker {
+            total.sent += result.sent;
+            total.accepted += result.accepted;
+            total.failed += result.failed;
+            total.latencies.extend(result.latencies);
+        }
+    }
+    total
+}
+
+/// Requests at `rate` per second for `length`, each sent at its scheduled time.
+async fn open_loop(load: &Load, rate: f64, length: Duration) -> PhaseResult {
+    let total = (rate * length.as_secs_f64()).floor().max(1.0) as u64;
+    let interval = Duration::from_secs_f64(1.0 / rate.max(0.001));
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    let mut result = PhaseResult::default();
+    for n in 0..total {
+        let scheduled = started + interval.mul_f64(n as f64);
+        tokio::time::sleep_until(scheduled).await;
+        while let Some(done) = tasks.try_join_next() {
+            if let Ok((accepted, latency)) = done {
+                result.record(accepted, latency);
+            }
+        }
+        if tasks.len() >= MAX_OUTSTANDING {
+            result.record(false, scheduled.elapsed());
+            continue;
+        }
+        let load = load.clone();
+        tasks.spawn(async move {
+            let accepted = load.send().await;
+            // From the scheduled start: a late start counts as latency, not as a lower rate.
+            (accepted, scheduled.elapsed())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        if let Ok((accepted, latency)) = done {
+            result.record(accepted, latency);
+        }
+    }
+    result
+}
+
+/// A product-shaped JSON body of exactly `size` bytes (at least 64).
+fn webhook_body(size: usize) -> Vec<u8> {
+    let head = br#"{"id":788032119674292922,"title":"Bench product","body_html":""#;
+    let tail = br#""}"#;
+    let padding = size.saturating_sub(head.len() + tail.len());
+    let mut body = Vec::with_capacity(size);
+    body.extend_from_slice(head);
+    body.extend(std::iter::repeat_n(b'x', padding));
+    body.extend_from_slice(tail);
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_have_the_requested_size_and_are_json() {
+        for size in [64, 4096] {
+            let body = webhook_body(size);
+            assert_eq!(body.len(), size);
+            assert!(body.starts_with(b"{") && body.ends_with(b"\"}"));
+        }
+    }
+
+    #[test]
+    fn percentiles_pick_the_nearest_rank() {
+        let samples = (1..=100).map(Duration::from_millis).collect();
+        let latencies = Latencies::of(samples);
+        assert_eq!(latencies.p50, Duration::from_millis(50));
+        assert_eq!(latencies.p99, Duration::from_millis(99));
+        assert_eq!(latencies.max, Duration::from_millis(100));
+        assert_eq!(Latencies::of(Vec::new()).p99, Duration::ZERO);
+    }
+}

@@ -1,0 +1,468 @@
+//! `POST /webhooks/shopify`: one Shopify delivery, from headers to the broker's confirm.
+//!
+//! The checks run cheapest first and nothing is published unless all pass:
+//!
+//! | step | refusal |
+//! |---|---|
+//! | `Content-Length` over the limit (checked before reading a byte) | 413 |
+//! | `X-Shopify-Topic`, `X-Shopify-Shop-Domain` or `X-Shopify-Webhook-Id` missing/unreadable | 400 |
+//! | `X-Shopify-Hmac-Sha256` missing, shop not configured | 401 |
+//! | body over the limit while streaming (chunked bodies have no length) | 413 |
+//! | signature matches neither the current nor the previous secret | 401 |
+//! | broker down or no confirm within the publish budget | 503 |
+//!
+//! A verified webhook is published unchanged to `shopify.events` (CONTRACT 3.1) and answered 200
+//! once the broker confirmed it, also when no queue is bound to its topic (counted as
+//! unroutable: Shopify must not retry a webhook nobody subscribed to). The whole request runs
+//! under a timeout shorter than Shopify's 5 s, after which it is answered 503 so Shopify
+//! redelivers. Answers never echo the body or the signature.
+
+use std::{sync::Arc, time::Instant};
+
+use axum::{
+    body::Body,
+    extract::State,
+    http::{HeaderMap, StatusCode, header::CONTENT_LENGTH},
+    response::{IntoResponse, Response},
+};
+use futures_util::StreamExt;
+use lapin::{BasicProperties, types::FieldTable};
+use platform::{
+    amqp::{
+        headers::set_str,
+        publisher::{Confirmed, Publisher},
+    },
+    metrics::Metrics,
+};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
+
+use crate::{
+    config::RelayConfig,
+    secrets::{ShopSecrets, Verification},
+};
+
+/// The route Shopify delivers to.
+pub const PATH: &str = "/webhooks/shopify";
+
+/// Request headers Shopify sends (HTTP header names are case-insensitive).
+pub mod header {
+    pub const TOPIC: &str = "x-shopify-topic";
+    pub const HMAC: &str = "x-shopify-hmac-sha256";
+    pub const SHOP_DOMAIN: &str = "x-shopify-shop-domain";
+    pub const WEBHOOK_ID: &str = "x-shopify-webhook-id";
+    pub const EVENT_ID: &str = "x-shopify-event-id";
+    pub const TRIGGERED_AT: &str = "x-shopify-triggered-at";
+    pub const API_VERSION: &str = "x-shopify-api-version";
+}
+
+/// AMQP headers of a published webhook (CONTRACT 3.1), each copied from the request header of
+/// the same name when Shopify sent it.
+const FORWARDED: [&str; 6] = [
+    header::TOPIC,
+    header::SHOP_DOMAIN,
+    header::WEBHOOK_ID,
+    header::EVENT_ID,
+    header::TRIGGERED_AT,
+    header::API_VERSION,
+];
+
+/// AMQP short strings (routing key, `message_id`) hold at most 255 bytes.
+const MAX_SHORT_STRING: usize = 255;
+/// Longest topic used as a metric label; Shopify's topics are far shorter.
+const MAX_TOPIC_LABEL: usize = 64;
+
+/// `outcome` label of `wos_sync_webhooks_total` (CONTRACT 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted,
+    BadHmac,
+    BadRequest,
+    Unavailable,
+}
+
+impl Outcome {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::BadHmac => "bad_hmac",
+            Self::BadRequest => "bad_request",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// Topic label of requests refused before their signature was verified: anyone can send any
+/// topic, and a label value per invented topic would grow the metric without bound.
+pub const UNVERIFIED_TOPIC: &str = "unverified";
+/// Topic label of a verified webhook whose topic is not shaped like `resource/event`.
+pub const INVALID_TOPIC: &str = "invalid";
+
+/// The relay's metrics beyond the contract's families.
+#[derive(Debug, Clone)]
+pub struct RelayMetrics {
+    /// `wos_sync_webhook_request_seconds{outcome}`: time from request to answer.
+    pub request_seconds: HistogramVec,
+    /// `wos_sync_webhooks_unroutable_total{topic}`: accepted webhooks no queue was bound for.
+    pub unroutable_total: IntCounterVec,
+}
+
+impl RelayMetrics {
+    /// Registers the relay's families on the service's registry.
+    pub fn register(metrics: &Metrics) -> Result<Self, prometheus::Error> {
+        let request_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "wos_sync_webhook_request_seconds",
+                "Time from a webhook request to the relay's answer, by outcome.",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["outcome"],
+        )?;
+        let unroutable_total = IntCounterVec::new(
+            Opts::new(
+                "wos_sync_webhooks_unroutable_total",
+                "Accepted webhooks whose topic no queue is bound to (confirmed, stored nowhere).",
+            ),
+            &["topic"],
+        )?;
+        metrics
+            .registry
+            .register(Box::new(request_seconds.clone()))?;
+        metrics
+            .registry
+            .register(Box::new(unroutable_total.clone()))?;
+        Ok(Self {
+            request_seconds,
+            unroutable_total,
+        })
+    }
+}
+
+/// What a request handler needs; shared by every request.
+#[derive(Debug)]
+pub struct RelayState {
+    pub secrets: ShopSecrets,
+    pub publisher: Publisher,
+    /// `shopify.events` under the deployment's prefix.
+    pub exchange: String,
+    pub config: RelayConfig,
+    pub metrics: Metrics,
+    pub relay_metrics: RelayMetrics,
+}
+
+/// How one request ended.
+#[derive(Debug)]
+struct Answer {
+    status: StatusCode,
+    outcome: Outcome,
+    topic_label: String,
+    message: &'static str,
+}
+
+impl Answer {
+    fn refuse(status: StatusCode, outcome: Outcome, message: &'static str) -> Self {
+        Self {
+            status,
+            outcome,
+            topic_label: UNVERIFIED_TOPIC.to_owned(),
+            message,
+        }
+    }
+
+    fn bad_request(message: &'static str) -> Self {
+        Self::refuse(StatusCode::BAD_REQUEST, Outcome::BadRequest, message)
+    }
+
+    fn too_large() -> Self {
+        Self::refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Outcome::BadRequest,
+            "body too large",
+        )
+    }
+
+    fn unauthorized(message: &'static str) -> Self {
+        Self::refuse(StatusCode::UNAUTHORIZED, Outcome::BadHmac, message)
+    }
+}
+
+/// The webhook handler: runs [`handle`] under the request budget, answers and records metrics.
+pub async fn receive(
+    State(state): State<Arc<RelayState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let answer = match tokio::time::timeout(
+        state.config.request_timeout(),
+        handle(&state, &headers, body),
+    )
+    .await
+    {
+        Ok(answer) => answer,
+        Err(_elapsed) => {
+            tracing::warn!(
+                timeout_ms = state.config.request_timeout_ms,
+                "webhook not handled within the request budget; answering 503"
+            );
+            Answer {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                outcome: Outcome::Unavailable,
+                // It may have run out of time before its signature was checked.
+                topic_label: UNVERIFIED_TOPIC.to_owned(),
+                message: "not handled in time, retry later",
+            }
+        }
+    };
+    state
+        .metrics
+        .webhooks_total
+        .with_label_values(&[answer.topic_label.as_str(), answer.outcome.as_str()])
+        .inc();
+    state
+        .relay_metrics
+        .request_seconds
+        .with_label_values(&[answer.outcome.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    (answer.status, format!("{}\n", answer.message)).into_response()
+}
+
+/// The checks and the publish; see the module documentation for the order.
+async fn handle(state: &RelayState, headers: &HeaderMap, body: Body) -> Answer {
+    let limit = state.config.max_body_bytes;
+    if let Some(length) = headers.get(CONTENT_LENGTH) {
+        match length
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            Some(length) if length > limit as u64 => return Answer::too_large(),
+            Some(_) => {}
+            None => return Answer::bad_request("invalid Content-Length"),
+        }
+    }
+    let Some(topic) = short_header(headers, header::TOPIC) else {
+        return Answer::bad_request("missing or invalid X-Shopify-Topic");
+    };
+    let Some(shop_header) = short_header(headers, header::SHOP_DOMAIN) else {
+        return Answer::bad_request("missing or invalid X-Shopify-Shop-Domain");
+    };
+    let Some(webhook_id) = short_header(headers, header::WEBHOOK_ID) else {
+        return Answer::bad_request("missing or invalid X-Shopify-Webhook-Id");
+    };
+    let Some(signature) = headers
+        .get(header::HMAC)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.trim().is_empty())
+    else {
+        return Answer::unauthorized("missing signature");
+    };
+    let shop = shop_header.to_ascii_lowercase();
+    if !state.secrets.knows(&shop) {
+        tracing::debug!(shop = %shop, "webhook for a shop that is not configured");
+        return Answer::unauthorized("unknown shop or invalid signature");
+    }
+    let body = match read_limited(body, limit).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => return Answer::too_large(),
+        Err(BodyError::Read) => return Answer::bad_request("could not read the body"),
+    };
+    let verification = state.secrets.verify(&shop, &body, signature);
+    match verification {
+        Verification::Current => {}
+        Verification::Previous => {
+            tracing::info!(shop = %shop, "webhook signed with the previous secret (rotation)");
+        }
+        Verification::Invalid | Verification::UnknownShop => {
+            // Debug only: anyone can send these, and the metric counts them.
+            tracing::debug!(shop = %shop, topic, "webhook with an invalid signature refused");
+            return Answer::unauthorized("unknown shop or invalid signature");
+        }
+    }
+
+    let topic_label = topic_label(topic);
+    let properties = message_properties(headers, &shop, webhook_id);
+    let routing_key = routing_key(topic);
+    let published = state
+        .publisher
+        .publish(
+            &state.exchange,
+            &routing_key,
+            &body,
+            properties,
+            state.config.publish_timeout(),
+        )
+        .await;
+    match published {
+        Ok(confirmed) => {
+            if confirmed == Confirmed::Unroutable {
+                state
+                    .relay_metrics
+                    .unroutable_total
+                    .with_label_values(&[topic_label.as_str()])
+                    .inc();
+                tracing::debug!(shop = %shop, topic, webhook_id, "no queue is bound to this topic");
+            }
+            tracing::debug!(shop = %shop, topic, webhook_id, "webhook published");
+            Answer {
+                status: StatusCode::OK,
+                outcome: Outcome::Accepted,
+                topic_label,
+                message: "accepted",
+            }
+        }
+        Err(err) => {
+            tracing::warn!(
+                shop = %shop,
+                topic,
+                webhook_id,
+                error = %err,
+                "webhook not published; answering 503"
+            );
+            Answer {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                outcome: Outcome::Unavailable,
+                topic_label,
+                message: "broker unavailable, retry later",
+            }
+        }
+    }
+}
+
+/// A required header as text: present, visible ASCII, not blank, at most 255 bytes (it becomes
+/// an AMQP routing key or `message_id`).
+fn short_header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= MAX_SHORT_STRING)
+}
+
+/// The routing key of a topic: `/` replaced by `.` (`products/update` -> `products.update`).
+pub fn routing_key(topic: &str) -> String {
+    topic.replace('/', ".")
+}
+
+/// The metric label of a verified topic: the topic itself when shaped like Shopify's
+/// `resource/event` (lowercase letters and `_`), otherwise [`INVALID_TOPIC`].
+pub fn topic_label(topic: &str) -> String {
+    let shaped = topic.len() <= MAX_TOPIC_LABEL
+        && topic.split_once('/').is_some_and(|(resource, event)| {
+            let part =
+                |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+            part(resource) && part(event)
+        });
+    if shaped {
+        topic.to_owned()
+    } else {
+        INVALID_TOPIC.to_owned()
+    }
+}
+
+/// Properties of the published message (CONTRACT 3.1). The shop domain header carries the
+/// configured (lowercase) domain the webhook was verified for.
+fn message_properties(headers: &HeaderMap, shop: &str, webhook_id: &str) -> BasicProperties {
+    let mut table = FieldTable::default();
+    for name in FORWARDED {
+        if name == header::SHOP_DOMAIN {
+            set_str(&mut table, name, shop);
+        } else if let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()) {
+            set_str(&mut table, name, value.trim());
+        }
+    }
+    BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_message_id(webhook_id.into())
+        .with_headers(table)
+}
+
+#[derive(Debug)]
+enum BodyError {
+    TooLarge,
+    Read,
+}
+
+/// Reads the body, stopping as soon as it exceeds `limit` bytes.
+async fn read_limited(body: Body, limit: usize) -> Result<Vec<u8>, BodyError> {
+    let mut stream = body.into_data_stream();
+    let mut buffer = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| BodyError::Read)?;
+        if buffer.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge);
+        }
+        buffer.extend_from_slice(&chunk);
+    }
+    Ok(buffer)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn routing_keys_replace_slashes() {
+        assert_eq!(routing_key("products/update"), "products.update");
+        assert_eq!(
+            routing_key("inventory_levels/update"),
+            "inventory_levels.update"
+        );
+    }
+
+    #[test]
+    fn topic_labels_are_bounded() {
+        assert_eq!(topic_label("products/update"), "products/update");
+        assert_eq!(
+            topic_label("inventory_levels/update"),
+            "inventory_levels/update"
+        );
+        for odd in [
+            "Products/update",
+            "products",
+            "products/update/x",
+            "products/",
+            "/update",
+            "customer.tags_added",
+            "products/up date",
+        ] {
+            assert_eq!(topic_label(odd), INVALID_TOPIC, "{odd}");
+        }
+        let long = format!("{}/update", "a".repeat(MAX_TOPIC_LABEL));
+        assert_eq!(topic_label(&long), INVALID_TOPIC);
+    }
+
+    #[test]
+    fn properties_carry_the_contract_headers_that_were_sent() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("x-shopify-topic", "products/update"),
+            ("x-shopify-shop-domain", "ACME.myshopify.com"),
+            ("x-shopify-webhook-id", "w-1"),
+            ("x-shopify-hmac-sha256", "c2ln"),
+        ] {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+        let properties = message_properties(&headers, "acme.myshopify.com", "w-1");
+        assert_eq!(
+            properties.message_id().as_ref().map(|v| v.as_str()),
+            Some("w-1")
+        );
+        assert_eq!(
+            properties.content_type().as_ref().map(|v| v.as_str()),
+            Some("application/json")
+        );
+        let table = properties.headers().as_ref();
+        let get = |name| platform::amqp::headers::header_str(table, name);
+        assert_eq!(get(header::TOPIC), Some("products/update"));
+        assert_eq!(get(header::SHOP_DOMAIN), Some("acme.myshopify.com"));
+        assert_eq!(get(header::WEBHOOK_ID), Some("w-1"));
+        assert_eq!(get(header::EVENT_ID), None, "not sent, not invented");
+        assert_eq!(get(header::HMAC), None, "the signature is not forwarded");
+        assert_eq!(table.map(|t| t.inner().len()), Some(3));
+    }
+}

@@ -1,0 +1,144 @@
+//! The `webhook-relay` binary: refusing to start without a secret, serving, stopping on SIGTERM.
+
+use std::{
+    net::TcpListener,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use testkit::{TestEnv, wait_until};
+use webhook_relay::client::RelayClient;
+
+use crate::support::message_id;
+
+fn config_file(env: &TestEnv, shops: &[(&str, &str)]) -> std::path::PathBuf {
+    let mut text = format!("[amqp]\nname_prefix = \"{}\"\n", env.names.prefix());
+    for (domain, secret_env) in shops {
+        text.push_str(&format!(
+            "[[shops]]\ndomain = \"{domain}\"\napi_version = \"2026-04\"\n\
+             admin_base_url = \"http://127.0.0.1:9\"\naccess_token_env = \"UNUSED_TOKEN\"\n\
+             webhook_secret_env = \"{secret_env}\"\n"
+        ));
+    }
+    let path = std::env::temp_dir().join(format!("webhook-relay-{}.toml", env.id));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn relay_command(config: &std::path::Path, listen: &str, amqp_url: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_webhook-relay"));
+    command
+        .args(["--config", config.to_str().unwrap(), "--listen", listen])
+        .env("AMQP_URL", amqp_url)
+        .env("LOG_FORMAT", "text")
+        .stdout(Stdio::null());
+    command
+}
+
+#[tokio::test]
+async fn refuses_to_start_without_a_shops_secret_naming_shop_and_variable_only() {
+    let env = TestEnv::new().await;
+    let set = format!("RELAY_TEST_SET_{}", env.id);
+    let unset = format!("RELAY_TEST_UNSET_{}", env.id);
+    let config = config_file(
+        &env,
+        &[
+            ("first.myshopify.com", &set),
+            ("second.myshopify.com", &unset),
+        ],
+    );
+    let output = relay_command(&config, "127.0.0.1:0", &env.amqp_url)
+        .env("RUST_LOG", "debug")
+        .env(&set, "value-that-must-never-be-printed")
+        .env_remove(&unset)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "started without a secret: {stderr}"
+    );
+    assert!(
+        stderr.contains("second.myshopify.com") && stderr.contains(&unset),
+        "names the shop and the variable: {stderr}"
+    );
+    assert!(
+        !stderr.contains("value-that-must-never-be-printed"),
+        "printed a secret: {stderr}"
+    );
+    let _ = std::fs::remove_file(config);
+}
+
+#[tokio::test]
+async fn serves_webhooks_and_stops_cleanly_on_sigterm() {
+    let env = TestEnv::new().await;
+    let secret_env = format!("RELAY_TEST_SECRET_{}", env.id);
+    let config = config_file(&env, &[("process.myshopify.com", &secret_env)]);
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    // The relay declares the exchanges itself; the queue is item-ingest's to declare.
+    let mut child = relay_command(&config, &listen, &env.amqp_url)
+        .env(&secret_env, "process-secret")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = RelayClient::new(listen.parse().unwrap(), 1);
+    wait_until(Duration::from_secs(20), "relay process ready", || async {
+        client
+            .get("/readyz")
+            .await
+            .is_ok_and(|reply| reply.status == 200)
+    })
+    .await;
+    let queue = env.names.item_ingest_queue();
+    platform::amqp::topology::declare_work_queue(env.channel(), &queue, &env.settings().retry)
+        .await
+        .unwrap();
+
+    let body = br#"{"id":7}"#;
+    let headers = webhook_relay::client::shopify_headers(
+        b"process-secret",
+        "products/delete",
+        "process.myshopify.com",
+        "process-1",
+        body,
+    );
+    let reply = client.post_webhook(&headers, body.to_vec()).await.unwrap();
+    assert_eq!(reply.status, 200, "{reply:?}");
+    wait_until(Duration::from_secs(10), "message queued", || async {
+        env.queue_depth(&queue.name).await == 1
+    })
+    .await;
+    assert_eq!(
+        env.drain(&queue.name)
+            .await
+            .iter()
+            .map(message_id)
+            .collect::<Vec<_>>(),
+        ["process-1"]
+    );
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running 10 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "exit status {exit:?}");
+    let _ = std::fs::remove_file(config);
+}
