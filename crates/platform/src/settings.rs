@@ -483,6 +483,8 @@ mod tests {
         assert_eq!(settings.retry, defaults.retry);
         assert_eq!(settings.database.url, defaults.database.url);
         assert_eq!(settings.shops.len(), 1);
+        assert!(settings.services.contains_key("webhook_relay"));
+        assert!(settings.services.contains_key("adjustment_pusher"));
     }
 
     #[test]
