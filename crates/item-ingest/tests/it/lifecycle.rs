@@ -119,6 +119,22 @@ async fn two_variants_born_with_the_same_sku_map_to_the_oldest_and_are_a_conflic
         "the variant created first"
     );
     assert_eq!(ingest.conflicts(), 1);
+    // Operators can list it: the SKU, where the item points, its live variants oldest first.
+    let conflicts = item_ingest::store::list_conflicts(&ingest.env.pool, crate::harness::SHOP)
+        .await
+        .unwrap();
+    assert_eq!(conflicts.len(), 1);
+    assert_eq!(conflicts[0].sku, "TWIN");
+    assert_eq!(
+        conflicts[0].mapped_inventory_item_id.map(|id| id.0),
+        Some(102)
+    );
+    let variants: Vec<u64> = conflicts[0]
+        .variants
+        .iter()
+        .map(|v| v.variant_id.0)
+        .collect();
+    assert_eq!(variants, [12, 11]);
     ingest.stop().await;
 }
 
