@@ -23,10 +23,7 @@ pub enum LogFormat {
 /// Calling it twice is harmless (the second call keeps the first subscriber), which lets tests
 /// and `wos-sync run` start several services in one process.
 pub fn init_tracing(format: LogFormat) {
-    // lapin logs every returned (unroutable) message at WARN with its body: webhook bodies do
-    // not belong in logs, and an unbound topic is normal for the relay.
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,lapin::returned_messages=error"));
+    let filter = default_filter();
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,
@@ -49,4 +46,21 @@ pub fn init_tracing(format: LogFormat) {
     };
     // Already initialised: keep the existing subscriber.
     drop(result);
+}
+
+/// `RUST_LOG`, else `info`.
+fn default_filter() -> EnvFilter {
+    // lapin logs every returned (unroutable) message at WARN with its body: webhook bodies do
+    // not belong in logs, and an unbound topic is normal for the relay.
+    EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,lapin::returned_messages=error"))
+}
+
+/// Tracing for tests: lines go through the test harness's output capture, so a passing test
+/// stays quiet and a failing one shows its service's logs.
+pub fn init_test_tracing() {
+    let _ = tracing_subscriber::registry()
+        .with(default_filter())
+        .with(fmt::layer().with_test_writer())
+        .try_init();
 }

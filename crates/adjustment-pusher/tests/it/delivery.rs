@@ -117,7 +117,15 @@ async fn malformed_transactions_go_to_the_dlq_with_the_exact_problem() {
         h.env.queue_depth(&dlq).await as usize == cases.len()
     })
     .await;
-    let dead = h.env.drain(&dlq).await;
+    // Handlers run concurrently: match each dead letter to its case by message id.
+    let mut dead = h.env.drain(&dlq).await;
+    dead.sort_by_key(|m| {
+        m.delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|id| id.to_string())
+    });
     for (dead, (body, problem)) in dead.iter().zip(&cases) {
         let headers = dead.delivery.properties.headers().as_ref();
         assert_eq!(

@@ -83,7 +83,7 @@ impl Harness {
     }
 
     pub async fn with(options: Options) -> Self {
-        platform::telemetry::init_tracing(platform::telemetry::LogFormat::Text);
+        platform::telemetry::init_test_tracing();
         let env = TestEnv::new().await;
         let sandbox = Sandbox::start(SandboxConfig {
             throttle: options.throttle,

@@ -33,7 +33,7 @@ impl Ingest {
 
     pub async fn start_with(fields: FieldPolicies) -> Self {
         // Logs show up in a failing test's output.
-        platform::telemetry::init_tracing(platform::telemetry::LogFormat::Text);
+        platform::telemetry::init_test_tracing();
         let env = TestEnv::new().await;
         let mut settings = env.settings();
         settings.http.listen = Some("127.0.0.1:0".parse().unwrap());
