@@ -52,6 +52,8 @@ CREATE INDEX adjustments_by_transaction ON adjustments (shop_domain, transaction
 -- One row per inventoryAdjustQuantities call, persisted with its idempotency key and exact
 -- variables BEFORE it is sent: an unknown outcome is resent unchanged with the same key.
 --   open    -> to be sent (again); lease_until keeps other replicas off while one sends it
+-- uncertain_attempts counts the attempts that may have been applied (sent, no definite answer):
+-- a batch given up with none of those is safe to re-batch; with some, it is `exhausted`.
 --   applied -> Shopify answered with the adjustment group (or a no-op)
 --   failed  -> Shopify refused it; nothing was applied; its adjustments moved on
 CREATE TABLE push_batches (
@@ -63,6 +65,8 @@ CREATE TABLE push_batches (
     change_count        integer     NOT NULL,
     state               text        NOT NULL CHECK (state IN ('open', 'applied', 'failed')),
     attempts            integer     NOT NULL DEFAULT 0,
+    uncertain_attempts  integer     NOT NULL DEFAULT 0,
+    first_sent_at       timestamptz,
     not_before          timestamptz NOT NULL DEFAULT now(),
     lease_until         timestamptz,
     adjustment_group_id text,

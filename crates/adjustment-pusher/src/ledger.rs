@@ -236,11 +236,17 @@ pub async fn parked_counts(pool: &Pool) -> DbResult<BTreeMap<String, i64>> {
 #[derive(Debug, Clone)]
 pub struct Batch {
     pub id: i64,
+    /// The key this claim sends with; outcome writes are fenced on it (a replica acting on a
+    /// stale claim changes nothing).
     pub idempotency_key: String,
     /// The mutation's `input`, exactly as first sent.
     pub input: Value,
     pub attempts: i32,
     pub created_at: DateTime<Utc>,
+    /// When the batch was first sent under its key (this claim's time for a fresh batch).
+    pub first_sent_at: DateTime<Utc>,
+    /// Earlier attempts that may have been applied (sent without a definite answer).
+    pub uncertain_before: i32,
 }
 
 /// The change `(inventory item, location)` of each entry of `input.changes`, in order.
@@ -281,13 +287,17 @@ pub async fn claim_open_batch(
     let client = pool.get().await?;
     let row = client
         .query_opt(
+            // Counted as uncertain before it is sent: a crash after sending must not let the
+            // batch pass for never sent. A definite "not applied" answer takes it back.
             "UPDATE push_batches SET lease_until = now() + make_interval(secs => $2), \
-                 attempts = attempts + 1 \
+                 attempts = attempts + 1, uncertain_attempts = uncertain_attempts + 1, \
+                 first_sent_at = coalesce(first_sent_at, now()) \
              WHERE id = (SELECT id FROM push_batches \
                          WHERE shop_domain = $1 AND state = 'open' AND not_before <= now() \
                            AND (lease_until IS NULL OR lease_until < now()) \
                          ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) \
-             RETURNING id, idempotency_key, variables, attempts, created_at",
+             RETURNING id, idempotency_key, variables, attempts, created_at, first_sent_at, \
+                 uncertain_attempts - 1",
             &[&shop, &lease.as_secs_f64()],
         )
         .await
@@ -298,7 +308,30 @@ pub async fn claim_open_batch(
         input: row.get(2),
         attempts: row.get(3),
         created_at: row.get(4),
+        first_sent_at: row.get(5),
+        uncertain_before: row.get(6),
     }))
+}
+
+/// Settles the batch row if it is still open under the key `batch` was claimed with; `false`
+/// when another replica (or a later claim) has already moved on: the caller then does nothing.
+async fn settle(
+    tx: &Transaction<'_>,
+    batch: &Batch,
+    state: &str,
+    group_id: Option<&str>,
+    error: Option<&str>,
+) -> DbResult<bool> {
+    let updated = tx
+        .execute(
+            "UPDATE push_batches SET state = $3, adjustment_group_id = $4, \
+                 last_error = coalesce($5, last_error), completed_at = now(), lease_until = NULL \
+             WHERE id = $1 AND state = 'open' AND idempotency_key = $2",
+            &[&batch.id, &batch.idempotency_key, &state, &group_id, &error],
+        )
+        .await
+        .map_err(db)?;
+    Ok(updated == 1)
 }
 
 /// How batches are cut from pending adjustments.
@@ -435,26 +468,23 @@ pub struct Acknowledged {
     pub occurred_at: DateTime<Utc>,
 }
 
-/// Shopify applied the batch: it and its adjustments are done.
+/// Shopify applied the batch: it and its adjustments are done. Empty when the batch was
+/// already settled by someone else (nothing is written then).
 pub async fn mark_applied(
     pool: &Pool,
-    batch: i64,
+    batch: &Batch,
     group_id: Option<&str>,
 ) -> DbResult<Vec<Acknowledged>> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await.map_err(db)?;
-    tx.execute(
-        "UPDATE push_batches SET state = 'applied', adjustment_group_id = $2, completed_at = now(), \
-             lease_until = NULL WHERE id = $1",
-        &[&batch, &group_id],
-    )
-    .await
-    .map_err(db)?;
+    if !settle(&tx, batch, "applied", group_id, None).await? {
+        return Ok(Vec::new());
+    }
     let rows = tx
         .query(
             "UPDATE adjustments SET state = 'pushed', updated_at = now() \
              WHERE batch_id = $1 AND state = 'batched' RETURNING kind, occurred_at",
-            &[&batch],
+            &[&batch.id],
         )
         .await
         .map_err(db)?;
@@ -482,13 +512,9 @@ pub async fn mark_rejected(
     let keys = batch_change_keys(&batch.input);
     let mut client = pool.get().await?;
     let tx = client.transaction().await.map_err(db)?;
-    tx.execute(
-        "UPDATE push_batches SET state = 'failed', completed_at = now(), lease_until = NULL, last_error = $2 \
-         WHERE id = $1",
-        &[&batch.id, &fallback_reason],
-    )
-    .await
-    .map_err(db)?;
+    if !settle(&tx, batch, "failed", None, Some(fallback_reason)).await? {
+        return Ok((Vec::new(), 0));
+    }
     let rows = tx
         .query(
             "SELECT id, shop_domain, transaction_id, inventory_item_id, location_id FROM adjustments \
@@ -562,13 +588,9 @@ pub async fn mark_exhausted(
 ) -> DbResult<Vec<String>> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await.map_err(db)?;
-    tx.execute(
-        "UPDATE push_batches SET state = 'failed', completed_at = now(), lease_until = NULL, last_error = $2 \
-         WHERE id = $1",
-        &[&batch.id, &reason],
-    )
-    .await
-    .map_err(db)?;
+    if !settle(&tx, batch, "failed", None, Some(reason)).await? {
+        return Ok(Vec::new());
+    }
     let rows = tx
         .query(
             "UPDATE adjustments SET state = 'dead', error = $2, updated_at = now() \
@@ -600,18 +622,29 @@ pub async fn mark_exhausted(
 }
 
 /// The batch will be resent unchanged (same key) no earlier than `delay` from now.
+/// `applied_maybe` false: Shopify refused this attempt before running it, so it no longer
+/// counts as uncertain.
 pub async fn schedule_resend(
     pool: &Pool,
-    batch: i64,
+    batch: &Batch,
     delay: std::time::Duration,
     error: &str,
+    applied_maybe: bool,
 ) -> DbResult<()> {
     let client = pool.get().await?;
+    let settled = i32::from(!applied_maybe);
     client
         .execute(
-            "UPDATE push_batches SET not_before = now() + make_interval(secs => $2), lease_until = NULL, \
-                 last_error = $3 WHERE id = $1",
-            &[&batch, &delay.as_secs_f64(), &error],
+            "UPDATE push_batches SET not_before = now() + make_interval(secs => $3), \
+                 lease_until = NULL, last_error = $4, uncertain_attempts = uncertain_attempts - $5 \
+             WHERE id = $1 AND state = 'open' AND idempotency_key = $2",
+            &[
+                &batch.id,
+                &batch.idempotency_key,
+                &delay.as_secs_f64(),
+                &error,
+                &settled,
+            ],
         )
         .await
         .map_err(db)?;
@@ -619,13 +652,21 @@ pub async fn schedule_resend(
 }
 
 /// Shopify said an earlier attempt under this key failed without applying anything: the same
-/// variables go again under a new key.
-pub async fn renew_key(pool: &Pool, batch: i64, error: &str) -> DbResult<()> {
+/// variables go again under a new key. Fenced on the failed key, so replicas acting on the same
+/// answer renew once; nothing sent under the old key counts as uncertain any more.
+pub async fn renew_key(pool: &Pool, batch: &Batch, error: &str) -> DbResult<()> {
     let client = pool.get().await?;
     client
         .execute(
-            "UPDATE push_batches SET idempotency_key = $2, lease_until = NULL, last_error = $3 WHERE id = $1",
-            &[&batch, &uuid::Uuid::new_v4().to_string(), &error],
+            "UPDATE push_batches SET idempotency_key = $3, lease_until = NULL, last_error = $4, \
+                 uncertain_attempts = 0, first_sent_at = NULL \
+             WHERE id = $1 AND state = 'open' AND idempotency_key = $2",
+            &[
+                &batch.id,
+                &batch.idempotency_key,
+                &uuid::Uuid::new_v4().to_string(),
+                &error,
+            ],
         )
         .await
         .map_err(db)?;

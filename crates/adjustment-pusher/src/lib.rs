@@ -88,7 +88,7 @@ impl Default for PusherSettings {
             request_timeout_ms: 10_000,
             retry_base_ms: 500,
             retry_max_ms: 60_000,
-            give_up_after_secs: 24 * 3600,
+            give_up_after_secs: 23 * 3600,
             max_park_age_secs: 7 * 24 * 3600,
             sweep_interval_ms: 10_000,
         }
@@ -108,6 +108,12 @@ impl PusherSettings {
         anyhow::ensure!(
             self.retry_base_ms > 0,
             "adjustment_pusher.retry_base_ms must be positive"
+        );
+        // Shopify keeps an idempotency key for 24 hours; a batch must never be resent later.
+        anyhow::ensure!(
+            self.give_up_after_secs <= 23 * 3600,
+            "adjustment_pusher.give_up_after_secs must be at most 82800 (23 h): Shopify forgets \
+             idempotency keys after 24 h, and a batch resent after that could be applied twice"
         );
         anyhow::ensure!(
             self.sweep_interval_ms > 0,

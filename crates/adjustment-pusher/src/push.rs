@@ -93,7 +93,17 @@ impl ShopPusher {
         let lease =
             Duration::from_millis(self.settings.request_timeout_ms) * 2 + Duration::from_secs(5);
         if let Some(batch) = ledger::claim_open_batch(&self.pool, &self.shop, lease).await? {
-            self.send(batch).await?;
+            if self.past_key_retention(&batch) {
+                // E.g. the pusher (or its database) was down longer than Shopify keeps keys.
+                self.give_up(
+                    &batch,
+                    batch.uncertain_before,
+                    "not sent again: key retention over",
+                )
+                .await?;
+            } else {
+                self.send(batch).await?;
+            }
             return Ok(true);
         }
         if ledger::has_open_batch(&self.pool, &self.shop).await? {
@@ -144,7 +154,7 @@ impl ShopPusher {
         match result.outcome {
             CallOutcome::Applied { group_id } => {
                 let acknowledged =
-                    ledger::mark_applied(&self.pool, batch.id, group_id.as_deref()).await?;
+                    ledger::mark_applied(&self.pool, &batch, group_id.as_deref()).await?;
                 let now = chrono::Utc::now();
                 for adjustment in &acknowledged {
                     self.metrics
@@ -208,46 +218,89 @@ impl ShopPusher {
                     batch = batch.id,
                     "previous attempt with this key failed; resending under a new key"
                 );
-                ledger::renew_key(&self.pool, batch.id, "IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED")
+                ledger::renew_key(&self.pool, &batch, "IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED")
                     .await?;
             }
             CallOutcome::Transient {
                 reason,
                 retry_after,
+                maybe_applied,
             } => {
-                let age = (chrono::Utc::now() - batch.created_at)
-                    .to_std()
-                    .unwrap_or_default();
-                if age > Duration::from_secs(self.settings.give_up_after_secs) {
-                    let why = format!(
-                        "no definite answer from Shopify after {} attempts over {}s (last: {reason}); \
-                         the outcome of the last attempt is unknown: check the shop's adjustment \
-                         history for reference {} before replaying",
-                        batch.attempts,
-                        age.as_secs(),
-                        batch.input["referenceDocumentUri"].as_str().unwrap_or(""),
-                    );
-                    let dead =
-                        ledger::mark_exhausted(&self.pool, &batch, &why, &self.dead_letter_queue)
-                            .await?;
-                    self.count_dead_letters(&dead);
-                    self.outbox_wake.notify_one();
-                    tracing::error!(
-                        shop,
-                        batch = batch.id,
-                        dead_lettered = dead.len(),
-                        "giving up on a batch"
-                    );
+                let uncertain = batch.uncertain_before + i32::from(maybe_applied);
+                if self.past_key_retention(&batch) {
+                    self.give_up(&batch, uncertain, &reason).await?;
                     return Ok(());
                 }
+                // A shop-wide wait from Shopify holds every call of the shop; a backoff only
+                // this batch.
                 let delay = retry_after.unwrap_or_else(|| self.backoff(batch.attempts));
                 if let Some(wait) = retry_after {
                     self.pacer.block_for(wait, now);
                 }
-                tracing::warn!(shop, batch = batch.id, attempt = batch.attempts, error = %reason, retry_in_ms = delay.as_millis() as u64, "transient failure; resending the same batch with the same key");
-                ledger::schedule_resend(&self.pool, batch.id, delay, &reason).await?;
+                tracing::warn!(shop, batch = batch.id, attempt = batch.attempts, maybe_applied, error = %reason, retry_in_ms = delay.as_millis() as u64, "transient failure; resending the same batch with the same key");
+                ledger::schedule_resend(&self.pool, &batch, delay, &reason, maybe_applied).await?;
             }
         }
+        Ok(())
+    }
+
+    /// Whether resending would reach Shopify after it forgot the key (then a resend could be
+    /// applied a second time).
+    fn past_key_retention(&self, batch: &Batch) -> bool {
+        let sent_for = (chrono::Utc::now() - batch.first_sent_at)
+            .to_std()
+            .unwrap_or_default();
+        sent_for > Duration::from_secs(self.settings.give_up_after_secs)
+    }
+
+    /// Stops resending a batch whose key is about to expire. If no attempt can have been applied,
+    /// its adjustments simply go back to pending (a new batch, a new key); otherwise the outcome
+    /// is unknown and they are dead-lettered as `exhausted`, for an operator to check.
+    async fn give_up(
+        &self,
+        batch: &Batch,
+        uncertain: i32,
+        last_error: &str,
+    ) -> Result<(), DbError> {
+        let shop = self.shop.as_str();
+        let reference = batch.input["referenceDocumentUri"].as_str().unwrap_or("");
+        if uncertain == 0 {
+            let why = format!(
+                "never applied after {} attempts (last: {last_error}); re-batched",
+                batch.attempts
+            );
+            let (_, returned) = ledger::mark_rejected(
+                &self.pool,
+                batch,
+                Some(&BTreeMap::new()),
+                &why,
+                &self.dead_letter_queue,
+            )
+            .await?;
+            tracing::warn!(
+                shop,
+                batch = batch.id,
+                returned_to_pending = returned,
+                "batch re-formed under a new key before its key expires"
+            );
+            self.wake.notify_one();
+            return Ok(());
+        }
+        let why = format!(
+            "no definite answer from Shopify after {} attempts (last: {last_error}); {uncertain} of \
+             them may have been applied: check the shop's adjustment history for reference \
+             {reference} before replaying",
+            batch.attempts,
+        );
+        let dead = ledger::mark_exhausted(&self.pool, batch, &why, &self.dead_letter_queue).await?;
+        self.count_dead_letters(&dead);
+        self.outbox_wake.notify_one();
+        tracing::error!(
+            shop,
+            batch = batch.id,
+            dead_lettered = dead.len(),
+            "giving up on a batch"
+        );
         Ok(())
     }
 

@@ -69,9 +69,13 @@ pub enum CallOutcome {
         errors: Vec<ShopifyError>,
     },
     PreviousAttemptFailed,
+    /// `maybe_applied`: this attempt may have been applied (a timeout, a dropped connection, a
+    /// 5xx); false when Shopify refused it before running anything (429, `THROTTLED`, a refused
+    /// connection, access denied).
     Transient {
         reason: String,
         retry_after: Option<Duration>,
+        maybe_applied: bool,
     },
 }
 
@@ -145,10 +149,13 @@ impl ShopClient {
                 } else {
                     "connection"
                 };
+                // A refused connection sent nothing; anything later may have been applied.
+                let maybe_applied = !err.is_connect();
                 return CallResult {
                     outcome: CallOutcome::Transient {
                         reason: transport_error(err),
                         retry_after: None,
+                        maybe_applied,
                     },
                     status: status.to_owned(),
                     throttle: None,
@@ -164,7 +171,7 @@ impl ShopClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<f64>().ok())
             .filter(|secs| secs.is_finite() && *secs >= 0.0)
-            .map(Duration::from_secs_f64);
+            .map(|secs| Duration::from_secs_f64(secs.min(300.0)));
         let text = match response.text().await {
             Ok(text) => text,
             Err(err) => {
@@ -172,6 +179,7 @@ impl ShopClient {
                     outcome: CallOutcome::Transient {
                         reason: transport_error(err),
                         retry_after,
+                        maybe_applied: true,
                     },
                     status: "connection".to_owned(),
                     throttle: None,
@@ -212,6 +220,7 @@ pub fn interpret(status: u16, retry_after: Option<Duration>, body: &str) -> Call
     let requested_cost = cost
         .and_then(|c| c.get("requestedQueryCost"))
         .and_then(Value::as_f64);
+    let retry_after = retry_after.map(clamp_wait);
     let result = |outcome| CallResult {
         status: match &outcome {
             CallOutcome::Transient { reason, .. } if reason == "THROTTLED" => {
@@ -224,90 +233,139 @@ pub fn interpret(status: u16, retry_after: Option<Duration>, body: &str) -> Call
         requested_cost,
         elapsed: Duration::ZERO,
     };
-    if status != 200 {
-        let reason = match status {
-            429 => "rate limited (429)".to_owned(),
-            401 | 403 => format!("access refused ({status}): check the shop's access token"),
-            _ => format!("HTTP {status}"),
-        };
-        return result(CallOutcome::Transient {
+    let transient = |reason: String, retry_after: Option<Duration>, maybe_applied: bool| {
+        result(CallOutcome::Transient {
             reason,
             retry_after,
-        });
+            maybe_applied,
+        })
+    };
+    if status != 200 {
+        return match status {
+            // Shopify refuses these before running anything.
+            429 => transient("rate limited (429)".to_owned(), retry_after, false),
+            401 | 403 => transient(
+                format!("access refused ({status}): check the shop's access token and scopes"),
+                retry_after,
+                false,
+            ),
+            400..=499 if status != 408 => transient(format!("HTTP {status}"), retry_after, false),
+            // 5xx (a gateway may answer after the change was made), 408: unknown.
+            _ => transient(format!("HTTP {status}"), retry_after, true),
+        };
     }
     let Some(document) = document else {
-        return result(CallOutcome::Transient {
-            reason: "HTTP 200 with a body that is not JSON".to_owned(),
-            retry_after: None,
-        });
+        return transient(
+            "HTTP 200 with a body that is not JSON".to_owned(),
+            None,
+            true,
+        );
     };
 
     let top_level = errors_of(document.get("errors"));
-    if top_level
-        .iter()
-        .any(|e| e.code.as_deref() == Some("THROTTLED"))
-    {
+    let has_top = |code: &str| top_level.iter().any(|e| e.code.as_deref() == Some(code));
+    if has_top("THROTTLED") {
         let wait = throttle.map(|t| {
             let needed = requested_cost.unwrap_or(10.0) - t.currently_available;
-            Duration::from_secs_f64((needed.max(1.0) / t.restore_rate.max(1.0)).min(60.0))
+            clamp_wait(Duration::from_secs_f64(
+                needed.max(1.0) / t.restore_rate.max(1.0),
+            ))
         });
-        return result(CallOutcome::Transient {
-            reason: "THROTTLED".to_owned(),
-            retry_after: wait,
+        return transient("THROTTLED".to_owned(), wait, false);
+    }
+    // `null` (the mutation did not run or failed) is no payload at all.
+    let payload = document
+        .pointer("/data/inventoryAdjustQuantities")
+        .filter(|p| p.is_object());
+    if let Some(group) = payload
+        .and_then(|p| p.pointer("/inventoryAdjustmentGroup/id"))
+        .and_then(Value::as_str)
+    {
+        // Applied. Errors beside a group (a field we could not read) do not undo that.
+        for error in &top_level {
+            tracing::warn!(error = %error.describe(), "Shopify applied the batch but reported an error");
+        }
+        return result(CallOutcome::Applied {
+            group_id: Some(group.to_owned()),
         });
     }
-    let payload = document.pointer("/data/inventoryAdjustQuantities");
     let user_errors = errors_of(payload.and_then(|p| p.get("userErrors")));
     let all: Vec<&ShopifyError> = top_level.iter().chain(&user_errors).collect();
     let has = |code: &str| all.iter().any(|e| e.code.as_deref() == Some(code));
     if has("IDEMPOTENCY_CONCURRENT_REQUEST") {
-        return result(CallOutcome::Transient {
-            reason: "IDEMPOTENCY_CONCURRENT_REQUEST".to_owned(),
-            retry_after: Some(Duration::from_millis(500)),
-        });
+        // This attempt did not run; the one still running under the key may apply.
+        return transient(
+            "IDEMPOTENCY_CONCURRENT_REQUEST".to_owned(),
+            Some(Duration::from_millis(500)),
+            false,
+        );
     }
     if has("IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED") {
         return result(CallOutcome::PreviousAttemptFailed);
     }
-    if !top_level.is_empty() {
-        let internal = top_level.iter().any(|e| {
+    if let Some(payload) = payload {
+        // The mutation ran: refused with userErrors, or a no-op (no group, no errors).
+        return if user_errors.is_empty() {
+            if !top_level.is_empty() {
+                let reason = describe_all(&top_level);
+                return transient(
+                    format!("no adjustment group and errors: {reason}"),
+                    None,
+                    true,
+                );
+            }
+            let _ = payload;
+            result(CallOutcome::Applied { group_id: None })
+        } else {
+            result(CallOutcome::Rejected {
+                errors: user_errors,
+            })
+        };
+    }
+    let refused_before_running = !top_level.is_empty()
+        && top_level.iter().all(|e| {
             matches!(
                 e.code.as_deref(),
-                Some("INTERNAL_SERVER_ERROR" | "SERVICE_UNAVAILABLE" | "TIMEOUT")
+                Some(
+                    "BAD_REQUEST"
+                        | "INVALID_VARIABLE"
+                        | "INVALID_FIELD_ARGUMENTS"
+                        | "GRAPHQL_VALIDATION_FAILED"
+                        | "MAX_COST_EXCEEDED"
+                        | "undefinedField"
+                        | "argumentLiteralsIncompatible"
+                        | "missingRequiredArguments"
+                )
             )
         });
-        if internal || payload.is_none() && top_level.iter().all(|e| e.code.is_none()) {
-            // Not a refusal Shopify made before running the mutation: the outcome is unknown.
-            let reason = top_level
-                .iter()
-                .map(ShopifyError::describe)
-                .collect::<Vec<_>>()
-                .join("; ");
-            return result(CallOutcome::Transient {
-                reason,
-                retry_after: None,
-            });
-        }
+    if refused_before_running {
+        // Validation of the request itself: nothing ran, and sending it again cannot help.
         return result(CallOutcome::Rejected { errors: top_level });
     }
-    if !user_errors.is_empty() {
-        return result(CallOutcome::Rejected {
-            errors: user_errors,
-        });
+    if has_top("ACCESS_DENIED") || has_top("UNAUTHORIZED") || has_top("FORBIDDEN") {
+        let reason = format!("{} (check the token's scopes)", describe_all(&top_level));
+        return transient(reason, None, false);
     }
-    match payload {
-        Some(payload) => {
-            let group_id = payload
-                .pointer("/inventoryAdjustmentGroup/id")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            result(CallOutcome::Applied { group_id })
-        }
-        None => result(CallOutcome::Transient {
-            reason: "HTTP 200 without data.inventoryAdjustQuantities".to_owned(),
-            retry_after: None,
-        }),
-    }
+    let reason = if top_level.is_empty() {
+        "HTTP 200 without data.inventoryAdjustQuantities".to_owned()
+    } else {
+        describe_all(&top_level)
+    };
+    transient(reason, None, true)
+}
+
+/// Shopify's waits are honoured, within reason: a huge `Retry-After` would stall the shop for
+/// ever (or overflow), a zero one would spin.
+fn clamp_wait(wait: Duration) -> Duration {
+    wait.clamp(Duration::from_millis(50), Duration::from_secs(300))
+}
+
+fn describe_all(errors: &[ShopifyError]) -> String {
+    errors
+        .iter()
+        .map(ShopifyError::describe)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn errors_of(list: Option<&Value>) -> Vec<ShopifyError> {
@@ -420,30 +478,75 @@ mod tests {
         ));
     }
 
+    /// `Some(maybe_applied)` for a transient outcome, `None` otherwise.
+    fn maybe_applied(status: u16, body: &str) -> Option<bool> {
+        match outcome(status, body) {
+            CallOutcome::Transient { maybe_applied, .. } => Some(maybe_applied),
+            _ => None,
+        }
+    }
+
     #[test]
-    fn http_failures_are_transient_and_keep_retry_after() {
+    fn http_failures_are_transient_and_say_whether_they_may_have_applied() {
         let result = interpret(429, Some(Duration::from_secs(2)), "");
         assert_eq!(
             result.outcome,
             CallOutcome::Transient {
                 reason: "rate limited (429)".into(),
-                retry_after: Some(Duration::from_secs(2))
+                retry_after: Some(Duration::from_secs(2)),
+                maybe_applied: false,
             }
         );
-        for status in [500, 502, 503, 401] {
-            assert!(
-                matches!(outcome(status, "oops"), CallOutcome::Transient { .. }),
-                "{status}"
-            );
+        for status in [500, 502, 503, 504, 408] {
+            assert_eq!(maybe_applied(status, "oops"), Some(true), "{status}");
         }
-        assert!(matches!(
-            outcome(200, "<html>"),
-            CallOutcome::Transient { .. }
-        ));
+        for status in [400, 401, 403, 404, 413] {
+            assert_eq!(maybe_applied(status, "oops"), Some(false), "{status}");
+        }
+        assert_eq!(maybe_applied(200, "<html>"), Some(true));
         let internal = r#"{"errors":[{"message":"Internal error","extensions":{"code":"INTERNAL_SERVER_ERROR"}}]}"#;
-        assert!(matches!(
-            outcome(200, internal),
-            CallOutcome::Transient { .. }
-        ));
+        assert_eq!(maybe_applied(200, internal), Some(true));
+    }
+
+    #[test]
+    fn a_null_payload_is_never_applied_nor_refused() {
+        // The mutation failed while running, without a code: outcome unknown.
+        let failed = r#"{"data":{"inventoryAdjustQuantities":null},"errors":[{"message":"Internal error","path":["inventoryAdjustQuantities"]}]}"#;
+        assert_eq!(maybe_applied(200, failed), Some(true));
+        // No payload and no error: unknown too, never "applied".
+        assert_eq!(
+            maybe_applied(200, r#"{"data":{"inventoryAdjustQuantities":null}}"#),
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn access_denied_is_retried_not_dead_lettered() {
+        let denied = r#"{"data":{"inventoryAdjustQuantities":null},"errors":[{"message":"Access denied","extensions":{"code":"ACCESS_DENIED"}}]}"#;
+        assert_eq!(maybe_applied(200, denied), Some(false));
+    }
+
+    #[test]
+    fn a_group_beside_an_error_is_applied() {
+        // Shopify applied it and could not render a field (the sandbox's staffMember case).
+        let partial = r#"{"data":{"inventoryAdjustQuantities":{"inventoryAdjustmentGroup":{"id":"gid://shopify/InventoryAdjustmentGroup/9","staffMember":null},"userErrors":[]}},"errors":[{"message":"Access denied for staffMember field.","extensions":{"code":"ACCESS_DENIED"}}]}"#;
+        assert_eq!(
+            outcome(200, partial),
+            CallOutcome::Applied {
+                group_id: Some("gid://shopify/InventoryAdjustmentGroup/9".into())
+            }
+        );
+    }
+
+    #[test]
+    fn waits_are_clamped() {
+        let huge = interpret(503, Some(Duration::from_secs(10_000_000)), "");
+        assert!(
+            matches!(huge.outcome, CallOutcome::Transient { retry_after: Some(wait), .. } if wait == Duration::from_secs(300))
+        );
+        let zero = interpret(429, Some(Duration::ZERO), "");
+        assert!(
+            matches!(zero.outcome, CallOutcome::Transient { retry_after: Some(wait), .. } if wait == Duration::from_millis(50))
+        );
     }
 }

@@ -362,9 +362,12 @@ pub fn resolve_mapping(current: CurrentMapping, candidates: &[Candidate]) -> Map
             conflict: !candidates.is_empty(),
         };
     }
+    // Shopify's creation times when every candidate has one; otherwise the ids alone (Shopify
+    // ids grow over time), so a variant whose time we never learned is not taken for younger.
+    let all_dated = candidates.iter().all(|c| c.created_at.is_some());
     let oldest = candidates
         .iter()
-        .min_by_key(|c| (c.created_at.is_none(), c.created_at, c.variant_id));
+        .min_by_key(|c| (if all_dated { c.created_at } else { None }, c.variant_id));
     match (oldest, candidates.len()) {
         (None, _) => MappingDecision {
             inventory_item_id: None,

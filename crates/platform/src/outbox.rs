@@ -15,7 +15,10 @@ use lapin::BasicProperties;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::{amqp::publisher::Publisher, db::DbError};
+use crate::{
+    amqp::publisher::{Confirmed, Publisher},
+    db::DbError,
+};
 
 /// One message to publish after commit.
 #[derive(Debug, Clone)]
@@ -123,6 +126,8 @@ pub enum RelayError {
     Database(#[from] DbError),
     #[error("publish: {0}")]
     Publish(#[from] crate::amqp::publisher::PublisherError),
+    #[error("queue `{0}` does not exist; the message stays in the outbox")]
+    Unroutable(String),
 }
 
 impl From<tokio_postgres::Error> for RelayError {
@@ -162,9 +167,7 @@ pub async fn publish_batch(pool: &Pool, publisher: &Publisher) -> Result<usize, 
         if !table.inner().is_empty() {
             properties = properties.with_headers(table);
         }
-        // An announcement nobody is bound to yet is still "published": consumers that start
-        // later re-read the state they need, the outbox must not grow forever.
-        publisher
+        let confirmed = publisher
             .publish(
                 exchange,
                 routing_key,
@@ -173,6 +176,12 @@ pub async fn publish_batch(pool: &Pool, publisher: &Publisher) -> Result<usize, 
                 Duration::from_secs(10),
             )
             .await?;
+        // An announcement nobody is bound to yet is still "published": consumers that start
+        // later re-read the state they need, and the outbox must not grow forever. A message
+        // addressed to a queue directly (a dead letter) must reach it: it stays until it does.
+        if confirmed == Confirmed::Unroutable && exchange.is_empty() {
+            return Err(RelayError::Unroutable(routing_key.to_owned()));
+        }
         published.push(row.get::<_, i64>(0));
     }
     if !published.is_empty() {

@@ -199,3 +199,92 @@ async fn a_rejected_change_is_dead_lettered_and_the_rest_of_its_batch_is_pushed(
     );
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_batch_never_applied_is_rebatched_when_its_key_would_expire() {
+    // Give up after 1 s instead of 23 h; Shopify refuses every call before running it.
+    let mut h = Harness::with(Options {
+        pusher: "give_up_after_secs = 1",
+        ..Options::default()
+    })
+    .await;
+    h.sandbox
+        .set_faults(FaultConfig::rule(
+            FaultRule::probability(
+                1.0,
+                FaultAction::Status {
+                    status: 429,
+                    retry_after_secs: None,
+                    after_apply: false,
+                },
+            )
+            .mutations_only(),
+        ))
+        .unwrap();
+    publish_puts(&mut h, "refused", 3).await;
+    testkit::wait_until(
+        Duration::from_secs(20),
+        "a batch re-formed under a new key",
+        || async {
+            h.count("SELECT count(*) FROM push_batches WHERE state = 'failed'")
+                .await
+                >= 1
+        },
+    )
+    .await;
+    h.sandbox.set_faults(FaultConfig::none()).unwrap();
+    h.assert_totals(Duration::from_secs(20)).await;
+    let dlq = h.env.names.adjustment_pusher_queue().dead_letter_queue();
+    assert_eq!(
+        h.env.queue_depth(&dlq).await,
+        0,
+        "nothing was dead-lettered: nothing was ever applied"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_whose_outcome_stays_unknown_is_exhausted_not_resent_on_a_forgotten_key() {
+    let mut h = Harness::with(Options {
+        pusher: "give_up_after_secs = 1",
+        ..Options::default()
+    })
+    .await;
+    // Every call is applied and then cut off: the pusher never learns the outcome.
+    h.sandbox
+        .set_faults(FaultConfig::rule(
+            FaultRule::probability(1.0, FaultAction::ApplyThenDrop).mutations_only(),
+        ))
+        .unwrap();
+    h.publish(&tx(
+        "unknown-1",
+        SHOP,
+        "put",
+        "SKU-0",
+        "MAIN",
+        json!({"quantity": 5}),
+    ))
+    .await;
+    h.expect(SHOP, "SKU-0", "MAIN", 5); // Shopify did apply it, once
+    let dlq = h.env.names.adjustment_pusher_queue().dead_letter_queue();
+    testkit::wait_until(Duration::from_secs(20), "exhausted dead letter", || async {
+        h.env.queue_depth(&dlq).await == 1
+    })
+    .await;
+    let dead = h.env.drain(&dlq).await.remove(0).delivery;
+    let headers = dead.properties.headers().as_ref();
+    assert_eq!(
+        platform::amqp::headers::header_str(headers, "x-error-kind"),
+        Some("exhausted")
+    );
+    let error = platform::amqp::headers::header_str(headers, "x-error").unwrap();
+    assert!(error.contains("may have been applied"), "{error}");
+    h.sandbox.set_faults(FaultConfig::none()).unwrap();
+    h.assert_totals(Duration::from_secs(10)).await;
+    assert_eq!(
+        h.sandbox.adjustment_groups(SHOP).unwrap().len(),
+        1,
+        "applied exactly once"
+    );
+    h.stop().await;
+}
