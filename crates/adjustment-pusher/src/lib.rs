@@ -213,21 +213,15 @@ pub async fn serve(
     let outbox_wake = Arc::new(Notify::new());
 
     let health = Health::new(Some(pool.clone()));
-    let listener = http::bind(settings.listen_or(DEFAULT_LISTEN))
-        .await
-        .context("binding HTTP")?;
+    let server = http::spawn_ops_server(
+        settings.listen_or(DEFAULT_LISTEN),
+        metrics.clone(),
+        health.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .context("binding HTTP")?;
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn({
-        let (router, shutdown) = (
-            http::ops_router(metrics.clone(), health.clone()),
-            shutdown.clone(),
-        );
-        async move {
-            if let Err(err) = http::serve(listener, router, shutdown).await {
-                tracing::error!(error = %err, "HTTP server failed");
-            }
-        }
-    });
     let publisher = Publisher::new(settings.amqp.url.clone(), format!("{SERVICE}/outbox"));
     tasks.spawn(run_outbox_relay(
         pool.clone(),
@@ -295,5 +289,6 @@ pub async fn serve(
     );
     tokio::join!(releases, intake);
     while tasks.join_next().await.is_some() {}
+    server.await.context("HTTP server task")?;
     Ok(())
 }

@@ -172,14 +172,14 @@ pub async fn serve(
     }
 
     let health = Health::new(Some(pool.clone()));
-    let listener = http::bind(settings.listen_or(DEFAULT_LISTEN))
-        .await
-        .context("binding HTTP")?;
-    let server = tokio::spawn(http::serve(
-        listener,
-        http::ops_router(metrics.clone(), health.clone()),
+    let server = http::spawn_ops_server(
+        settings.listen_or(DEFAULT_LISTEN),
+        metrics.clone(),
+        health.clone(),
         shutdown.clone(),
-    ));
+    )
+    .await
+    .context("binding HTTP")?;
     let publisher = Publisher::new(settings.amqp.url.clone(), format!("{SERVICE}/outbox"));
     let relay = tokio::spawn(run_outbox_relay(
         pool.clone(),
@@ -198,9 +198,6 @@ pub async fn serve(
     };
     run_consumer(config, handler, metrics, health, shutdown).await;
     relay.await.context("outbox relay task")?;
-    server
-        .await
-        .context("HTTP server task")?
-        .context("HTTP server")?;
+    server.await.context("HTTP server task")?;
     Ok(())
 }

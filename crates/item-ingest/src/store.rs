@@ -366,50 +366,38 @@ async fn settle_item(
 
     let previous = existing.as_ref().and_then(|i| i.inventory_item_id);
     let outcome = match &existing {
-        None => {
-            tx.execute(
-                "INSERT INTO items (shop_domain, sku, description, barcode, price, vendor, \
-                     product_type, inventory_item_id) \
-                 VALUES ($1, $2, $3, $4, $5::text::numeric, $6, $7, $8)",
-                &[
-                    &domain,
-                    &sku,
-                    &fields.description,
-                    &fields.barcode,
-                    &fields.price,
-                    &fields.vendor,
-                    &fields.product_type,
-                    &inventory_item_param(decision.inventory_item_id)?,
-                ],
-            )
-            .await?;
-            ItemOutcome::Created
-        }
+        None => ItemOutcome::Created,
         Some(item)
             if item.fields == fields && item.inventory_item_id == decision.inventory_item_id =>
         {
             ItemOutcome::Unchanged
         }
-        Some(_) => {
-            tx.execute(
-                "UPDATE items SET description = $3, barcode = $4, price = $5::text::numeric, vendor = $6, \
-                     product_type = $7, inventory_item_id = $8, updated_at = now() \
-                 WHERE shop_domain = $1 AND sku = $2",
-                &[
-                    &domain,
-                    &sku,
-                    &fields.description,
-                    &fields.barcode,
-                    &fields.price,
-                    &fields.vendor,
-                    &fields.product_type,
-                    &inventory_item_param(decision.inventory_item_id)?,
-                ],
-            )
-            .await?;
-            ItemOutcome::Updated
-        }
+        Some(_) => ItemOutcome::Updated,
     };
+    if outcome != ItemOutcome::Unchanged {
+        // One statement for both: the row is locked (FOR UPDATE above) or known absent under the
+        // SKU's advisory lock, so the conflict arm runs exactly when the item exists.
+        tx.execute(
+            "INSERT INTO items (shop_domain, sku, description, barcode, price, vendor, \
+                 product_type, inventory_item_id) \
+             VALUES ($1, $2, $3, $4, $5::text::numeric, $6, $7, $8) \
+             ON CONFLICT (shop_domain, sku) DO UPDATE SET description = EXCLUDED.description, \
+                 barcode = EXCLUDED.barcode, price = EXCLUDED.price, vendor = EXCLUDED.vendor, \
+                 product_type = EXCLUDED.product_type, \
+                 inventory_item_id = EXCLUDED.inventory_item_id, updated_at = now()",
+            &[
+                &domain,
+                &sku,
+                &fields.description,
+                &fields.barcode,
+                &fields.price,
+                &fields.vendor,
+                &fields.product_type,
+                &inventory_item_param(decision.inventory_item_id)?,
+            ],
+        )
+        .await?;
+    }
     if let Some(change) = MappingChange::between(previous, decision.inventory_item_id) {
         announce(
             tx,

@@ -118,6 +118,24 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(listener)
 }
 
+/// Binds `addr` and serves the ops routes in a task until `shutdown`: what every consumer
+/// service runs. A server failure is logged (the service keeps consuming; `/healthz` going
+/// silent is what the orchestrator acts on).
+pub async fn spawn_ops_server(
+    addr: SocketAddr,
+    metrics: Metrics,
+    health: Health,
+    shutdown: CancellationToken,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = bind(addr).await?;
+    let router = ops_router(metrics, health);
+    Ok(tokio::spawn(async move {
+        if let Err(err) = serve(listener, router, shutdown).await {
+            tracing::error!(error = %err, "HTTP server failed");
+        }
+    }))
+}
+
 /// Serves `router` on `listener` until `shutdown` is cancelled, then finishes open requests.
 pub async fn serve(
     listener: TcpListener,

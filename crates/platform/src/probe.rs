@@ -146,14 +146,14 @@ pub async fn run(
     let metrics = Metrics::new();
     let health = Health::new(Some(pool.clone()));
     let default_listen = DEFAULT_LISTEN.parse().context("default address")?;
-    let listener = http::bind(settings.listen_or(default_listen))
-        .await
-        .context("binding HTTP")?;
-    let server = tokio::spawn(http::serve(
-        listener,
-        http::ops_router(metrics.clone(), health.clone()),
+    let server = http::spawn_ops_server(
+        settings.listen_or(default_listen),
+        metrics.clone(),
+        health.clone(),
         shutdown.clone(),
-    ));
+    )
+    .await
+    .context("binding HTTP")?;
     let config = consumer_config(&settings, "consumer-probe");
     run_consumer(
         config,
@@ -163,10 +163,7 @@ pub async fn run(
         shutdown,
     )
     .await;
-    server
-        .await
-        .context("HTTP server task")?
-        .context("HTTP server")?;
+    server.await.context("HTTP server task")?;
     Ok(())
 }
 

@@ -21,7 +21,8 @@ use lapin::{
 };
 use platform::{
     amqp::{
-        publish::{confirm_channel, publish_confirmed},
+        publish::confirm_channel,
+        publisher::{Confirmed, Publisher},
         topology::{Names, RetryPolicy, WorkQueue},
     },
     db::PgPool,
@@ -51,6 +52,7 @@ pub struct TestEnv {
     pub pool: PgPool,
     connection: Connection,
     channel: Channel,
+    publisher: Publisher,
     tracked: Mutex<Vec<WorkQueue>>,
 }
 
@@ -75,6 +77,7 @@ impl TestEnv {
             .await
             .expect("RabbitMQ is reachable");
         let channel = confirm_channel(&connection).await.expect("channel");
+        let publisher = Publisher::new(amqp_url.clone(), format!("test-{id}-publisher"));
         Self {
             names: Names::new(format!("t-{id}.")),
             id,
@@ -84,6 +87,7 @@ impl TestEnv {
             pool,
             connection,
             channel,
+            publisher,
             tracked: Mutex::new(Vec::new()),
         }
     }
@@ -128,16 +132,22 @@ impl TestEnv {
         body: &[u8],
         properties: BasicProperties,
     ) {
-        publish_confirmed(
-            &self.channel,
-            exchange,
-            routing_key,
-            body,
-            properties,
-            Duration::from_secs(10),
-        )
-        .await
-        .expect("publish confirmed");
+        let confirmed = self
+            .publisher
+            .publish(
+                exchange,
+                routing_key,
+                body,
+                properties,
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("publish confirmed");
+        assert_eq!(
+            confirmed,
+            Confirmed::Routed,
+            "no queue bound for `{exchange}` / `{routing_key}`"
+        );
     }
 
     /// Messages ready in `queue` (not counting unacknowledged ones).

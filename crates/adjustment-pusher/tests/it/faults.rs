@@ -129,7 +129,9 @@ async fn throttled_calls_wait_for_the_bucket_and_pacing_avoids_more() {
     let throttle = ThrottleConfig {
         enabled: true,
         bucket_size: 100.0,
-        restore_rate: 50.0,
+        // Slow enough that the drained bucket cannot refill before the first call, even on a
+        // loaded machine.
+        restore_rate: 5.0,
     };
     let mut h = Harness::with(Options {
         throttle,

@@ -2,7 +2,7 @@
 //!
 //! - [`topology`]: exchange and queue names of the contract, and idempotent declaration of a
 //!   work queue with its `Q.retry.<n>` tiers and `Q.dlq`;
-//! - [`publish`]: persistent, mandatory publishes that count only once the broker confirmed;
+//! - [`publish`]: the persistent delivery mode and confirm-mode channels;
 //! - [`publisher`]: the cloneable, self-reconnecting confirmed publisher services hold (the
 //!   relay, outboxes, the consumer runtime's retry and dead-letter copies);
 //! - [`consumer`]: the runtime every service's consumer runs in (dispositions, retries,
