@@ -384,6 +384,8 @@ async fn measure_in(
     let calls = sandbox.adjustment_groups(SHOP)?.len().saturating_sub(1); // less the cost probe
     shutdown.cancel();
     service.await??;
+    // Channels first: closing a connection under an open channel makes lapin log an error.
+    let _ = channel.close(200, "bench done".into()).await;
     let _ = connection.close(200, "bench done".into()).await;
     Ok(Run {
         transactions,

@@ -121,6 +121,8 @@ async fn run(scratch: &Scratch, products: u64, variants: u64) -> anyhow::Result<
             "the broker refused a benchmark webhook"
         );
     }
+    // Channels first: closing a connection under an open channel makes lapin log an error.
+    let _ = channel.close(200, "published".into()).await;
     let _ = connection.close(200, "published".into()).await;
 
     let config = write_config(settings)?;

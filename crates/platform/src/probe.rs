@@ -274,6 +274,12 @@ pub async fn bench(
             acked += 1;
         }
         let bare_seconds = started.elapsed().as_secs_f64();
+        let _ = consumer_channel
+            .basic_cancel(
+                "bench".into(),
+                lapin::options::BasicCancelOptions::default(),
+            )
+            .await;
         let _ = consumer_channel.close(200, "done".into()).await;
 
         // The runtime with the probe handler (inbox row + effect row per message).
@@ -315,6 +321,8 @@ pub async fn bench(
         );
         drop(pool);
 
+        // Channels first: closing a connection under an open channel makes lapin log an error.
+        let _ = channel.close(200, "bench done".into()).await;
         let _ = connection.close(200, "bench done".into()).await;
         Ok::<_, anyhow::Error>(BenchReport {
             messages,

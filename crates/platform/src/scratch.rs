@@ -71,6 +71,9 @@ impl Scratch {
                             )
                             .await;
                     }
+                    // Channels first: closing a connection under an open channel makes lapin
+                    // log an error.
+                    let _ = channel.close(200, "teardown".into()).await;
                 }
                 let _ = connection.close(200, "teardown".into()).await;
             }

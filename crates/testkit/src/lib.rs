@@ -227,6 +227,7 @@ impl TestEnv {
                             )
                             .await;
                     }
+                    let _ = channel.close(200, "cleanup".into()).await;
                     let _ = connection.close(200, "cleanup".into()).await;
                 }
                 admin_sql(&format!(
