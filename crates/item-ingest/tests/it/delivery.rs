@@ -337,3 +337,53 @@ async fn announcements_left_in_the_outbox_by_a_crash_are_published_at_the_next_s
         .await;
     ingest.stop().await;
 }
+
+#[tokio::test]
+async fn a_database_outage_goes_through_the_retry_tiers_and_nothing_is_lost() {
+    let (mut ingest, proxy) = Ingest::start_through_database_proxy().await;
+    ingest
+        .send(
+            "products/create",
+            &product(1, "Tee", 1, &[v(11, "BEFORE", 101)]),
+            "w-1",
+        )
+        .await;
+    assert_eq!(ingest.mapping("BEFORE").await, Some(Some(101)));
+
+    proxy.cut();
+    let mut headers = lapin::types::FieldTable::default();
+    platform::amqp::headers::set_str(&mut headers, "x-shopify-topic", "products/update");
+    platform::amqp::headers::set_str(&mut headers, "x-shopify-shop-domain", crate::harness::SHOP);
+    platform::amqp::headers::set_str(&mut headers, "x-shopify-webhook-id", "w-2");
+    let body = product(1, "Tee", 2, &[v(11, "BEFORE", 101), v(12, "DURING", 102)]).to_string();
+    let exchange = ingest
+        .env
+        .names
+        .name(platform::amqp::topology::SHOPIFY_EVENTS);
+    ingest
+        .env
+        .publish(
+            &exchange,
+            "products.update",
+            body.as_bytes(),
+            lapin::BasicProperties::default().with_headers(headers),
+        )
+        .await;
+    testkit::wait_until(
+        Duration::from_secs(15),
+        "retried while the database is away",
+        || async { ingest.messages("retried") >= 1 },
+    )
+    .await;
+    assert_eq!(ingest.messages("dead_lettered"), 0);
+
+    proxy.restore();
+    testkit::wait_until(
+        Duration::from_secs(20),
+        "applied once the database is back",
+        || async { ingest.messages("acked") == 2 },
+    )
+    .await;
+    assert_eq!(ingest.mapping("DURING").await, Some(Some(102)));
+    ingest.stop().await;
+}

@@ -31,6 +31,23 @@ impl Ingest {
         Self::start_with(FieldPolicies::default()).await
     }
 
+    /// item-ingest reaching PostgreSQL through a TCP proxy the test can cut (a database outage
+    /// without touching the shared server).
+    pub async fn start_through_database_proxy() -> (Self, testkit::proxy::Proxy) {
+        let mut ingest = Self::start().await;
+        ingest.stop_service().await;
+        let proxy = testkit::proxy::Proxy::start("127.0.0.1:5432")
+            .await
+            .unwrap();
+        ingest.settings.database.url = format!(
+            "postgres://postgres@{}/{}",
+            proxy.addr(),
+            ingest.env.database_name
+        );
+        ingest.start_service();
+        (ingest, proxy)
+    }
+
     pub async fn start_with(fields: FieldPolicies) -> Self {
         // Logs show up in a failing test's output.
         platform::telemetry::init_test_tracing();
