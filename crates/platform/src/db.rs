@@ -101,16 +101,23 @@ const MIGRATION_LOCK_KEY: i64 = 0x776f_735f_6d69_6772; // "wos_migr"
 /// Applies every pending migration from `migrations/`. Returns the versions applied now.
 pub async fn migrate(pool: &Pool) -> Result<Vec<String>, DbError> {
     let mut client = pool.get().await?;
+    // Waiting for another replica's migrations, and a long migration, must not hit the pool's
+    // per-statement limit; the session setting goes away with the connection below.
+    client.batch_execute("SET statement_timeout = 0").await?;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
         .await?;
     let client_ref: &mut tokio_postgres::Client = &mut client;
     let result = embedded::migrations::runner().run_async(client_ref).await;
-    // Unlock even when the run failed; a dropped connection would release it anyway.
-    client
+    // Unlock even when the run failed (a closed connection would release it anyway); the
+    // migration's own error is the one to report.
+    let unlocked = client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
-        .await?;
+        .await;
+    // The connection carries a session setting: never hand it back to the pool.
+    let _ = deadpool_postgres::Object::take(client);
     let report = result.map_err(|err| DbError::Migration(err.to_string()))?;
+    unlocked?;
     Ok(report
         .applied_migrations()
         .iter()

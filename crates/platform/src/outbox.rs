@@ -154,6 +154,7 @@ pub async fn publish_batch(pool: &Pool, publisher: &Publisher) -> Result<usize, 
         )
         .await?;
     let mut published = Vec::with_capacity(rows.len());
+    let mut failure = None;
     for row in &rows {
         let (exchange, routing_key): (&str, &str) = (row.get(1), row.get(2));
         let message_id: &str = row.get(3);
@@ -175,19 +176,32 @@ pub async fn publish_batch(pool: &Pool, publisher: &Publisher) -> Result<usize, 
                 properties,
                 Duration::from_secs(10),
             )
-            .await?;
-        // An announcement nobody is bound to yet is still "published": consumers that start
-        // later re-read the state they need, and the outbox must not grow forever. A message
-        // addressed to a queue directly (a dead letter) must reach it: it stays until it does.
-        if confirmed == Confirmed::Unroutable && exchange.is_empty() {
-            return Err(RelayError::Unroutable(routing_key.to_owned()));
+            .await;
+        match confirmed {
+            // A message addressed to a queue directly (a dead letter) must reach it: it stays
+            // until the queue exists.
+            Ok(Confirmed::Unroutable) if exchange.is_empty() => {
+                failure = Some(RelayError::Unroutable(routing_key.to_owned()));
+                break;
+            }
+            // An announcement nobody is bound to yet is still "published": consumers that start
+            // later re-read the state they need, and the outbox must not grow forever.
+            Ok(_) => published.push(row.get::<_, i64>(0)),
+            Err(err) => {
+                failure = Some(err.into());
+                break;
+            }
         }
-        published.push(row.get::<_, i64>(0));
     }
+    // What the broker confirmed is deleted even when a later row failed, so it is not
+    // published again.
     if !published.is_empty() {
         tx.execute("DELETE FROM outbox WHERE id = ANY($1)", &[&published])
             .await?;
     }
     tx.commit().await?;
-    Ok(published.len())
+    match failure {
+        Some(err) => Err(err),
+        None => Ok(published.len()),
+    }
 }

@@ -141,6 +141,12 @@ impl Settings {
         if let Some(format) = args.log_format {
             settings.log.format = format;
         }
+        // Again with the environment applied: a bad AMQP_URL is refused like a bad file.
+        settings.validate().map_err(|(key, reason)| SettingsError {
+            file: settings.source_name(),
+            key: Some(key),
+            reason,
+        })?;
         Ok(settings)
     }
 
@@ -220,11 +226,24 @@ impl Settings {
     fn validate(&self) -> Result<(), (String, String)> {
         self.consumer.validate()?;
         self.retry.validate()?;
-        if self.database.max_connections == 0 {
-            return Err((
-                "database.max_connections".into(),
-                "must be at least 1".into(),
-            ));
+        let database = [
+            (
+                "database.max_connections",
+                self.database.max_connections as u64,
+            ),
+            ("database.wait_timeout_ms", self.database.wait_timeout_ms),
+            (
+                "database.connect_timeout_ms",
+                self.database.connect_timeout_ms,
+            ),
+            // 0 would mean "no limit" to PostgreSQL: the guard against stuck queries gone.
+            (
+                "database.statement_timeout_ms",
+                self.database.statement_timeout_ms,
+            ),
+        ];
+        if let Some((key, _)) = database.iter().find(|(_, value)| *value == 0) {
+            return Err(((*key).into(), "must be at least 1".into()));
         }
         if !self.amqp.url.starts_with("amqp://") && !self.amqp.url.starts_with("amqps://") {
             return Err((
@@ -421,6 +440,14 @@ mod tests {
         assert_eq!(
             refused_key("[retry]\nmax_attempts = 0"),
             Some("retry.max_attempts".into())
+        );
+        assert_eq!(
+            refused_key("[database]\nstatement_timeout_ms = 0"),
+            Some("database.statement_timeout_ms".into())
+        );
+        assert_eq!(
+            refused_key("[consumer]\npublish_timeout_ms = 0"),
+            Some("consumer.publish_timeout_ms".into())
         );
         assert_eq!(
             refused_key("[database]\nmax_connections = 0"),

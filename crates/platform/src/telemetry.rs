@@ -51,9 +51,12 @@ pub fn init_tracing(format: LogFormat) {
 /// `RUST_LOG`, else `info`.
 fn default_filter() -> EnvFilter {
     // lapin logs every returned (unroutable) message at WARN with its body: webhook bodies do
-    // not belong in logs, and an unbound topic is normal for the relay.
-    EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,lapin::returned_messages=error"))
+    // not belong in logs (whatever RUST_LOG says), and an unbound topic is normal for the relay.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    match "lapin::returned_messages=error".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    }
 }
 
 /// Tracing for tests: lines go through the test harness's output capture, so a passing test

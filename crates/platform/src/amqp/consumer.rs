@@ -185,6 +185,14 @@ impl Default for ConsumerSettings {
 impl ConsumerSettings {
     /// Checks the values; the error names the key and says why.
     pub fn validate(&self) -> Result<(), (String, String)> {
+        for (key, value) in [
+            ("publish_timeout_ms", self.publish_timeout_ms),
+            ("shutdown_grace_ms", self.shutdown_grace_ms),
+        ] {
+            if value == 0 {
+                return Err((format!("consumer.{key}"), "must be at least 1".into()));
+            }
+        }
         if self.prefetch == 0 {
             return Err(("consumer.prefetch".into(), "must be at least 1".into()));
         }
@@ -291,7 +299,14 @@ enum SessionError {
     },
     #[error("the broker ended the consumer (channel or connection closed)")]
     ConsumerEnded,
+    #[error("connecting and declaring did not finish within {0:?}")]
+    SetupTimeout(Duration),
 }
+
+/// Longest a connect + declare + consume may take before the supervisor tries again.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a cancel or close may take at shutdown (a half-open connection never answers).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn at(stage: &'static str) -> impl FnOnce(lapin::Error) -> SessionError {
     move |source| SessionError::Broker { stage, source }
@@ -311,6 +326,25 @@ impl<H: Handler> Runtime<H> {
         health: &Health,
         shutdown: &CancellationToken,
     ) -> Result<(), SessionError> {
+        let config = &self.config;
+        // lapin has no connect timeout: a broker (or load balancer) that accepts TCP and never
+        // speaks AMQP would hold the session here for ever, deaf to SIGTERM.
+        let opened = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            opened = tokio::time::timeout(SETUP_TIMEOUT, self.open_session()) => opened,
+        };
+        let (connection, channel, mut deliveries, consumer_tag) =
+            opened.map_err(|_| SessionError::SetupTimeout(SETUP_TIMEOUT))??;
+        health.set_broker_connected(true);
+        tracing::info!(queue = %config.queue.name, "consuming");
+        self.consume(connection, channel, &mut deliveries, consumer_tag, shutdown)
+            .await
+    }
+
+    /// Connects, declares the topology, and starts consuming.
+    async fn open_session(
+        &self,
+    ) -> Result<(Connection, Channel, lapin::Consumer, String), SessionError> {
         let config = &self.config;
         let connection = super::connect(&config.amqp_url, &config.connection_name())
             .await
@@ -337,7 +371,7 @@ impl<H: Handler> Runtime<H> {
             .await
             .map_err(at("basic.qos"))?;
         let consumer_tag = format!("{}-{}", config.service, uuid::Uuid::new_v4().simple());
-        let mut deliveries = channel
+        let deliveries = channel
             .basic_consume(
                 config.queue.name.as_str().into(),
                 consumer_tag.as_str().into(),
@@ -346,8 +380,19 @@ impl<H: Handler> Runtime<H> {
             )
             .await
             .map_err(at("basic.consume"))?;
-        health.set_broker_connected(true);
-        tracing::info!(queue = %config.queue.name, "consuming");
+        Ok((connection, channel, deliveries, consumer_tag))
+    }
+
+    /// Runs deliveries until shutdown or a broker failure.
+    async fn consume(
+        self: Arc<Self>,
+        connection: Connection,
+        channel: Channel,
+        deliveries: &mut lapin::Consumer,
+        consumer_tag: String,
+        shutdown: &CancellationToken,
+    ) -> Result<(), SessionError> {
+        let config = &self.config;
 
         let permits = Arc::new(Semaphore::new(config.settings.concurrency));
         let mut running = JoinSet::new();
@@ -381,9 +426,9 @@ impl<H: Handler> Runtime<H> {
         match &ended {
             Ok(()) => {
                 // Stop the flow first so no new message starts, then let running ones finish.
-                let _ = channel
-                    .basic_cancel(consumer_tag.as_str().into(), BasicCancelOptions::default())
-                    .await;
+                let cancel = channel
+                    .basic_cancel(consumer_tag.as_str().into(), BasicCancelOptions::default());
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, cancel).await;
                 let grace = Duration::from_millis(config.settings.shutdown_grace_ms);
                 let drained = tokio::time::timeout(grace, async {
                     while running.join_next().await.is_some() {}
@@ -396,13 +441,14 @@ impl<H: Handler> Runtime<H> {
                     );
                     running.abort_all();
                 }
-                close(&connection, &channel).await;
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, close(&connection, &channel)).await;
             }
             Err(_) => {
-                // The channel is gone, so running handlers cannot acknowledge anyway; let them
-                // finish on their own (their messages are redelivered and recognised as
-                // duplicates) instead of delaying the reconnect.
-                running.detach_all();
+                // The channel is gone, so running handlers cannot acknowledge anyway: their
+                // messages are redelivered (and recognised as duplicates where they committed).
+                // Stop them rather than let them compete with the next session's handlers for
+                // the database pool; an aborted transaction rolls back.
+                running.abort_all();
             }
         }
         ended
@@ -436,10 +482,26 @@ impl<H: Handler> Runtime<H> {
             attempt,
         );
         async {
-            let disposition = AssertUnwindSafe(self.handler.handle(&message))
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|panic| Disposition::retry(panic_message(&*panic)));
+            // The broker counts redeliveries of one message (`x-delivery-count`): one that keeps
+            // coming back (it crashes the process, or we could never forward it) is dead-lettered
+            // here, with the contract's headers, before the broker's own limit would move it
+            // without them.
+            let deliveries = header_u64(message.properties.headers().as_ref(), "x-delivery-count")
+                .unwrap_or(0)
+                .saturating_add(1);
+            let disposition = if deliveries >= u64::from(self.config.retry.delivery_limit) {
+                Disposition::dead_letter(
+                    ErrorKind::Exhausted,
+                    format!(
+                        "delivered {deliveries} times without being acknowledged (a crash loop?)"
+                    ),
+                )
+            } else {
+                AssertUnwindSafe(self.handler.handle(&message))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|panic| Disposition::retry(panic_message(&*panic)))
+            };
 
             let outcome = match disposition {
                 Disposition::Ack => Ok(MessageOutcome::Acked),

@@ -503,3 +503,44 @@ impl<H: Handler> Handler for SharedHandler<H> {
         self.0.handle(message).await
     }
 }
+
+#[tokio::test]
+async fn a_message_redelivered_up_to_the_limit_is_dead_lettered_with_the_contract_headers() {
+    let env = TestEnv::new().await;
+    let handler = Arc::new(Flaky {
+        failures: 0,
+        attempts: Mutex::default(),
+    });
+    let consumer = start(&env, SharedHandler(handler.clone())).await;
+    // As the broker marks a message it has delivered 19 times (the test's limit is 20).
+    let mut headers = FieldTable::default();
+    platform::amqp::headers::set_i64(&mut headers, "x-delivery-count", 19);
+    let properties = BasicProperties::default()
+        .with_message_id("looping".into())
+        .with_headers(headers);
+    env.publish(
+        &env.names.name("shopify.events"),
+        "products.update",
+        b"{}",
+        properties,
+    )
+    .await;
+    let dlq = consumer.queue.dead_letter_queue();
+    wait_until(Duration::from_secs(10), "dead-lettered", || async {
+        env.queue_depth(&dlq).await == 1
+    })
+    .await;
+    let dead = env.drain(&dlq).await.remove(0).delivery;
+    let headers = dead.properties.headers().as_ref();
+    assert_eq!(header_str(headers, "x-error-kind"), Some("exhausted"));
+    assert!(
+        header_str(headers, "x-error")
+            .unwrap()
+            .contains("delivered 20 times")
+    );
+    assert!(
+        handler.attempts.lock().unwrap().is_empty(),
+        "the handler was not run again"
+    );
+    consumer.stop().await;
+}
