@@ -296,6 +296,23 @@ async fn handle(state: &RelayState, headers: &HeaderMap, body: Body) -> Answer {
         )
         .await;
     match published {
+        // CONTRACT 3 binds `products.*` to item-ingest's queue: a product webhook nobody stored
+        // (item-ingest has not declared its queue yet: a fresh broker, a crash loop) would be
+        // lost after a 200, since Shopify never redelivers one. 503 makes Shopify retry.
+        Ok(Confirmed::Unroutable) if routing_key.starts_with("products.") => {
+            state
+                .relay_metrics
+                .unroutable_total
+                .with_label_values(&[topic_label.as_str()])
+                .inc();
+            tracing::warn!(shop = %shop, topic, webhook_id, "no queue bound for a product webhook; answering 503 so Shopify retries");
+            Answer {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                outcome: Outcome::Unavailable,
+                topic_label,
+                message: "not stored yet, retry later",
+            }
+        }
         Ok(confirmed) => {
             if confirmed == Confirmed::Unroutable {
                 state

@@ -223,3 +223,35 @@ async fn two_hundred_concurrent_deliveries_are_all_confirmed_and_queued_once() {
     assert_eq!(relay.webhooks("products/update", "accepted"), 200);
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn a_product_webhook_with_no_queue_to_store_it_gets_503_so_shopify_retries() {
+    let relay = connected_relay("").await;
+    // item-ingest has not declared its queue yet (a fresh broker, a crash loop).
+    relay
+        .env
+        .channel()
+        .queue_delete(
+            relay.queue.as_str().into(),
+            lapin::options::QueueDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+    let body = br#"{"id": 1, "title": "T", "variants": []}"#;
+    let reply = relay
+        .deliver(NEW_SECRET, ROTATING_SHOP, "products/update", "lost-1", body)
+        .await;
+    assert_eq!(reply.status, 503, "{reply:?}");
+    assert_eq!(relay.webhooks("products/update", "unavailable"), 1);
+
+    // Once the queue exists, Shopify's retry is stored and accepted.
+    let queue = relay.env.names.item_ingest_queue();
+    declare_work_queue(relay.env.channel(), &queue, &relay.env.settings().retry)
+        .await
+        .unwrap();
+    let reply = relay
+        .deliver(NEW_SECRET, ROTATING_SHOP, "products/update", "lost-1", body)
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(relay.env.drain(&relay.queue).await.len(), 1);
+}
