@@ -259,6 +259,14 @@ impl Publisher {
                 .await
                 .map_err(|_| PublisherError::Unavailable("publisher closed".into()))?;
             let session = self.session().await?;
+            if session.connection.status().blocked() {
+                // The broker stopped reading from publishers (a memory or disk alarm). Answer at
+                // once, and keep the connection: it unblocks when the alarm clears, while a
+                // replacement would be blocked too (and a close cannot even be written).
+                return Err(PublisherError::Unavailable(
+                    "the broker is blocking publishers (resource alarm)".into(),
+                ));
+            }
             used = Some(Arc::clone(&session));
             session
                 .publish(exchange, routing_key, body, properties)
@@ -286,7 +294,8 @@ impl Publisher {
 
     /// Whether a connection is open and not known to be broken (for `/readyz`).
     pub fn is_connected(&self) -> bool {
-        self.live_session().is_some_and(|session| session.usable())
+        self.live_session()
+            .is_some_and(|session| session.usable() && !session.connection.status().blocked())
     }
 
     /// How many connections this publisher has opened so far (each reconnect adds one).
