@@ -16,7 +16,8 @@ CREATE TABLE items (
 CREATE INDEX items_by_inventory_item ON items (shop_domain, inventory_item_id);
 
 -- item-ingest's mirror of every Shopify variant it has seen; the SKU mapping is derived from it.
--- `version` is the timestamp of the newest event applied to the variant: older events are stale.
+-- (`version`, `version_triggered_at`) orders the events applied to the variant: the payload's
+-- updated_at, then X-Shopify-Triggered-At for events of the same second. Older events are stale.
 CREATE TABLE shopify_variants (
     shop_domain       text        NOT NULL,
     variant_id        bigint      NOT NULL,
@@ -31,6 +32,7 @@ CREATE TABLE shopify_variants (
     product_type      text,
     created_at        timestamptz,
     version           timestamptz NOT NULL,
+    version_triggered_at timestamptz,
     deleted           boolean     NOT NULL DEFAULT false,
     mirrored_at       timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (shop_domain, variant_id)
@@ -45,6 +47,7 @@ CREATE TABLE shopify_products (
     shop_domain     text        NOT NULL,
     product_id      bigint      NOT NULL,
     version         timestamptz NOT NULL,
+    version_triggered_at timestamptz,
     listed_variants bigint[],
     deleted         boolean     NOT NULL DEFAULT false,
     PRIMARY KEY (shop_domain, product_id)

@@ -19,6 +19,8 @@ pub struct WebhookEvent<'a> {
     pub webhook_id: String,
     /// Orders events without `updated_at` (deletes): `X-Shopify-Triggered-At`, else receipt.
     pub event_time: DateTime<Utc>,
+    /// `X-Shopify-Triggered-At`, which orders events of the same second.
+    pub triggered_at: Option<DateTime<Utc>>,
     pub topic: String,
     pub event: ProductEvent,
 }
@@ -58,10 +60,11 @@ pub fn read_event<'a>(
     let shop = shops
         .get(&domain)
         .ok_or_else(|| EventError::UnknownShop(escape(&domain)))?;
-    let event_time = message
+    let triggered_at = message
         .header_str("x-shopify-triggered-at")
         .and_then(parse_shopify_timestamp)
-        .map_or(received_at, |t| t.with_timezone(&Utc));
+        .map(|t| t.with_timezone(&Utc));
+    let event_time = triggered_at.unwrap_or(received_at);
     let event = parse_product_event(&topic, &message.body).map_err(|err| EventError::Payload {
         topic: escape(&topic),
         problem: err.to_string(),
@@ -70,6 +73,7 @@ pub fn read_event<'a>(
         shop,
         webhook_id,
         event_time,
+        triggered_at,
         topic,
         event,
     })

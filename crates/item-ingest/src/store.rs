@@ -17,7 +17,8 @@ use model::{
     announcement::{MappingAnnouncement, MappingChange},
     catalog::{
         Candidate, CatalogChange, CurrentMapping, ItemFields, MappingDecision, MirroredVariant,
-        ProductRecord, apply_product_event, item_fields, merge_item_fields, resolve_mapping,
+        ProductRecord, Version, apply_product_event, item_fields, merge_item_fields,
+        resolve_mapping,
     },
     config::ShopConfig,
     ids::{InventoryItemId, ProductId, VariantId},
@@ -120,7 +121,13 @@ pub async fn ingest(
     lock(&tx, &format!("product:{shop}/{product_key}")).await?;
     let known = load_product_variants(&tx, shop, product_key).await?;
     let record = load_product(&tx, shop, product_key).await?;
-    let change = apply_product_event(&webhook.event, webhook.event_time, &known, record.as_ref());
+    let change = apply_product_event(
+        &webhook.event,
+        webhook.event_time,
+        webhook.triggered_at,
+        &known,
+        record.as_ref(),
+    );
 
     // Sorted (BTreeSet) after the product lock: see the module header on deadlocks.
     for sku in &change.affected_skus {
@@ -155,7 +162,8 @@ async fn lock(tx: &Transaction<'_>, key: &str) -> Result<(), tokio_postgres::Err
 }
 
 const VARIANT_COLUMNS: &str = "variant_id, product_id, sku, inventory_item_id, product_title, \
-     variant_title, barcode, price, vendor, product_type, created_at, version, deleted";
+     variant_title, barcode, price, vendor, product_type, created_at, version, deleted, \
+     version_triggered_at";
 
 fn variant_from_row(row: &Row) -> MirroredVariant {
     MirroredVariant {
@@ -172,7 +180,7 @@ fn variant_from_row(row: &Row) -> MirroredVariant {
         vendor: row.get(8),
         product_type: row.get(9),
         created_at: row.get(10),
-        version: row.get(11),
+        version: Version::at(row.get(11), row.get(13)),
         deleted: row.get(12),
     }
 }
@@ -200,14 +208,14 @@ async fn load_product(
 ) -> Result<Option<ProductRecord>, tokio_postgres::Error> {
     let row = tx
         .query_opt(
-            "SELECT version, listed_variants, deleted FROM shopify_products \
+            "SELECT version, listed_variants, deleted, version_triggered_at FROM shopify_products \
              WHERE shop_domain = $1 AND product_id = $2",
             &[&shop, &product],
         )
         .await?;
     Ok(row.map(|row| ProductRecord {
         product_id: ProductId(from_db(product)),
-        version: row.get(0),
+        version: Version::at(row.get(0), row.get(3)),
         listed_variants: row
             .get::<_, Option<Vec<i64>>>(1)
             .map(|ids| ids.into_iter().map(|id| VariantId(from_db(id))).collect()),
@@ -224,15 +232,16 @@ async fn write_mirror(
         .prepare_cached(
             "INSERT INTO shopify_variants (shop_domain, variant_id, product_id, sku, \
                  inventory_item_id, product_title, variant_title, barcode, price, vendor, \
-                 product_type, created_at, version, deleted) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+                 product_type, created_at, version, deleted, version_triggered_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
              ON CONFLICT (shop_domain, variant_id) DO UPDATE SET \
                  product_id = EXCLUDED.product_id, sku = EXCLUDED.sku, \
                  inventory_item_id = EXCLUDED.inventory_item_id, \
                  product_title = EXCLUDED.product_title, variant_title = EXCLUDED.variant_title, \
                  barcode = EXCLUDED.barcode, price = EXCLUDED.price, vendor = EXCLUDED.vendor, \
                  product_type = EXCLUDED.product_type, created_at = EXCLUDED.created_at, \
-                 version = EXCLUDED.version, deleted = EXCLUDED.deleted, mirrored_at = now()",
+                 version = EXCLUDED.version, deleted = EXCLUDED.deleted, \
+                 version_triggered_at = EXCLUDED.version_triggered_at, mirrored_at = now()",
         )
         .await?;
     for v in &change.upserts {
@@ -255,8 +264,9 @@ async fn write_mirror(
                 &v.vendor,
                 &v.product_type,
                 &v.created_at,
-                &v.version,
+                &v.version.updated_at,
                 &v.deleted,
+                &v.version.triggered_at,
             ],
         )
         .await?;
@@ -272,11 +282,20 @@ async fn write_mirror(
             })
             .transpose()?;
         tx.execute(
-            "INSERT INTO shopify_products (shop_domain, product_id, version, listed_variants, deleted) \
-             VALUES ($1, $2, $3, $4, $5) \
+            "INSERT INTO shopify_products (shop_domain, product_id, version, listed_variants, \
+                 deleted, version_triggered_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (shop_domain, product_id) DO UPDATE SET version = EXCLUDED.version, \
-                 listed_variants = EXCLUDED.listed_variants, deleted = EXCLUDED.deleted",
-            &[&shop, &db_id(record.product_id.0, "product id")?, &record.version, &listed, &record.deleted],
+                 listed_variants = EXCLUDED.listed_variants, deleted = EXCLUDED.deleted, \
+                 version_triggered_at = EXCLUDED.version_triggered_at",
+            &[
+                &shop,
+                &db_id(record.product_id.0, "product id")?,
+                &record.version.updated_at,
+                &listed,
+                &record.deleted,
+                &record.version.triggered_at,
+            ],
         )
         .await?;
     }
@@ -499,7 +518,7 @@ pub async fn list_conflicts(pool: &Pool, shop: &str) -> Result<Vec<SkuConflict>,
     for row in client.query(&sql, &[&shop]).await? {
         let variant = variant_from_row(&row);
         let mapped = row
-            .get::<_, Option<i64>>(13)
+            .get::<_, Option<i64>>(14)
             .map(|id| InventoryItemId(from_db(id)));
         let sku = variant.sku.clone().unwrap_or_default();
         match conflicts.last_mut() {

@@ -32,6 +32,25 @@ pub const DEFAULT_VARIANT_TITLE: &str = "Default Title";
 /// Shopify puts full details of at most this many variants in a product webhook.
 pub const MAX_DETAILED_VARIANTS: usize = 100;
 
+/// When an event happened, as far as ordering events goes: the payload's `updated_at` (whole
+/// seconds in Shopify's payloads), then `X-Shopify-Triggered-At` (finer, and the same on every
+/// redelivery of one webhook) to order events of the same second. An event without the header
+/// sorts before one with it in the same second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version {
+    pub updated_at: DateTime<Utc>,
+    pub triggered_at: Option<DateTime<Utc>>,
+}
+
+impl Version {
+    pub fn at(updated_at: DateTime<Utc>, triggered_at: Option<DateTime<Utc>>) -> Self {
+        Self {
+            updated_at,
+            triggered_at,
+        }
+    }
+}
+
 /// What the mirror remembers of one Shopify variant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MirroredVariant {
@@ -49,7 +68,7 @@ pub struct MirroredVariant {
     /// Shopify's creation time of the variant: "oldest candidate" compares it.
     pub created_at: Option<DateTime<Utc>>,
     /// The version of the newest event applied to this variant.
-    pub version: DateTime<Utc>,
+    pub version: Version,
     /// Deleted in Shopify (explicitly, or missing from a newer complete listing).
     pub deleted: bool,
 }
@@ -59,7 +78,7 @@ pub struct MirroredVariant {
 pub struct ProductRecord {
     pub product_id: ProductId,
     /// The version of the newest event applied to the product.
-    pub version: DateTime<Utc>,
+    pub version: Version,
     /// Every variant id of the product as of `version`, when an event told us all of them.
     pub listed_variants: Option<Vec<VariantId>>,
     /// `products/delete` arrived: nothing may bring the product back.
@@ -85,25 +104,30 @@ pub struct CatalogChange {
 /// Applies `event` to the mirrored state of its product.
 ///
 /// `known` holds every mirrored variant of the product (live or deleted); `product` its record.
-/// `event_time` orders events that carry no `updated_at` (deletes, and payloads without it):
-/// the caller passes the webhook's `X-Shopify-Triggered-At`, or the time of receipt.
+/// `event_time` stands in for a missing `updated_at` (deletes, payloads without it): the
+/// webhook's `X-Shopify-Triggered-At`, or the time of receipt. `triggered_at` is the header
+/// itself, when present: it orders events of the same second.
 pub fn apply_product_event(
     event: &ProductEvent,
     event_time: DateTime<Utc>,
+    triggered_at: Option<DateTime<Utc>>,
     known: &[MirroredVariant],
     product: Option<&ProductRecord>,
 ) -> CatalogChange {
     match event {
-        ProductEvent::Upsert(payload) => apply_upsert(payload, event_time, known, product),
+        ProductEvent::Upsert(payload) => {
+            apply_upsert(payload, event_time, triggered_at, known, product)
+        }
         ProductEvent::Delete { product_id } => {
-            apply_delete(*product_id, event_time, known, product)
+            let version = Version::at(event_time, triggered_at);
+            apply_delete(*product_id, version, known, product)
         }
     }
 }
 
 fn apply_delete(
     product_id: ProductId,
-    event_time: DateTime<Utc>,
+    event_time: Version,
     known: &[MirroredVariant],
     product: Option<&ProductRecord>,
 ) -> CatalogChange {
@@ -131,6 +155,7 @@ fn apply_delete(
 fn apply_upsert(
     payload: &ProductPayload,
     event_time: DateTime<Utc>,
+    triggered_at: Option<DateTime<Utc>>,
     known: &[MirroredVariant],
     product: Option<&ProductRecord>,
 ) -> CatalogChange {
@@ -139,9 +164,10 @@ fn apply_upsert(
         change.stale = payload.variants.iter().map(|v| v.id).collect();
         return change;
     }
-    let product_version = payload
+    let product_updated = payload
         .updated_at
         .map_or(event_time, |t| t.with_timezone(&Utc));
+    let product_version = Version::at(product_updated, triggered_at);
     let newest_for_product = product.is_none_or(|p| product_version >= p.version);
     let known_by_id: BTreeMap<VariantId, &MirroredVariant> =
         known.iter().map(|v| (v.variant_id, v)).collect();
@@ -150,9 +176,10 @@ fn apply_upsert(
         if variant.sku.is_none() {
             change.without_sku.push(variant.id);
         }
-        let version = variant.updated_at.map_or(product_version, |t| {
-            t.with_timezone(&Utc).max(product_version)
+        let updated = variant.updated_at.map_or(product_updated, |t| {
+            t.with_timezone(&Utc).max(product_updated)
         });
+        let version = Version::at(updated, triggered_at);
         let fresh = mirrored_from(payload, variant, version);
         match known_by_id.get(&variant.id) {
             Some(old) if version < old.version => change.stale.push(variant.id),
@@ -201,7 +228,8 @@ fn apply_upsert(
                 .iter()
                 .filter(|v| !v.deleted && !in_event.contains(&v.variant_id))
             {
-                // Strictly newer only: two events of the same second cannot tell which is later.
+                // Strictly newer only: two events of the same second without
+                // `X-Shopify-Triggered-At` cannot tell which is later.
                 if product_version > old.version {
                     change.affected_skus.extend(old.sku.clone());
                     change.upserts.push(MirroredVariant {
@@ -247,7 +275,7 @@ fn complete_listing(payload: &ProductPayload) -> Option<Vec<VariantId>> {
 fn mirrored_from(
     product: &ProductPayload,
     variant: &VariantPayload,
-    version: DateTime<Utc>,
+    version: Version,
 ) -> MirroredVariant {
     MirroredVariant {
         variant_id: variant.id,

@@ -217,3 +217,60 @@ async fn clone_seen_before_the_original_keeps_the_first_mapping_until_the_rename
     assert_eq!(ingest.mapping("20B611-XL").await, Some(Some(CLONE_ITEM)));
     ingest.stop().await;
 }
+
+#[tokio::test]
+async fn a_clone_renamed_within_the_same_second_keeps_its_new_sku_whatever_the_arrival_order() {
+    // Create and rename share `updated_at` (Shopify's payloads have whole seconds); the relay's
+    // X-Shopify-Triggered-At orders them. The rename arrives first.
+    let mut ingest = Ingest::start().await;
+    let original = product(
+        ORIGINAL,
+        "20A642",
+        1,
+        &[v(ORIGINAL_VARIANT, "20A642-XL", ORIGINAL_ITEM)],
+    );
+    ingest
+        .send_triggered(
+            "products/create",
+            &original,
+            "w-1",
+            "2026-11-27T15:00:01.100Z",
+        )
+        .await;
+    let renamed = product(
+        CLONE,
+        "20B611",
+        2,
+        &[v(CLONE_VARIANT, "20B611-XL", CLONE_ITEM)],
+    );
+    ingest
+        .send_triggered(
+            "products/update",
+            &renamed,
+            "w-3",
+            "2026-11-27T15:00:02.900Z",
+        )
+        .await;
+    let created = product(
+        CLONE,
+        "20B611",
+        2,
+        &[v(CLONE_VARIANT, "20A642-XL", CLONE_ITEM)],
+    );
+    ingest
+        .send_triggered(
+            "products/create",
+            &created,
+            "w-2",
+            "2026-11-27T15:00:02.300Z",
+        )
+        .await;
+    assert_eq!(ingest.mapping("20A642-XL").await, Some(Some(ORIGINAL_ITEM)));
+    assert_eq!(
+        ingest.mapping("20B611-XL").await,
+        Some(Some(CLONE_ITEM)),
+        "the late create did not undo the rename"
+    );
+    assert_eq!(ingest.items_counter("stale"), 1);
+    ingest.stop().await;
+}

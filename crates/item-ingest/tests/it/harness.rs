@@ -24,6 +24,7 @@ pub struct Ingest {
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     sent: u64,
+    triggered_at: Option<String>,
 }
 
 impl Ingest {
@@ -71,6 +72,7 @@ impl Ingest {
             shutdown: CancellationToken::new(),
             task: None,
             sent: 0,
+            triggered_at: None,
         };
         ingest.start_service();
         ingest
@@ -107,6 +109,19 @@ impl Ingest {
             .await;
     }
 
+    /// Sends with `X-Shopify-Triggered-At` (as the relay passes it on).
+    pub async fn send_triggered(
+        &mut self,
+        topic: &str,
+        body: &Value,
+        webhook_id: &str,
+        triggered_at: &str,
+    ) {
+        self.triggered_at = Some(triggered_at.to_owned());
+        self.send(topic, body, webhook_id).await;
+        self.triggered_at = None;
+    }
+
     pub async fn send_raw(
         &mut self,
         topic: &str,
@@ -115,6 +130,13 @@ impl Ingest {
         shop: Option<&str>,
     ) {
         let mut headers = FieldTable::default();
+        if let Some(triggered_at) = &self.triggered_at {
+            set_str(
+                &mut headers,
+                "x-shopify-triggered-at",
+                triggered_at.as_str(),
+            );
+        }
         set_str(&mut headers, "x-shopify-topic", topic);
         if let Some(shop) = shop {
             set_str(&mut headers, "x-shopify-shop-domain", shop);

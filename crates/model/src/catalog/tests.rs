@@ -50,6 +50,17 @@ struct Mirror {
 
 impl Mirror {
     fn apply(&mut self, event: &ProductEvent, time: u32) -> CatalogChange {
+        self.apply_triggered(event, time, None)
+    }
+
+    /// Applies an event whose webhook carried `X-Shopify-Triggered-At` (milliseconds).
+    fn apply_triggered(
+        &mut self,
+        event: &ProductEvent,
+        time: u32,
+        triggered_ms: Option<i64>,
+    ) -> CatalogChange {
+        let triggered = triggered_ms.map(|ms| at(0) + chrono::Duration::milliseconds(ms));
         let product_id = event.product_id();
         let known: Vec<_> = self
             .variants
@@ -57,7 +68,13 @@ impl Mirror {
             .filter(|v| v.product_id == product_id)
             .cloned()
             .collect();
-        let change = apply_product_event(event, at(time), &known, self.products.get(&product_id));
+        let change = apply_product_event(
+            event,
+            at(time),
+            triggered,
+            &known,
+            self.products.get(&product_id),
+        );
         for variant in &change.upserts {
             self.variants.insert(variant.variant_id, variant.clone());
         }
@@ -98,7 +115,7 @@ fn a_new_product_mirrors_every_variant_and_affects_their_skus() {
     assert_eq!(v.inventory_item_id, Some(InventoryItemId(100)));
     assert_eq!(v.product_title, "Tee");
     assert_eq!(v.vendor.as_deref(), Some("Acme"));
-    assert_eq!(v.version, at(5));
+    assert_eq!(v.version, Version::at(at(5), None));
     assert_eq!(
         mirror.products[&ProductId(1)].listed_variants,
         Some(vec![VariantId(10), VariantId(11)])
@@ -128,6 +145,34 @@ fn an_older_event_is_stale_for_variants_with_newer_state() {
         "the product record keeps the newer version"
     );
     assert_eq!(mirror.sku(10).as_deref(), Some("NEW"));
+}
+
+#[test]
+fn events_of_the_same_second_are_ordered_by_their_trigger_time() {
+    // A clone created with the copied SKU and renamed within one second; the rename's webhook
+    // arrives first.
+    let mut mirror = Mirror::default();
+    mirror.apply_triggered(
+        &product(2, 5, &[(20, Some("20B611-XL"), 200)]),
+        5,
+        Some(5_900),
+    );
+    let late = mirror.apply_triggered(
+        &product(2, 5, &[(20, Some("20A642-XL"), 200)]),
+        5,
+        Some(5_100),
+    );
+    assert_eq!(
+        late.stale,
+        [VariantId(20)],
+        "the earlier-triggered create is stale"
+    );
+    assert_eq!(mirror.sku(20).as_deref(), Some("20B611-XL"));
+    // Without the header, the same-second events stay unordered: the last applied wins.
+    let mut mirror = Mirror::default();
+    mirror.apply(&product(2, 5, &[(20, Some("20B611-XL"), 200)]), 5);
+    mirror.apply(&product(2, 5, &[(20, Some("20A642-XL"), 200)]), 5);
+    assert_eq!(mirror.sku(20).as_deref(), Some("20A642-XL"));
 }
 
 #[test]
@@ -265,7 +310,10 @@ fn an_event_without_updated_at_is_ordered_by_its_receipt_time() {
     let event = parse_product_event("products/update", body.as_bytes()).unwrap();
     let mut mirror = Mirror::default();
     mirror.apply(&event, 7);
-    assert_eq!(mirror.variants[&VariantId(10)].version, at(7));
+    assert_eq!(
+        mirror.variants[&VariantId(10)].version,
+        Version::at(at(7), None)
+    );
 }
 
 fn candidate(variant: u64, item: u64, created: Option<u32>) -> Candidate {
