@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use deadpool_postgres::{ManagerConfig, Pool, PoolConfig, RecyclingMethod, Runtime, Timeouts};
 use serde::Deserialize;
-use tokio_postgres::NoTls;
+use tokio_postgres::{NoTls, error::SqlState};
 
 mod embedded {
     refinery::embed_migrations!("../../migrations");
@@ -139,30 +139,54 @@ pub async fn ensure_database(settings: &DatabaseSettings) -> Result<(), DbError>
     let admin = with_database(&settings.url, "postgres");
     let (client, connection) = tokio_postgres::connect(&admin, NoTls).await?;
     let driver = tokio::spawn(connection);
-    let exists = client
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
-        .await?
-        .is_some();
-    if !exists {
-        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+    let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+    // Services starting together race to create it: PostgreSQL refuses a CREATE DATABASE while
+    // another copies the template (`55006`), or when the other one won (`42P04`, or `23505` on
+    // the catalog's unique index when both got that far). Look again.
+    let mut attempts = 0;
+    let outcome = loop {
+        attempts += 1;
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+            .await?
+            .is_some();
+        if exists {
+            break Ok(());
+        }
         match client
             .batch_execute(&format!("CREATE DATABASE {quoted}"))
             .await
         {
-            Ok(()) => tracing::info!(database = %name, "created the database"),
-            // Another replica created it at the same moment.
+            Ok(()) => {
+                tracing::info!(database = %name, "created the database");
+                break Ok(());
+            }
             Err(err)
-                if err.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {}
+                if attempts < 10
+                    && matches!(
+                        err.code(),
+                        Some(
+                            &SqlState::DUPLICATE_DATABASE
+                                | &SqlState::OBJECT_IN_USE
+                                | &SqlState::UNIQUE_VIOLATION
+                        )
+                    ) =>
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
             Err(err) => {
-                return Err(DbError::Config(format!(
-                    "database `{name}` does not exist and cannot be created: {err}"
+                let reason = err
+                    .as_db_error()
+                    .map_or_else(|| err.to_string(), |db| db.message().to_owned());
+                break Err(DbError::Config(format!(
+                    "database `{name}` does not exist and cannot be created: {reason}"
                 )));
             }
         }
-    }
+    };
     drop(client);
     let _ = driver.await;
-    Ok(())
+    outcome
 }
 
 /// `url` with its database name replaced by `database` (server, user and options kept).
