@@ -168,6 +168,25 @@ impl TestEnv {
         declared.message_count()
     }
 
+    /// Waits until `queue` holds `count` messages (at most `within`), takes them, and checks
+    /// there were exactly that many.
+    pub async fn wait_and_drain(
+        &self,
+        queue: &str,
+        count: usize,
+        within: Duration,
+    ) -> Vec<BasicGetMessage> {
+        wait_until(
+            within,
+            &format!("{count} message(s) in {queue}"),
+            || async { self.queue_depth(queue).await as usize >= count },
+        )
+        .await;
+        let messages = self.drain(queue).await;
+        assert_eq!(messages.len(), count, "messages in {queue}");
+        messages
+    }
+
     /// Takes (and acknowledges) every message currently in `queue`.
     pub async fn drain(&self, queue: &str) -> Vec<BasicGetMessage> {
         let mut messages = Vec::new();

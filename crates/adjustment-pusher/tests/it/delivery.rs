@@ -113,12 +113,11 @@ async fn malformed_transactions_go_to_the_dlq_with_the_exact_problem() {
         h.publish_raw(body, &format!("bad-{n}"), "put").await;
     }
     let dlq = h.env.names.adjustment_pusher_queue().dead_letter_queue();
-    testkit::wait_until(Duration::from_secs(20), "dead letters", || async {
-        h.env.queue_depth(&dlq).await as usize == cases.len()
-    })
-    .await;
     // Handlers run concurrently: match each dead letter to its case by message id.
-    let mut dead = h.env.drain(&dlq).await;
+    let mut dead = h
+        .env
+        .wait_and_drain(&dlq, cases.len(), Duration::from_secs(20))
+        .await;
     dead.sort_by_key(|m| {
         m.delivery
             .properties

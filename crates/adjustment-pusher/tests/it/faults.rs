@@ -183,11 +183,12 @@ async fn a_rejected_change_is_dead_lettered_and_the_rest_of_its_batch_is_pushed(
     }
     h.assert_totals(Duration::from_secs(20)).await;
     let dlq = h.env.names.adjustment_pusher_queue().dead_letter_queue();
-    testkit::wait_until(Duration::from_secs(10), "rejected dead letter", || async {
-        h.env.queue_depth(&dlq).await == 1
-    })
-    .await;
-    let dead = h.env.drain(&dlq).await.remove(0).delivery;
+    let dead = h
+        .env
+        .wait_and_drain(&dlq, 1, Duration::from_secs(10))
+        .await
+        .remove(0)
+        .delivery;
     let headers = dead.properties.headers().as_ref();
     assert_eq!(
         platform::amqp::headers::header_str(headers, "x-error-kind"),
@@ -269,11 +270,12 @@ async fn a_batch_whose_outcome_stays_unknown_is_exhausted_not_resent_on_a_forgot
     .await;
     h.expect(SHOP, "SKU-0", "MAIN", 5); // Shopify did apply it, once
     let dlq = h.env.names.adjustment_pusher_queue().dead_letter_queue();
-    testkit::wait_until(Duration::from_secs(20), "exhausted dead letter", || async {
-        h.env.queue_depth(&dlq).await == 1
-    })
-    .await;
-    let dead = h.env.drain(&dlq).await.remove(0).delivery;
+    let dead = h
+        .env
+        .wait_and_drain(&dlq, 1, Duration::from_secs(20))
+        .await
+        .remove(0)
+        .delivery;
     let headers = dead.properties.headers().as_ref();
     assert_eq!(
         platform::amqp::headers::header_str(headers, "x-error-kind"),

@@ -376,6 +376,16 @@ impl Harness {
         )
     }
 
+    /// Waits until `count` adjustments are parked.
+    pub async fn wait_parked(&self, count: i64) {
+        testkit::wait_until(Duration::from_secs(10), "parked", || async {
+            self.count("SELECT count(*) FROM adjustments WHERE state = 'parked'")
+                .await
+                == count
+        })
+        .await;
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         self.env
             .pool

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use platform::amqp::headers::header_str;
 use serde_json::json;
-use testkit::wait_until;
 
 use crate::harness::{Harness, Options, tx};
 
@@ -32,12 +31,7 @@ async fn parked_adjustments_go_out_when_the_mapping_appears() {
         json!({"quantity": 2}),
     ))
     .await;
-    wait_until(Duration::from_secs(10), "parked", || async {
-        h.count("SELECT count(*) FROM adjustments WHERE state = 'parked'")
-            .await
-            == 2
-    })
-    .await;
+    h.wait_parked(2).await;
     assert_eq!(h.adjustments(SHOP, "put", "parked"), 1);
     // Nothing reached Shopify while parked.
     assert!(h.sandbox.adjustment_groups(SHOP).unwrap().is_empty());
@@ -53,9 +47,8 @@ async fn parked_adjustments_go_out_when_the_mapping_appears() {
 #[tokio::test]
 async fn a_mapping_changed_while_parked_sends_to_the_item_mapped_at_release() {
     let mut h = Harness::start().await;
-    // Parked against no mapping; the item is then mapped to SKU-1's inventory item (say a
-    // clone was resolved), and finally corrected to SKU-0's before release... the release
-    // must use whatever is mapped when it happens.
+    // Parked against no mapping (a WOS-only item); the item is then mapped to SKU-1's inventory
+    // item: the release uses whatever is mapped when it happens.
     h.map(SHOP, "WOS-ONLY", None).await;
     h.publish(&tx(
         "p-1",
@@ -66,12 +59,7 @@ async fn a_mapping_changed_while_parked_sends_to_the_item_mapped_at_release() {
         json!({"quantity": 11}),
     ))
     .await;
-    wait_until(Duration::from_secs(10), "parked", || async {
-        h.count("SELECT count(*) FROM adjustments WHERE state = 'parked'")
-            .await
-            == 1
-    })
-    .await;
+    h.wait_parked(1).await;
     let target = h.shop(0).items["SKU-1"];
     h.map(SHOP, "WOS-ONLY", Some(target)).await;
     h.expect(SHOP, "SKU-1", "MAIN", 11);
@@ -96,12 +84,7 @@ async fn a_mapping_announcement_releases_at_once() {
         json!({"quantity": 3}),
     ))
     .await;
-    wait_until(Duration::from_secs(10), "parked", || async {
-        h.count("SELECT count(*) FROM adjustments WHERE state = 'parked'")
-            .await
-            == 1
-    })
-    .await;
+    h.wait_parked(1).await;
     let item = h.shop(0).items["SKU-2"];
     h.map(SHOP, "SKU-2", Some(item)).await;
     // The sweep is 10 minutes away: only the announcement can release it now.
@@ -142,11 +125,12 @@ async fn an_adjustment_parked_too_long_is_dead_lettered_as_unmapped() {
     );
     h.publish(&body).await;
     let dlq = h.env.names.adjustment_pusher_queue().dead_letter_queue();
-    wait_until(Duration::from_secs(15), "unmapped dead letter", || async {
-        h.env.queue_depth(&dlq).await == 1
-    })
-    .await;
-    let dead = h.env.drain(&dlq).await.remove(0).delivery;
+    let dead = h
+        .env
+        .wait_and_drain(&dlq, 1, Duration::from_secs(15))
+        .await
+        .remove(0)
+        .delivery;
     let headers = dead.properties.headers().as_ref();
     assert_eq!(header_str(headers, "x-error-kind"), Some("unmapped"));
     assert_eq!(header_str(headers, "x-service"), Some("adjustment-pusher"));

@@ -262,11 +262,11 @@ async fn a_message_that_keeps_failing_ends_in_the_dlq_with_every_error_header() 
     )
     .await;
     let dlq = consumer.queue.dead_letter_queue();
-    wait_until(Duration::from_secs(15), "dead-lettered", || async {
-        env.queue_depth(&dlq).await == 1
-    })
-    .await;
-    let dead = env.drain(&dlq).await.remove(0).delivery;
+    let dead = env
+        .wait_and_drain(&dlq, 1, Duration::from_secs(15))
+        .await
+        .remove(0)
+        .delivery;
     let headers = dead.properties.headers().as_ref();
     assert_eq!(dead.data, body);
     assert_eq!(
@@ -315,11 +315,11 @@ async fn a_malformed_message_goes_straight_to_the_dlq() {
     )
     .await;
     let dlq = consumer.queue.dead_letter_queue();
-    wait_until(Duration::from_secs(10), "dead-lettered", || async {
-        env.queue_depth(&dlq).await == 1
-    })
-    .await;
-    let dead = env.drain(&dlq).await.remove(0).delivery;
+    let dead = env
+        .wait_and_drain(&dlq, 1, Duration::from_secs(10))
+        .await
+        .remove(0)
+        .delivery;
     let headers = dead.properties.headers().as_ref();
     assert_eq!(dead.data, b"not json");
     assert_eq!(header_str(headers, "x-error-kind"), Some("malformed"));
@@ -351,11 +351,11 @@ async fn a_panicking_handler_does_not_kill_the_consumer_and_ends_in_the_dlq() {
     )
     .await;
     let dlq = consumer.queue.dead_letter_queue();
-    wait_until(Duration::from_secs(15), "dead-lettered", || async {
-        env.queue_depth(&dlq).await == 1
-    })
-    .await;
-    let dead = env.drain(&dlq).await.remove(0).delivery;
+    let dead = env
+        .wait_and_drain(&dlq, 1, Duration::from_secs(15))
+        .await
+        .remove(0)
+        .delivery;
     let error = header_str(dead.properties.headers().as_ref(), "x-error")
         .unwrap()
         .to_owned();
@@ -526,11 +526,11 @@ async fn a_message_redelivered_up_to_the_limit_is_dead_lettered_with_the_contrac
     )
     .await;
     let dlq = consumer.queue.dead_letter_queue();
-    wait_until(Duration::from_secs(10), "dead-lettered", || async {
-        env.queue_depth(&dlq).await == 1
-    })
-    .await;
-    let dead = env.drain(&dlq).await.remove(0).delivery;
+    let dead = env
+        .wait_and_drain(&dlq, 1, Duration::from_secs(10))
+        .await
+        .remove(0)
+        .delivery;
     let headers = dead.properties.headers().as_ref();
     assert_eq!(header_str(headers, "x-error-kind"), Some("exhausted"));
     assert!(
