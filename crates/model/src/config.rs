@@ -766,14 +766,14 @@ mod tests {
     fn contracts_example_parses() {
         let contract = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/CONTRACT.md"
+            "/../../contract/README.md"
         ))
-        .expect("read CONTRACT.md");
+        .expect("read contract/README.md");
         let example = contract
             .split("```toml")
             .nth(1)
             .and_then(|rest| rest.split("```").next())
-            .expect("a toml block in CONTRACT.md");
+            .expect("a toml block in contract/README.md");
         let from_contract = parse(example).expect("the contract's example is valid");
         assert_eq!(from_contract, parse(VALID).expect("valid"));
         let shop = &from_contract[0];

@@ -1,7 +1,7 @@
 //! Shopify webhook signatures: `X-Shopify-Hmac-Sha256 = base64(HMAC-SHA256(secret, raw body))`.
 //!
 //! The relay verifies with it and the sandbox signs with it, so both agree by construction and
-//! the test vector in `shared/fixtures/hmac/` pins the algorithm. The comparison is constant-time
+//! the test vector in `contract/fixtures/hmac/` pins the algorithm. The comparison is constant-time
 //! (it goes through the MAC's own verification), so a caller cannot learn a valid signature byte
 //! by byte from response timings.
 
@@ -40,7 +40,7 @@ mod tests {
     fn vector() -> serde_json::Value {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/fixtures/hmac/shopify-app-js-validate-test-vector.json"
+            "/../../contract/fixtures/hmac/shopify-app-js-validate-test-vector.json"
         );
         let text = std::fs::read_to_string(path).expect("the shared HMAC test vector");
         serde_json::from_str(&text).expect("vector is JSON")

@@ -506,7 +506,7 @@ mod tests {
     fn schema_examples_parse() {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/contract/wos-inventory-transaction.v1.schema.json"
+            "/../../contract/wos-inventory-transaction.v1.schema.json"
         );
         let text = std::fs::read_to_string(path).expect("read the contract's schema");
         let schema: Value = serde_json::from_str(&text).expect("schema is JSON");

@@ -535,7 +535,7 @@ mod tests {
     fn fixtures() -> PathBuf {
         PathBuf::from(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/fixtures"
+            "/../../contract/fixtures"
         ))
     }
 

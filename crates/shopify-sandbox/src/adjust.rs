@@ -1,6 +1,6 @@
 //! `inventoryAdjustQuantities`: Shopify's validation and the application of a group.
 //!
-//! Every rule is grounded in a captured response in `shared/fixtures/shopify-admin/`:
+//! Every rule is grounded in a captured response in `contract/fixtures/shopify-admin/`:
 //! - the quantity-name allowlist and its message (`inventory-adjust-name-allowlist.json`);
 //! - the 17 reasons and their message (`inventory-reason-validation.json`);
 //! - the ledger-document rules (`inventory-adjust-ledger-document-validation.json`);

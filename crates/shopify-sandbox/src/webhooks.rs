@@ -1,7 +1,7 @@
 //! Product webhooks: the REST-style `products/create|update|delete` payloads Shopify sends,
 //! signed with the shop's secret and POSTed to the configured relay URL.
 //!
-//! Payloads follow `shared/fixtures/shopify-webhooks/shopify-docs-examples/2026-04/products/`:
+//! Payloads follow `contract/fixtures/shopify-webhooks/shopify-docs-examples/2026-04/products/`:
 //! full details for the first 100 variants, every variant in `variant_gids` (newest first),
 //! ids as JSON integers (they can exceed 2^53), a null SKU for a variant without one.
 //! Deliveries go out one at a time, in the order the changes happened, each retried with

@@ -59,7 +59,7 @@ async fn an_older_update_after_a_newer_one_changes_nothing() {
 fn fixtures() -> Vec<(String, PathBuf)> {
     let root = PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures/shopify-webhooks"
+        "/../../contract/fixtures/shopify-webhooks"
     ));
     let mut files = Vec::new();
     let mut pending = vec![root.clone()];

@@ -1074,7 +1074,7 @@ mod tests {
     }
 
     const ADJUST: &str = include_str!(
-        "../../../../../shared/fixtures/shopify-admin/inventory-adjust-ledger-document-validation.request.graphql"
+        "../../../../contract/fixtures/shopify-admin/inventory-adjust-ledger-document-validation.request.graphql"
     );
 
     #[test]

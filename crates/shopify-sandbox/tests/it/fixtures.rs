@@ -16,7 +16,7 @@ use crate::{ADJUST, ADJUST_FULL, SHOP, TOKEN};
 macro_rules! fixture {
     ($name:literal) => {
         serde_json::from_str::<Value>(include_str!(concat!(
-            "../../../../../shared/fixtures/shopify-admin/",
+            "../../../../contract/fixtures/shopify-admin/",
             $name
         )))
         .unwrap()

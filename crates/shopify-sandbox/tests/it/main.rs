@@ -30,7 +30,7 @@ pub const V: &str = "2026-04";
 
 /// The adjustment document of the fixtures (`…ledger-document-validation.request.graphql`).
 pub const ADJUST: &str = include_str!(
-    "../../../../../shared/fixtures/shopify-admin/inventory-adjust-ledger-document-validation.request.graphql"
+    "../../../../contract/fixtures/shopify-admin/inventory-adjust-ledger-document-validation.request.graphql"
 );
 
 /// A document selecting what the 2026-04 contract fixture's responses show.

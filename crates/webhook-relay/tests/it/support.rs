@@ -30,7 +30,7 @@ pub const OLD_SECRET: &str = "old-secret";
 pub fn hmac_vector() -> (String, String, String) {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures/hmac/shopify-app-js-validate-test-vector.json"
+        "/../../contract/fixtures/hmac/shopify-app-js-validate-test-vector.json"
     );
     let vector: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
