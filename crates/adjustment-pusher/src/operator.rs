@@ -277,7 +277,8 @@ pub struct ShopPushStatus {
     pub last_settled: Option<SettledBatch>,
 }
 
-/// The push state of `shops` and of every other shop with pending, parked or open work.
+/// The push state of `shops`, of every shop WOS has items for, and of every other shop with
+/// pending, parked or open work.
 pub async fn shop_status(
     pool: &Pool,
     shops: &[String],
@@ -287,6 +288,22 @@ pub async fn shop_status(
         .iter()
         .map(|shop| (shop.clone(), ShopPushStatus::default()))
         .collect();
+    // The distinct shops of `items`, one index probe per shop (a loose index scan).
+    let with_items = client
+        .query(
+            "WITH RECURSIVE shops(shop) AS ( \
+                 SELECT min(shop_domain) FROM items \
+                 UNION ALL \
+                 SELECT (SELECT min(shop_domain) FROM items WHERE shop_domain > shop) \
+                 FROM shops WHERE shop IS NOT NULL) \
+             SELECT shop FROM shops WHERE shop IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(db)?;
+    for row in &with_items {
+        status.entry(row.get(0)).or_default();
+    }
     // Two queries on the partial indexes of pending and parked rows, not a scan of the log.
     for (state, parked) in [("pending", false), ("parked", true)] {
         let rows = client

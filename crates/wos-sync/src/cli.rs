@@ -16,7 +16,13 @@ use platform::telemetry::LogFormat;
 /// error. Start with `wos-sync up` (everything in one process against a local Shopify sandbox)
 /// and `wos-sync check` (is a real configuration ready?). docs/operations.md is the runbook.
 #[derive(Debug, Parser)]
-#[command(name = "wos-sync", version, about, long_about, propagate_version = true)]
+#[command(
+    name = "wos-sync",
+    version,
+    about,
+    long_about,
+    propagate_version = true
+)]
 pub struct Cli {
     /// Configuration file (TOML), the same as the services'. Without one, the defaults for a
     /// local RabbitMQ and PostgreSQL apply.
@@ -443,23 +449,84 @@ mod tests {
         ok(&["--config", "f.toml", "migrate"]);
         ok(&["topology"]);
         ok(&["check"]);
-        ok(&["dlq", "list", "--queue", "item-ingest.shopify-products", "--kind", "malformed", "--shop", "a.myshopify.com", "--json"]);
-        ok(&["dlq", "show", "--queue", "adjustment-pusher.wos-transactions", "m-1"]);
-        ok(&["dlq", "replay", "--queue", "adjustment-pusher.wos-transactions", "--all", "--kind", "rejected", "--shop", "a.myshopify.com"]);
-        ok(&["dlq", "replay", "--queue", "adjustment-pusher.wos-transactions", "m-1", "m-2"]);
-        ok(&["dlq", "purge", "--queue", "adjustment-pusher.wos-transactions", "--all", "--yes"]);
+        ok(&[
+            "dlq",
+            "list",
+            "--queue",
+            "item-ingest.shopify-products",
+            "--kind",
+            "malformed",
+            "--shop",
+            "a.myshopify.com",
+            "--json",
+        ]);
+        ok(&[
+            "dlq",
+            "show",
+            "--queue",
+            "adjustment-pusher.wos-transactions",
+            "m-1",
+        ]);
+        ok(&[
+            "dlq",
+            "replay",
+            "--queue",
+            "adjustment-pusher.wos-transactions",
+            "--all",
+            "--kind",
+            "rejected",
+            "--shop",
+            "a.myshopify.com",
+        ]);
+        ok(&[
+            "dlq",
+            "replay",
+            "--queue",
+            "adjustment-pusher.wos-transactions",
+            "m-1",
+            "m-2",
+        ]);
+        ok(&[
+            "dlq",
+            "purge",
+            "--queue",
+            "adjustment-pusher.wos-transactions",
+            "--all",
+            "--yes",
+        ]);
         ok(&["parked", "list", "--shop", "a.myshopify.com", "--json"]);
         ok(&["parked", "release", "--shop", "a.myshopify.com"]);
         ok(&["conflicts", "--shop", "a.myshopify.com", "--json"]);
-        ok(&["backfill-mappings", "--shop", "a.myshopify.com", "--dry-run"]);
+        ok(&[
+            "backfill-mappings",
+            "--shop",
+            "a.myshopify.com",
+            "--dry-run",
+        ]);
         ok(&["publish", "--file", "tx.json"]);
-        ok(&["publish", "put", "--shop", "a.myshopify.com", "--sku", "X", "--warehouse", "W", "--quantity", "5"]);
+        ok(&[
+            "publish",
+            "put",
+            "--shop",
+            "a.myshopify.com",
+            "--sku",
+            "X",
+            "--warehouse",
+            "W",
+            "--quantity",
+            "5",
+        ]);
         ok(&["status", "--json"]);
         ok(&["status", "--watch"]);
         ok(&["up", "--sandbox"]);
         ok(&["up"]);
         for bad in [
-            &["dlq", "replay", "--queue", "adjustment-pusher.wos-transactions"][..],
+            &[
+                "dlq",
+                "replay",
+                "--queue",
+                "adjustment-pusher.wos-transactions",
+            ][..],
             &["dlq", "replay", "--all"],
             &["publish"],
             &["status", "--json", "--watch"],

@@ -242,8 +242,8 @@ impl std::fmt::Debug for DeadLetterQueue {
 }
 
 impl DeadLetterQueue {
-    /// Takes up to `limit` messages of `name` (every message it holds now, by default),
-    /// showing progress on a terminal. A DLQ that does not exist is an error naming it.
+    /// Takes up to `limit` messages of `name` (every message ready in it), showing progress
+    /// on a terminal. A DLQ that does not exist is an error naming it.
     pub async fn take(context: &Context, name: &str, limit: usize) -> anyhow::Result<Self> {
         let connection = context.broker("dlq").await?;
         let channel = connection.create_channel().await?;
@@ -260,11 +260,12 @@ impl DeadLetterQueue {
             .with_context(|| {
                 format!("queue {name} does not exist (run `wos-sync topology` to declare it)")
             })?;
+        // The depth only sizes the progress bar: reading goes on until the queue has nothing
+        // ready, so messages another command just gave back are included too.
         let depth = usize::try_from(declared.message_count()).unwrap_or(usize::MAX);
-        let wanted = depth.min(limit);
-        let bar = progress(wanted as u64, &format!("reading {name}"));
-        let mut held = Vec::with_capacity(wanted);
-        while held.len() < wanted {
+        let bar = progress(depth.min(limit) as u64, &format!("reading {name}"));
+        let mut held = Vec::new();
+        while held.len() < limit {
             let got = channel
                 .basic_get(name.into(), BasicGetOptions { no_ack: false })
                 .await

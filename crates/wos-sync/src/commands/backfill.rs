@@ -23,7 +23,7 @@ use shopify_admin::{ReadPolicy, ShopClient};
 use crate::{
     cli::BackfillArgs,
     context::Context,
-    output::{Reported, Table, print_json, progress},
+    output::{Table, print_json, progress},
 };
 
 const LOOKUP_QUERY: &str = "query BackfillSku($query: String!) {
@@ -47,7 +47,7 @@ pub async fn run(context: &Context, args: &BackfillArgs) -> anyhow::Result<()> {
             let found = tokio::select! {
                 () = interrupted.cancelled() => {
                     bar.abandon();
-                    return Err(Reported(format!("interrupted after {} of {} SKUs (dry run: nothing was changed)", results.len(), skus.len())).into());
+                    anyhow::bail!("interrupted after {} of {} SKUs (dry run: nothing was changed)", results.len(), skus.len());
                 }
                 found = lookup(&client, sku, &policy) => found?,
             };
@@ -85,10 +85,10 @@ pub async fn run(context: &Context, args: &BackfillArgs) -> anyhow::Result<()> {
         let found = tokio::select! {
             () = interrupted.cancelled() => {
                 bar.abandon();
-                return Err(Reported(format!(
+                anyhow::bail!(
                     "interrupted after {done} of {} SKU(s) of this session; run the same command again to resume run {}",
                     skus.len(), run.id
-                )).into());
+                );
             }
             found = lookup(&client, sku, &policy) => found?,
         };
@@ -98,7 +98,13 @@ pub async fn run(context: &Context, args: &BackfillArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     finish_backfill_run(&pool, run.id).await?;
     let results = backfill_results(&pool, run.id).await?;
-    print_results(&shop.domain, Some((run.id, run.resumed, run.done)), &results, args.json, false)
+    print_results(
+        &shop.domain,
+        Some((run.id, run.resumed, run.done)),
+        &results,
+        args.json,
+        false,
+    )
 }
 
 /// The live variants whose SKU is exactly `sku`.
@@ -109,7 +115,12 @@ async fn lookup(
 ) -> anyhow::Result<Vec<FoundVariant>> {
     let query = format!("sku:\"{}\"", sku.replace('\\', "\\\\").replace('"', "\\\""));
     let data = client
-        .read("BackfillSku", LOOKUP_QUERY, json!({ "query": query }), policy)
+        .read(
+            "BackfillSku",
+            LOOKUP_QUERY,
+            json!({ "query": query }),
+            policy,
+        )
         .await
         .map_err(|err| anyhow::anyhow!("looking up SKU {sku:?} in {}: {err}", client.shop()))?;
     let nodes = data["productVariants"]["nodes"]
@@ -174,7 +185,10 @@ fn print_results(
         }));
     }
     let mut table = Table::new(["SKU", "OUTCOME", "SHOPIFY VARIANTS"]);
-    for r in results.iter().filter(|r| r.outcome != BackfillOutcome::Filled || dry_run) {
+    for r in results
+        .iter()
+        .filter(|r| r.outcome != BackfillOutcome::Filled || dry_run)
+    {
         let variants: Vec<String> = r
             .candidates
             .iter()

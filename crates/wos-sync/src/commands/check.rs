@@ -36,8 +36,14 @@ use crate::{
 
 /// The scopes the services need, and who needs each.
 pub const REQUIRED_SCOPES: [(&str, &str); 3] = [
-    ("write_inventory", "adjustment-pusher: inventoryAdjustQuantities"),
-    ("read_products", "item-ingest and backfill-mappings: product variants"),
+    (
+        "write_inventory",
+        "adjustment-pusher: inventoryAdjustQuantities",
+    ),
+    (
+        "read_products",
+        "item-ingest and backfill-mappings: product variants",
+    ),
     ("read_locations", "check: the configured locations"),
 ];
 
@@ -93,7 +99,10 @@ impl Report {
     }
 
     fn failed(&self) -> usize {
-        self.lines.iter().filter(|l| l.status == Status::Fail).count()
+        self.lines
+            .iter()
+            .filter(|l| l.status == Status::Fail)
+            .count()
     }
 }
 
@@ -110,10 +119,10 @@ pub async fn run(cli: &Cli, json: bool) -> anyhow::Result<()> {
     match Settings::load(&args) {
         Err(err) => report.add("configuration", Status::Fail, err.to_string()),
         Ok(settings) => {
-            let source = settings
-                .source
-                .as_ref()
-                .map_or_else(|| "built-in defaults (no --config)".to_owned(), |p| p.display().to_string());
+            let source = settings.source.as_ref().map_or_else(
+                || "built-in defaults (no --config)".to_owned(),
+                |p| p.display().to_string(),
+            );
             report.add(
                 "configuration",
                 Status::Ok,
@@ -179,7 +188,11 @@ async fn check_broker(context: &Context, report: &mut Report) {
         }
     }
     if missing.is_empty() {
-        report.add("topology", Status::Ok, "every work queue and DLQ is declared");
+        report.add(
+            "topology",
+            Status::Ok,
+            "every work queue and DLQ is declared",
+        );
     } else {
         report.add(
             "topology",
@@ -329,7 +342,11 @@ async fn check_shop(context: &Context, shop: &ShopConfig, report: &mut Report) {
                     .map(|(scope, who)| format!("{scope}, needed by {who}"))
                     .collect::<Vec<_>>()
                     .join("; "),
-                if granted.is_empty() { "none".to_owned() } else { granted.join(", ") }
+                if granted.is_empty() {
+                    "none".to_owned()
+                } else {
+                    granted.join(", ")
+                }
             ),
         );
     }
@@ -368,7 +385,12 @@ async fn check_locations(
     }
     let ids: Vec<String> = configured.iter().map(|(_, id)| id.gid()).collect();
     let data = match client
-        .read("CheckLocations", LOCATIONS_QUERY, json!({ "ids": ids }), policy)
+        .read(
+            "CheckLocations",
+            LOCATIONS_QUERY,
+            json!({ "ids": ids }),
+            policy,
+        )
         .await
     {
         Ok(data) => data,
@@ -449,7 +471,14 @@ mod tests {
     #[test]
     fn write_scopes_include_their_read_scope() {
         let granted = |s: &[&str]| s.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-        assert!(missing_scopes(&granted(&["write_inventory", "write_products", "read_locations"])).is_empty());
+        assert!(
+            missing_scopes(&granted(&[
+                "write_inventory",
+                "write_products",
+                "read_locations"
+            ]))
+            .is_empty()
+        );
         let missing = missing_scopes(&granted(&["read_inventory", "read_products"]));
         let names: Vec<&str> = missing.iter().map(|(s, _)| *s).collect();
         assert_eq!(names, ["write_inventory", "read_locations"]);

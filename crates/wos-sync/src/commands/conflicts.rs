@@ -49,7 +49,11 @@ pub async fn run(context: &Context, args: &ConflictsArgs) -> anyhow::Result<()> 
     }
     for (shop, conflicts) in &all {
         for c in conflicts {
-            println!("{shop} / {}: {} live variants carry it", c.sku, c.variants.len());
+            println!(
+                "{shop} / {}: {} live variants carry it",
+                c.sku,
+                c.variants.len()
+            );
             for v in &c.variants {
                 let item = v.inventory_item_id.map(|i| i.0);
                 let points = item.is_some() && item == c.mapped_inventory_item_id.map(|i| i.0);
@@ -64,9 +68,10 @@ pub async fn run(context: &Context, args: &ConflictsArgs) -> anyhow::Result<()> 
                         .map_or_else(|| "?".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
                 );
             }
-            let mapped = c
-                .mapped_inventory_item_id
-                .map_or_else(|| "no inventory item".to_owned(), |i| format!("inventory item {}", i.0));
+            let mapped = c.mapped_inventory_item_id.map_or_else(
+                || "no inventory item".to_owned(),
+                |i| format!("inventory item {}", i.0),
+            );
             let rule = c.decision.inventory_item_id.map(|i| i.0);
             let agrees = rule == c.mapped_inventory_item_id.map(|i| i.0);
             println!(

@@ -66,11 +66,7 @@ async fn list(context: &Context, args: &DlqListArgs) -> anyhow::Result<()> {
         );
         dlq.give_back(held).await;
     }
-    summaries.sort_by(|a, b| {
-        b.age_seconds
-            .unwrap_or(0)
-            .cmp(&a.age_seconds.unwrap_or(0))
-    });
+    summaries.sort_by(|a, b| b.age_seconds.unwrap_or(0).cmp(&a.age_seconds.unwrap_or(0)));
     if args.json {
         return print_json(&summaries);
     }
@@ -79,7 +75,13 @@ async fn list(context: &Context, args: &DlqListArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut table = Table::new([
-        "QUEUE", "MESSAGE_ID", "KIND", "SHOP", "AGE", "ATTEMPTS", "ERROR",
+        "QUEUE",
+        "MESSAGE_ID",
+        "KIND",
+        "SHOP",
+        "AGE",
+        "ATTEMPTS",
+        "ERROR",
     ]);
     for s in &summaries {
         table.row([
@@ -119,7 +121,11 @@ async fn show(context: &Context, args: &DlqShowArgs) -> anyhow::Result<()> {
         print_json(&found)?;
     } else {
         for details in &found {
-            println!("message {} in {}", details["message_id"].as_str().unwrap_or(""), queue.dead_letter_queue());
+            println!(
+                "message {} in {}",
+                details["message_id"].as_str().unwrap_or(""),
+                queue.dead_letter_queue()
+            );
             println!("properties:");
             print_object(&details["properties"]);
             println!("headers:");
@@ -249,9 +255,9 @@ async fn replay_one(
                         "{n} adjustment(s) back to pending (inventory item {})",
                         inventory_item_id.unwrap_or_default()
                     ),
-                    (_, n) => format!(
-                        "{n} adjustment(s) parked: the item still has no Shopify mapping"
-                    ),
+                    (_, n) => {
+                        format!("{n} adjustment(s) parked: the item still has no Shopify mapping")
+                    }
                 };
                 return Ok(("database", detail));
             }

@@ -45,7 +45,13 @@ async fn list(context: &Context, args: &ShopJsonArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut table = Table::new([
-        "SHOP", "SKU", "ADJUSTMENTS", "TRANSACTIONS", "NET DELTA", "OLDEST", "ITEM",
+        "SHOP",
+        "SKU",
+        "ADJUSTMENTS",
+        "TRANSACTIONS",
+        "NET DELTA",
+        "OLDEST",
+        "ITEM",
     ]);
     for p in &parked {
         let item = match (p.item_exists, p.mapped_now) {

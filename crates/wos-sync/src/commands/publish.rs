@@ -33,7 +33,11 @@ pub async fn run(context: &Context, args: PublishArgs) -> anyhow::Result<()> {
         }
         (None, Some(path)) => (read_file(path)?, args.json),
         (None, None) => {
-            return Err(UsageError("give --file FILE.json or a transaction type (put, pull, cycle-count, move, pick)".into()).into());
+            return Err(UsageError(
+                "give --file FILE.json or a transaction type (put, pull, cycle-count, move, pick)"
+                    .into(),
+            )
+            .into());
         }
     };
     // Validate everything first: nothing is published from a file with an invalid transaction.
@@ -45,10 +49,16 @@ pub async fn run(context: &Context, args: PublishArgs) -> anyhow::Result<()> {
             } else {
                 String::new()
             };
-            UsageError(format!("{which}does not satisfy the WOS transaction schema: {err}"))
+            UsageError(format!(
+                "{which}does not satisfy the WOS transaction schema: {err}"
+            ))
         })?;
         if !context.settings.shops.is_empty()
-            && context.settings.shops.get(&transaction.shop_domain).is_none()
+            && context
+                .settings
+                .shops
+                .get(&transaction.shop_domain)
+                .is_none()
         {
             eprintln!(
                 "warning: shop {} is not in the configuration; the pusher will dead-letter it as malformed",
@@ -116,7 +126,9 @@ pub async fn run(context: &Context, args: PublishArgs) -> anyhow::Result<()> {
 fn from_flags(command: &TransactionCommand) -> anyhow::Result<(Vec<u8>, bool)> {
     let (kind, common, extra): (&str, &CommonTx, Vec<(&str, Value)>) = match command {
         TransactionCommand::Put(tx) => ("put", &tx.common, vec![("quantity", tx.quantity.into())]),
-        TransactionCommand::Pull(tx) => ("pull", &tx.common, vec![("quantity", tx.quantity.into())]),
+        TransactionCommand::Pull(tx) => {
+            ("pull", &tx.common, vec![("quantity", tx.quantity.into())])
+        }
         TransactionCommand::CycleCount(tx) => (
             "cycle_count",
             &tx.common,

@@ -78,7 +78,10 @@ pub async fn run(context: &Context, args: &StatusArgs) -> anyhow::Result<()> {
     loop {
         let screen = render(&snapshot(context).await);
         // Clear the screen and go home, then draw: one screen, refreshed in place.
-        print!("\x1b[2J\x1b[H{screen}(refreshing every {}s; Ctrl-C to stop)\n", args.interval);
+        print!(
+            "\x1b[2J\x1b[H{screen}(refreshing every {}s; Ctrl-C to stop)\n",
+            args.interval
+        );
         tokio::select! {
             () = stop.cancelled() => return Ok(()),
             () = tokio::time::sleep(Duration::from_secs(args.interval.max(1))) => {}
@@ -193,7 +196,9 @@ async fn queues(context: &Context) -> anyhow::Result<Vec<QueueStatus>> {
             let depth = look(queue.retry_queue(tier)).await.map(|(ready, _)| ready);
             retrying = retrying.zip(depth).map(|(a, b)| a + b);
         }
-        let dlq = look(queue.dead_letter_queue()).await.map(|(ready, _)| ready);
+        let dlq = look(queue.dead_letter_queue())
+            .await
+            .map(|(ready, _)| ready);
         out.push(QueueStatus {
             queue: queue.name.clone(),
             ready: main.map(|(ready, _)| ready),
@@ -202,7 +207,11 @@ async fn queues(context: &Context) -> anyhow::Result<Vec<QueueStatus>> {
             dead_letters: dlq,
         });
     }
-    let _ = tokio::time::timeout(Duration::from_secs(5), connection.close(200, "status".into())).await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        connection.close(200, "status".into()),
+    )
+    .await;
     Ok(out)
 }
 
@@ -211,7 +220,9 @@ async fn throttle(context: &Context, shop: &str) -> Result<Throttle, String> {
     let Some(config) = context.settings.shops.get(shop) else {
         return Err("not configured here".into());
     };
-    let client = context.shop_client(config).map_err(|err| format!("{err:#}"))?;
+    let client = context
+        .shop_client(config)
+        .map_err(|err| format!("{err:#}"))?;
     let answer = client
         .send(
             "StatusThrottle",
@@ -245,7 +256,13 @@ fn render(s: &Snapshot) -> String {
             let mut table = Table::new(["QUEUE", "READY", "CONSUMERS", "RETRYING", "DLQ"]);
             let n = |v: Option<u32>| v.map_or_else(|| "missing".to_owned(), |v| v.to_string());
             for q in &s.queues {
-                table.row([q.queue.clone(), n(q.ready), n(q.consumers), n(q.retrying), n(q.dead_letters)]);
+                table.row([
+                    q.queue.clone(),
+                    n(q.ready),
+                    n(q.consumers),
+                    n(q.retrying),
+                    n(q.dead_letters),
+                ]);
             }
             out.push_str(&table.render());
         }
@@ -259,13 +276,21 @@ fn render(s: &Snapshot) -> String {
         return out;
     }
     let mut table = Table::new([
-        "SHOP", "PENDING", "PARKED", "OPEN BATCH", "LAST SHOPIFY ANSWER", "THROTTLE", "CONFLICTS",
+        "SHOP",
+        "PENDING",
+        "PARKED",
+        "OPEN BATCH",
+        "LAST SHOPIFY ANSWER",
+        "THROTTLE",
+        "CONFLICTS",
     ]);
     for shop in &s.shops {
         let open = shop.open_batch.as_ref().map_or_else(
             || "-".to_owned(),
             |b| {
-                let created = b["created_at"].as_str().and_then(|t| DateTime::parse_from_rfc3339(t).ok());
+                let created = b["created_at"]
+                    .as_str()
+                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok());
                 let mut text = format!(
                     "#{} {} change(s), {} old, {} attempt(s)",
                     b["id"],
@@ -285,7 +310,10 @@ fn render(s: &Snapshot) -> String {
                 let at = b["at"]
                     .as_str()
                     .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                    .map_or_else(|| "?".into(), |t| format!("{} ago", age(t.with_timezone(&Utc), s.at)));
+                    .map_or_else(
+                        || "?".into(),
+                        |t| format!("{} ago", age(t.with_timezone(&Utc), s.at)),
+                    );
                 match b["outcome"].as_str() {
                     Some("applied") => format!("applied {at} (batch #{})", b["batch"]),
                     _ => format!(
@@ -310,7 +338,8 @@ fn render(s: &Snapshot) -> String {
             open,
             last,
             throttle,
-            shop.sku_conflicts.map_or_else(|| "?".into(), |c| c.to_string()),
+            shop.sku_conflicts
+                .map_or_else(|| "?".into(), |c| c.to_string()),
         ]);
     }
     out.push_str(&table.render());

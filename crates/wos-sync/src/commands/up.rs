@@ -73,7 +73,10 @@ pub async fn run(mut context: Context, args: &UpArgs) -> anyhow::Result<()> {
     let settings = context.settings.clone();
 
     let pool = context.database().await?;
-    println!("database {}: migrations applied", redact_url(&settings.database.url));
+    println!(
+        "database {}: migrations applied",
+        redact_url(&settings.database.url)
+    );
     context.declare_topology().await?;
     println!("topology declared (prefix {:?})", settings.names().prefix());
 
@@ -92,7 +95,10 @@ pub async fn run(mut context: Context, args: &UpArgs) -> anyhow::Result<()> {
     let ingest = listen(args.ingest_listen, item_ingest::DEFAULT_LISTEN);
     let token = shutdown.clone();
     services.spawn(async move {
-        ("item-ingest", item_ingest::serve(ingest, Metrics::new(), token).await)
+        (
+            "item-ingest",
+            item_ingest::serve(ingest, Metrics::new(), token).await,
+        )
     });
     let pusher = listen(args.pusher_listen, adjustment_pusher::DEFAULT_LISTEN);
     let (token, tokens) = (shutdown.clone(), secrets.tokens.clone());
@@ -125,16 +131,18 @@ pub async fn run(mut context: Context, args: &UpArgs) -> anyhow::Result<()> {
         reachable(relay_addr)
     );
 
+    let mut example = None;
     let sandbox_handle = match sandbox {
         Some((handle, products)) => {
-            if let Err(err) = seed_products(&handle, products, relay_addr, &pool).await {
-                return stop(services, Some(handle), &shutdown, Err(err)).await;
+            match seed_products(&handle, products, relay_addr, &pool).await {
+                Ok(skus) => example = skus.into_iter().next(),
+                Err(err) => return stop(services, Some(handle), &shutdown, Err(err)).await,
             }
             Some(handle)
         }
         None => None,
     };
-    print_next_steps(&context, sandbox_handle.as_ref(), relay_addr);
+    print_next_steps(&context, sandbox_handle.as_ref(), relay_addr, example);
 
     let watcher = sandbox_handle.as_ref().map(|handle| {
         let shops: Vec<ShopConfig> = context.settings.shops.iter().cloned().collect();
@@ -164,14 +172,15 @@ impl Secrets {
             for shop in &mut shops {
                 // The relay needs a webhook secret per shop; the sandbox signs with it.
                 let secret_env = shop.webhook_secret_env.get_or_insert_with(|| {
-                    format!("WOS_SYNC_UP_WEBHOOK_SECRET_{}", shop.domain.replace(['.', '-'], "_").to_uppercase())
+                    format!(
+                        "WOS_SYNC_UP_WEBHOOK_SECRET_{}",
+                        shop.domain.replace(['.', '-'], "_").to_uppercase()
+                    )
                 });
                 for variable in [shop.access_token_env.clone(), secret_env.clone()] {
                     if env(&variable).is_none() {
-                        generated.insert(
-                            variable,
-                            format!("local-{}", uuid::Uuid::new_v4().simple()),
-                        );
+                        generated
+                            .insert(variable, format!("local-{}", uuid::Uuid::new_v4().simple()));
                     }
                 }
             }
@@ -257,7 +266,10 @@ async fn wait_consuming(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let names = context.settings.names();
-    let queues = [names.item_ingest_queue().name, names.adjustment_pusher_queue().name];
+    let queues = [
+        names.item_ingest_queue().name,
+        names.adjustment_pusher_queue().name,
+    ];
     let connection = context.broker("up").await?;
     let deadline = tokio::time::Instant::now() + START_TIMEOUT;
     loop {
@@ -306,8 +318,11 @@ async fn seed_products(
     products: Vec<(String, ProductSpec)>,
     relay: SocketAddr,
     pool: &deadpool_postgres::Pool,
-) -> anyhow::Result<()> {
-    sandbox.set_webhook_url(Some(&format!("http://{}/webhooks/shopify", reachable(relay))));
+) -> anyhow::Result<Vec<(String, String)>> {
+    sandbox.set_webhook_url(Some(&format!(
+        "http://{}/webhooks/shopify",
+        reachable(relay)
+    )));
     let mut skus: Vec<(String, String)> = Vec::new();
     for (shop, product) in products {
         let title = product.title.clone();
@@ -325,7 +340,9 @@ async fn seed_products(
         skus.extend(names.into_iter().map(|sku| (shop.clone(), sku)));
     }
     if !sandbox.wait_for_webhooks(SEED_TIMEOUT).await {
-        anyhow::bail!("the sandbox's webhooks were not delivered to the relay within {SEED_TIMEOUT:?}");
+        anyhow::bail!(
+            "the sandbox's webhooks were not delivered to the relay within {SEED_TIMEOUT:?}"
+        );
     }
     for delivery in sandbox.webhook_deliveries() {
         println!(
@@ -333,9 +350,10 @@ async fn seed_products(
             delivery.topic,
             delivery.webhook_id,
             delivery.shop,
-            delivery
-                .last_status
-                .map_or_else(|| delivery.last_error.clone().unwrap_or_default(), |s| s.to_string())
+            delivery.last_status.map_or_else(
+                || delivery.last_error.clone().unwrap_or_default(),
+                |s| s.to_string()
+            )
         );
     }
     let deadline = tokio::time::Instant::now() + SEED_TIMEOUT;
@@ -357,7 +375,7 @@ async fn seed_products(
             for ((shop, sku), id) in mapped {
                 println!("item-ingest: {shop} / {sku} mapped to inventory item {id}");
             }
-            return Ok(());
+            return Ok(skus);
         }
         anyhow::ensure!(
             tokio::time::Instant::now() < deadline,
@@ -377,12 +395,19 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
 }
 
 /// The commands to try now, spelled for how this process was started.
-fn print_next_steps(context: &Context, sandbox: Option<&SandboxHandle>, relay: SocketAddr) {
+fn print_next_steps(
+    context: &Context,
+    sandbox: Option<&SandboxHandle>,
+    relay: SocketAddr,
+    example: Option<(String, String)>,
+) {
     let exe = std::env::current_exe()
         .ok()
         .and_then(|path| {
             let cwd = std::env::current_dir().ok()?;
-            path.strip_prefix(&cwd).ok().map(|p| format!("./{}", p.display()))
+            path.strip_prefix(&cwd)
+                .ok()
+                .map(|p| format!("./{}", p.display()))
         })
         .unwrap_or_else(|| "wos-sync".to_owned());
     let config = context
@@ -392,21 +417,34 @@ fn print_next_steps(context: &Context, sandbox: Option<&SandboxHandle>, relay: S
         .map(|p| format!(" --config {}", p.display()))
         .unwrap_or_default();
     let cli = format!("{exe}{config}");
-    let Some(shop) = context.settings.shops.iter().next() else {
+    let shop = example
+        .as_ref()
+        .and_then(|(shop, _)| context.settings.shops.get(shop))
+        .or_else(|| context.settings.shops.iter().next());
+    let Some(shop) = shop else {
         return;
     };
-    let warehouse = shop.locations.keys().next().cloned().unwrap_or_else(|| "MAIN".into());
+    let sku = example.map_or_else(|| "YOUR-SKU".to_owned(), |(_, sku)| sku);
+    let warehouse = if shop.locations.contains_key("MAIN") {
+        "MAIN".to_owned()
+    } else {
+        shop.locations
+            .keys()
+            .next()
+            .cloned()
+            .unwrap_or_else(|| "MAIN".into())
+    };
     println!();
     println!("ready. In another terminal:");
     println!();
-    println!("  # send a WOS transaction: +5 of TEE-S in warehouse {warehouse}");
+    println!("  # send a WOS transaction: +5 of {sku} in warehouse {warehouse}");
     println!(
-        "  {cli} publish put --shop {} --sku TEE-S --warehouse {warehouse} --quantity 5",
+        "  {cli} publish put --shop {} --sku {sku} --warehouse {warehouse} --quantity 5",
         shop.domain
     );
     if let Some(sandbox) = sandbox {
         println!();
-        println!("  # see the quantity change in the Shopify sandbox (\"available\" of TEE-S)");
+        println!("  # see the quantity change in the Shopify sandbox (\"available\" of {sku})");
         println!(
             "  curl -s {}/sandbox/shops/{}/inventory",
             sandbox.base_url(),
@@ -428,7 +466,11 @@ fn print_next_steps(context: &Context, sandbox: Option<&SandboxHandle>, relay: S
 }
 
 /// Prints every adjustment group the sandbox applies, with the quantities after it.
-async fn watch_adjustments(sandbox: &SandboxHandle, shops: Vec<ShopConfig>, stop: CancellationToken) {
+async fn watch_adjustments(
+    sandbox: &SandboxHandle,
+    shops: Vec<ShopConfig>,
+    stop: CancellationToken,
+) {
     let mut seen: BTreeMap<String, usize> = shops.iter().map(|s| (s.domain.clone(), 0)).collect();
     loop {
         for shop in &shops {
@@ -454,7 +496,9 @@ async fn watch_adjustments(sandbox: &SandboxHandle, shops: Vec<ShopConfig>, stop
                     println!(
                         "Shopify sandbox: {} {} at {warehouse}: {} {:+} (now {}; reason {}, {})",
                         shop.domain,
-                        level.and_then(|l| l.sku.clone()).unwrap_or_else(|| change.inventory_item_id.0.to_string()),
+                        level
+                            .and_then(|l| l.sku.clone())
+                            .unwrap_or_else(|| change.inventory_item_id.0.to_string()),
                         group.name.as_str(),
                         change.delta,
                         level
@@ -498,7 +542,9 @@ async fn stop(
     .await;
     if drained.is_err() {
         services.abort_all();
-        failures.push(format!("services still running after {STOP_TIMEOUT:?}: aborted"));
+        failures.push(format!(
+            "services still running after {STOP_TIMEOUT:?}: aborted"
+        ));
     }
     if let Some(sandbox) = sandbox {
         sandbox.shutdown().await;
