@@ -96,7 +96,7 @@ impl DeadLetter {
 
     /// Whether the filters (and the ids, when given) select it.
     pub fn selected(&self, filter: &DlqFilterArgs, ids: &[String], now: DateTime<Utc>) -> bool {
-        if !ids.is_empty() && !ids.iter().any(|id| *id == self.id) {
+        if !ids.is_empty() && !ids.contains(&self.id) {
             return false;
         }
         if let Some(kind) = filter.kind

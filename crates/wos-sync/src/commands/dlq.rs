@@ -66,7 +66,7 @@ async fn list(context: &Context, args: &DlqListArgs) -> anyhow::Result<()> {
         );
         dlq.give_back(held).await;
     }
-    summaries.sort_by(|a, b| b.age_seconds.unwrap_or(0).cmp(&a.age_seconds.unwrap_or(0)));
+    summaries.sort_by_key(|s| std::cmp::Reverse(s.age_seconds.unwrap_or(0)));
     if args.json {
         return print_json(&summaries);
     }

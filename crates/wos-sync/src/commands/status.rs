@@ -78,8 +78,8 @@ pub async fn run(context: &Context, args: &StatusArgs) -> anyhow::Result<()> {
     loop {
         let screen = render(&snapshot(context).await);
         // Clear the screen and go home, then draw: one screen, refreshed in place.
-        print!(
-            "\x1b[2J\x1b[H{screen}(refreshing every {}s; Ctrl-C to stop)\n",
+        println!(
+            "\x1b[2J\x1b[H{screen}(refreshing every {}s; Ctrl-C to stop)",
             args.interval
         );
         tokio::select! {
