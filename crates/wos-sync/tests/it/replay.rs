@@ -105,7 +105,8 @@ async fn a_rejected_transaction_is_replayed_once_with_the_items_current_mapping(
 }
 
 #[tokio::test]
-async fn an_exhausted_transaction_is_replayed_once() {
+async fn an_exhausted_transaction_is_replayed_once_and_a_stale_copy_of_its_dead_letter_never_again()
+{
     let mut world = World::new(Setup {
         pusher: "give_up_after_secs = 1",
         ..Setup::default()
@@ -128,18 +129,53 @@ async fn an_exhausted_transaction_is_replayed_once() {
         .publish(&tx("exh-1", "put", "SKU-1", "MAIN", json!({"quantity": 3})))
         .await;
     let dlq = world.pusher_dlq();
-    world.duplicate_messages(&dlq, 1, 1).await;
-    world.sandbox.set_faults(FaultConfig::none()).unwrap();
+    let first = world
+        .env
+        .wait_and_drain(&dlq, 1, Duration::from_secs(30))
+        .await
+        .remove(0)
+        .delivery;
+    world
+        .env
+        .publish("", &dlq, &first.data, first.properties.clone())
+        .await;
     assert_eq!(world.available("SKU-1", MAIN), STOCK, "nothing ran");
 
-    let actions = replay_all(&world).await;
-    assert_eq!(actions, ["database", "already_replayed"]);
+    // Replayed; this time Shopify applies it but the answer is lost again: a second
+    // `exhausted` dead letter, of a transaction Shopify did apply.
     world
-        .wait("the replayed put pushed", || async {
-            world.available("SKU-1", MAIN) == STOCK + 3
+        .sandbox
+        .set_faults(FaultConfig::rule(
+            FaultRule::probability(1.0, FaultAction::ApplyThenDrop).mutations_only(),
+        ))
+        .unwrap();
+    assert_eq!(replay_all(&world).await, ["database"]);
+    world
+        .wait("the second exhausted dead letter", || async {
+            world.env.queue_depth(&dlq).await == 1
         })
         .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    world.sandbox.set_faults(FaultConfig::none()).unwrap();
+    assert_eq!(world.available("SKU-1", MAIN), STOCK + 3, "applied once");
+    // The operator checks Shopify's history (applied) and purges the second dead letter.
+    world
+        .cli(&["dlq", "purge", "--queue", PUSHER_QUEUE, "--all", "--yes"])
+        .await
+        .assert_code(0);
+
+    // A stale copy of the first dead letter turns up again: its replay changes nothing.
+    world
+        .env
+        .publish("", &dlq, &first.data, first.properties.clone())
+        .await;
+    assert_eq!(replay_all(&world).await, ["already_replayed"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        world
+            .count("SELECT count(*) FROM adjustments WHERE state IN ('pending', 'batched')")
+            .await,
+        0
+    );
     assert_eq!(world.available("SKU-1", MAIN), STOCK + 3);
     assert_eq!(
         world
