@@ -309,12 +309,12 @@ fn push_loop_identity(letter: &DeadLetter) -> Option<(String, String, String, St
         .as_ref()
         .map(|id| id.to_string())
         .or_else(|| body.get("transaction_id")?.as_str().map(str::to_owned))?;
-    Some((
-        letter.shop.clone()?,
-        transaction_id,
-        letter.failed_at.clone()?,
-        kind,
-    ))
+    // Our dead letters always carry `x-failed-at`; one without it is still replayed once.
+    let failed_at = letter
+        .failed_at
+        .clone()
+        .unwrap_or_else(|| "no x-failed-at".to_owned());
+    Some((letter.shop.clone()?, transaction_id, failed_at, kind))
 }
 
 async fn purge(context: &Context, args: &DlqPurgeArgs) -> anyhow::Result<()> {

@@ -65,8 +65,10 @@ struct Snapshot {
 }
 
 pub async fn run(context: &Context, args: &StatusArgs) -> anyhow::Result<()> {
+    // One pool for every refresh; a database that was down is tried again at the next one.
+    let mut pool = None;
     if !args.watch {
-        let snapshot = snapshot(context).await;
+        let snapshot = snapshot(context, &mut pool).await;
         return if args.json {
             print_json(&snapshot)
         } else {
@@ -76,7 +78,7 @@ pub async fn run(context: &Context, args: &StatusArgs) -> anyhow::Result<()> {
     }
     let stop = platform::shutdown::on_termination_signal();
     loop {
-        let screen = render(&snapshot(context).await);
+        let screen = render(&snapshot(context, &mut pool).await);
         // Clear the screen and go home, then draw: one screen, refreshed in place.
         println!(
             "\x1b[2J\x1b[H{screen}(refreshing every {}s; Ctrl-C to stop)",
@@ -89,7 +91,7 @@ pub async fn run(context: &Context, args: &StatusArgs) -> anyhow::Result<()> {
     }
 }
 
-async fn snapshot(context: &Context) -> Snapshot {
+async fn snapshot(context: &Context, pool: &mut Option<deadpool_postgres::Pool>) -> Snapshot {
     let settings = &context.settings;
     let mut snapshot = Snapshot {
         at: Utc::now(),
@@ -105,8 +107,14 @@ async fn snapshot(context: &Context) -> Snapshot {
         Err(err) => snapshot.broker_error = Some(format!("{err:#}")),
     }
     let configured: Vec<String> = settings.shops.iter().map(|s| s.domain.clone()).collect();
-    let pushed = match context.database().await {
-        Ok(pool) => match shop_status(&pool, &configured).await {
+    if pool.is_none() {
+        match context.database().await {
+            Ok(connected) => *pool = Some(connected),
+            Err(err) => snapshot.database_error = Some(format!("{err:#}")),
+        }
+    }
+    let pushed = match pool.as_ref() {
+        Some(pool) => match shop_status(pool, &configured).await {
             Ok(status) => {
                 let mut conflicts = BTreeMap::new();
                 if let Ok(client) = pool.get().await {
@@ -123,10 +131,7 @@ async fn snapshot(context: &Context) -> Snapshot {
                 None
             }
         },
-        Err(err) => {
-            snapshot.database_error = Some(format!("{err:#}"));
-            None
-        }
+        None => None,
     };
     let (status, conflicts) = pushed.unwrap_or_else(|| {
         (
