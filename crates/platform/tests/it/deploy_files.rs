@@ -1,17 +1,20 @@
-//! The deployment files (`deploy/prometheus/**.yml`: alert rules, recording rules and their
-//! promtool tests; `deploy/grafana/**.json`: the dashboard) use only metric names the services
-//! export, so a rename in the code fails here instead of silently emptying a panel or muting an
-//! alert.
+//! The deployment files agree with the code and the docs.
 //!
-//! What the services export is read from the code, not from a list: every metric family is
-//! created from a string literal `"wos_sync_..."` in `crates/*/src` (CONTRACT 6's families in
-//! `platform::metrics`, service-specific ones in their service), and its kind from the
-//! constructor around the literal (a histogram exports `_bucket`, `_sum` and `_count`, never its
-//! bare name). The scan is checked against the platform's registry, so the reader cannot drift
-//! from the code it reads. Broker metrics (`rabbitmq_*`) come from RabbitMQ's
-//! `rabbitmq_prometheus` plugin and are listed in [`BROKER_METRICS`]. Recording rules
-//! (`level:metric:operations`) must be defined in `deploy/prometheus/rules/` and used by an
-//! alert, another rule or the dashboard.
+//! Metric names: the alert rules, their promtool tests and recording rules
+//! (`deploy/prometheus/**.yml`) and the Grafana dashboard (`deploy/grafana/**.json`) use only
+//! metric names the services export, so a rename in the code fails here instead of silently
+//! emptying a panel or muting an alert. What the services export is read from the code, not from
+//! a list: every metric family is created from a string literal `"wos_sync_..."` in
+//! `crates/*/src` (CONTRACT 6's families in `platform::metrics`, service-specific ones in their
+//! service), and its kind from the constructor around the literal (a histogram exports
+//! `_bucket`, `_sum` and `_count`, never its bare name). The scan is checked against the
+//! platform's registry, so the reader cannot drift from the code it reads. Broker metrics
+//! (`rabbitmq_*`) come from RabbitMQ's `rabbitmq_prometheus` plugin and are listed in
+//! [`BROKER_METRICS`]. Recording rules (`level:metric:operations`) must be defined in
+//! `deploy/prometheus/rules/` and used by an alert, another rule or the dashboard.
+//!
+//! Runbooks: every alert has a section of its own name under `## Alerts` in
+//! `docs/operations.md`, and its `runbook_url` points at it.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -385,5 +388,83 @@ fn the_check_refuses_unknown_names_bare_histograms_and_undefined_or_unused_recor
             "deploy/grafana/d.json:1: `rabbitmq_queue_depth` is not one of the broker metrics scraped (BROKER_METRICS)",
             "recording rule `shop:wos_sync_unused:rate5m` is used by no alert, rule or dashboard panel",
         ]
+    );
+}
+
+/// Every problem between the alert rules and their runbook sections: an alert without a
+/// `### NAME` section under `## Alerts`, a `runbook_url` that is not that section's anchor, a
+/// section for an alert that does not exist.
+fn runbook_problems(rules: &str, operations: &str) -> Vec<String> {
+    let Some((_, after)) = operations.split_once("\n## Alerts\n") else {
+        return vec!["docs/operations.md has no `## Alerts` section".to_owned()];
+    };
+    let alerts_part = after.split("\n## ").next().unwrap_or_default();
+    let sections: BTreeSet<&str> = alerts_part
+        .lines()
+        .filter_map(|line| line.strip_prefix("### "))
+        .map(str::trim)
+        .collect();
+    let mut alerts = BTreeMap::<String, Option<String>>::new();
+    let mut current = None;
+    for line in rules.lines() {
+        let line = line.trim_start().trim_start_matches("- ");
+        if let Some(name) = line.strip_prefix("alert:") {
+            current = Some(name.trim().to_owned());
+            alerts.insert(name.trim().to_owned(), None);
+        } else if let Some(url) = line.strip_prefix("runbook_url:")
+            && let Some(alert) = &current
+        {
+            alerts.insert(alert.clone(), Some(url.trim().to_owned()));
+        }
+    }
+    let mut problems = Vec::new();
+    for (alert, url) in &alerts {
+        if !sections.contains(alert.as_str()) {
+            problems.push(format!(
+                "{alert}: no `### {alert}` section under `## Alerts` in docs/operations.md"
+            ));
+        }
+        let expected = format!("docs/operations.md#{}", alert.to_lowercase());
+        if url.as_deref() != Some(expected.as_str()) {
+            problems.push(format!(
+                "{alert}: runbook_url is {url:?}, expected {expected:?}"
+            ));
+        }
+    }
+    for section in sections {
+        if !alerts.contains_key(section) {
+            problems.push(format!(
+                "docs/operations.md: `### {section}` names no alert of deploy/prometheus/rules"
+            ));
+        }
+    }
+    problems
+}
+
+#[test]
+fn every_alert_has_its_runbook_section() {
+    let root = repository_root();
+    let rules = std::fs::read_to_string(root.join("deploy/prometheus/rules/alerts.yml")).unwrap();
+    let operations = std::fs::read_to_string(root.join("docs/operations.md")).unwrap();
+    let problems = runbook_problems(&rules, &operations);
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn the_runbook_check_refuses_missing_sections_wrong_links_and_stale_sections() {
+    let rules = "groups:\n  - rules:\n      - alert: FooDown\n        annotations:\n          runbook_url: docs/operations.md#foodown\n      - alert: BarHigh\n        annotations:\n          runbook_url: docs/operations.md#bar\n";
+    let operations =
+        "# Operations\n\n## Alerts\n\n### FooDown\n\ntext\n\n### Gone\n\n## Other\n\n### BarHigh\n";
+    assert_eq!(
+        runbook_problems(rules, operations),
+        [
+            "BarHigh: no `### BarHigh` section under `## Alerts` in docs/operations.md",
+            "BarHigh: runbook_url is Some(\"docs/operations.md#bar\"), expected \"docs/operations.md#barhigh\"",
+            "docs/operations.md: `### Gone` names no alert of deploy/prometheus/rules",
+        ]
+    );
+    assert_eq!(
+        runbook_problems(rules, "# Operations\n"),
+        ["docs/operations.md has no `## Alerts` section"]
     );
 }
