@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod event;
+pub mod operator;
 pub mod store;
 
 use std::{net::SocketAddr, sync::Arc};
