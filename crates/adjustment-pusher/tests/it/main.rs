@@ -3,10 +3,15 @@
 //! equal it exactly: each transaction counted once, whatever was injected on the way.
 #![allow(clippy::unwrap_used)]
 
+mod batching;
 mod chaos;
 mod delivery;
 mod faults;
+mod forming;
 mod harness;
+mod loops;
+mod mappings;
 mod parking;
+mod pools;
 mod rules;
 mod shops;
