@@ -366,8 +366,11 @@ mod tests {
         .unwrap();
         assert_eq!(deltas(&batch), vec![(2, 10, 4, vec![3])]);
         assert_eq!(batch.cancelled, vec![1, 2]);
-        let all_zero = form_batch(&[adj(1, 1, 10, 5), adj(2, 1, 10, -5)], BatchRules::default())
-            .unwrap();
+        let all_zero = form_batch(
+            &[adj(1, 1, 10, 5), adj(2, 1, 10, -5)],
+            BatchRules::default(),
+        )
+        .unwrap();
         assert!(!all_zero.has_changes());
         assert_eq!(all_zero.cancelled, vec![1, 2]);
     }
@@ -386,7 +389,10 @@ mod tests {
             ..BatchRules::default()
         };
         let batch = form_batch(&pending, rules).unwrap();
-        assert_eq!(deltas(&batch), vec![(1, 10, 2, vec![0, 3]), (2, 10, 1, vec![1])]);
+        assert_eq!(
+            deltas(&batch),
+            vec![(1, 10, 2, vec![0, 3]), (2, 10, 1, vec![1])]
+        );
     }
 
     #[test]
@@ -423,7 +429,11 @@ mod tests {
         assert_eq!(deltas(&batch), vec![(1, 10, 3, vec![2])]);
         assert_eq!(batch.unsendable.len(), 1);
         assert_eq!(batch.unsendable[0].0, 1);
-        assert!(batch.unsendable[0].1.contains("Int"), "{:?}", batch.unsendable);
+        assert!(
+            batch.unsendable[0].1.contains("Int"),
+            "{:?}",
+            batch.unsendable
+        );
         let only = form_batch(&[adj(1, 1, 10, -MAX_DELTA - 1)], BatchRules::default()).unwrap();
         assert!(!only.has_changes());
         assert_eq!(only.adjustment_count(), 1);
@@ -438,11 +448,17 @@ mod tests {
             BatchRules::default(),
         )
         .unwrap();
-        assert_eq!(deltas(&batch), vec![(1, 10, 7, vec![1]), (2, 10, 1, vec![3])]);
+        assert_eq!(
+            deltas(&batch),
+            vec![(1, 10, 7, vec![1]), (2, 10, 1, vec![3])]
+        );
         // After other adjustments of its pair: it waits (and so does the rest of the pair).
         solo.id = 5;
-        let batch =
-            form_batch(&[adj(2, 1, 10, 1), solo, adj(6, 1, 10, 1)], BatchRules::default()).unwrap();
+        let batch = form_batch(
+            &[adj(2, 1, 10, 1), solo, adj(6, 1, 10, 1)],
+            BatchRules::default(),
+        )
+        .unwrap();
         assert_eq!(deltas(&batch), vec![(1, 10, 1, vec![2])]);
     }
 
@@ -513,7 +529,11 @@ mod tests {
             beyond.dead.iter().map(|d| d.0).collect::<Vec<_>>(),
             vec![1, 2, 3]
         );
-        assert!(beyond.dead[0].1.contains("change 2 of a call with 2 changes"));
+        assert!(
+            beyond.dead[0]
+                .1
+                .contains("change 2 of a call with 2 changes")
+        );
     }
 
     #[test]
@@ -554,6 +574,9 @@ mod tests {
             json,
             serde_json::json!([{"inventory_item_id": 5, "location_id": 10, "delta": 1, "adjustments": [1, 2]}])
         );
-        assert_eq!(serde_json::from_value::<Vec<Change>>(json).unwrap(), changes);
+        assert_eq!(
+            serde_json::from_value::<Vec<Change>>(json).unwrap(),
+            changes
+        );
     }
 }

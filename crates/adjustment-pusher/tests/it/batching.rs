@@ -46,7 +46,10 @@ async fn three_huge_puts_on_one_sku_never_leave_the_int_bound_nor_condemn_a_smal
 
     // The small put is never condemned with the huge ones.
     let dead = h.push_dead_letters().await;
-    assert!(!dead.contains_key("small"), "the small put was dead-lettered");
+    assert!(
+        !dead.contains_key("small"),
+        "the small put was dead-lettered"
+    );
     h.expect(SHOP, "SKU-1", "MAIN", 5);
     // Each huge put is applied or dead-lettered with Shopify's reason, never both, never lost.
     for (id, message) in &dead {
@@ -57,7 +60,10 @@ async fn three_huge_puts_on_one_sku_never_leave_the_int_bound_nor_condemn_a_smal
         assert!(error.contains("INVALID_QUANTITY_TOO_HIGH"), "{error}");
     }
     let applied = 3 - dead.len() as i64;
-    assert!(applied >= 1, "Shopify can take one of them: {STOCK} + 1e9 < 2e9");
+    assert!(
+        applied >= 1,
+        "Shopify can take one of them: {STOCK} + 1e9 < 2e9"
+    );
     h.expect(SHOP, "SKU-0", "MAIN", applied * HUGE);
     h.assert_totals(Duration::from_secs(10)).await;
     // No change ever left the pusher outside GraphQL's Int.
@@ -67,7 +73,10 @@ async fn three_huge_puts_on_one_sku_never_leave_the_int_bound_nor_condemn_a_smal
              jsonb_array_elements(b.variables->'changes') c",
         )
         .await;
-    assert!(widest <= i64::from(i32::MAX), "a change of {widest} was sent");
+    assert!(
+        widest <= i64::from(i32::MAX),
+        "a change of {widest} was sent"
+    );
     h.stop().await;
 }
 

@@ -82,7 +82,10 @@ async fn a_reused_transaction_id_with_other_content_is_dead_lettered_whichever_a
         h.expect(SHOP, "SKU-1", "MAIN", -99);
         "pull"
     } else {
-        assert_eq!(rejected, pull, "the dead letter is one of the two, unchanged");
+        assert_eq!(
+            rejected, pull,
+            "the dead letter is one of the two, unchanged"
+        );
         h.expect(SHOP, "SKU-0", "MAIN", 5);
         "put"
     };

@@ -362,7 +362,10 @@ async fn a_key_parameter_mismatch_is_exhausted_naming_the_reference_and_never_re
         Some("exhausted")
     );
     let error = platform::amqp::headers::header_str(headers, "x-error").unwrap();
-    assert!(error.contains("IDEMPOTENCY_KEY_PARAMETER_MISMATCH"), "{error}");
+    assert!(
+        error.contains("IDEMPOTENCY_KEY_PARAMETER_MISMATCH"),
+        "{error}"
+    );
     let reference: String = h
         .env
         .pool

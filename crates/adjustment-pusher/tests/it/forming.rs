@@ -45,11 +45,13 @@ async fn concurrent_batch_forming_by_two_replicas_never_leaves_two_open_batches_
         platform::db::connect_pool(&h.settings.database).unwrap(),
         platform::db::connect_pool(&h.settings.database).unwrap(),
     ];
+    let dlq = h.env.names.adjustment_pusher_queue().dead_letter_queue();
     let barrier = Arc::new(tokio::sync::Barrier::new(16));
     let mut formers = Vec::new();
     for n in 0..16 {
         let pool = replicas[n % 2].clone();
         let barrier = barrier.clone();
+        let dlq = dlq.clone();
         formers.push(tokio::spawn(async move {
             barrier.wait().await;
             if ledger::has_open_batch(&pool, SHOP).await.unwrap() {
@@ -62,6 +64,7 @@ async fn concurrent_batch_forming_by_two_replicas_never_leaves_two_open_batches_
                     max_changes: 250,
                     coalesce_transactions: true,
                 },
+                &dlq,
             )
             .await
             .unwrap()

@@ -363,6 +363,69 @@ impl Harness {
             .collect()
     }
 
+    /// One shop's push loop as the service builds it, on the test's pool, for tests that drive
+    /// its steps by hand (stop the replicas first).
+    pub fn shop_pusher(&self, shop: usize) -> adjustment_pusher::push::ShopPusher {
+        let shop = &self.shops[shop];
+        let config = self.settings.shops.get(&shop.domain).unwrap();
+        let metrics = Metrics::new();
+        let client = shopify_admin::ShopClient::new(
+            shopify_admin::http_client().unwrap(),
+            config,
+            shop.token.clone(),
+        )
+        .with_metrics(metrics.clone());
+        adjustment_pusher::push::ShopPusher {
+            shop: shop.domain.clone(),
+            client,
+            pool: self.env.pool.clone(),
+            settings: self.settings.service_section("adjustment_pusher").unwrap(),
+            monitor: platform::supervise::LoopMonitor::new(
+                &metrics,
+                adjustment_pusher::SERVICE,
+                adjustment_pusher::push::LOOP,
+                &shop.domain,
+            ),
+            metrics,
+            wake: Default::default(),
+            dead_letter_queue: self.env.names.adjustment_pusher_queue().dead_letter_queue(),
+            outbox_wake: Default::default(),
+        }
+    }
+
+    /// Writes `count` pending adjustments (+`delta` each, SKU-`n` at MAIN) straight into the
+    /// ledger, as intake would have.
+    pub async fn insert_pending(&self, sku: &str, delta: i64, count: i64) {
+        let shop = &self.shops[0];
+        let main = shop.locations["MAIN"].0 as i64;
+        let item = shop.items[sku].0 as i64;
+        let client = self.env.pool.get().await.unwrap();
+        client
+            .execute(
+                "INSERT INTO wos_transactions (shop_domain, transaction_id, kind, sku, \
+                     occurred_at, content_digest, body) \
+                 SELECT $1::text, 'direct-' || $2::text || '-' || n, 'put', $2::text, now(), \
+                     'digest', '\\x7b7d'::bytea \
+                 FROM generate_series(1, $3::bigint) AS n",
+                &[&shop.domain, &sku, &count],
+            )
+            .await
+            .unwrap();
+        client
+            .execute(
+                "INSERT INTO adjustments (shop_domain, transaction_id, kind, sku, location_id, \
+                     delta, reason, occurred_at, state, inventory_item_id) \
+                 SELECT shop_domain, transaction_id, 'put', sku, $3, $4, 'received', \
+                     occurred_at, 'pending', $5 FROM wos_transactions \
+                 WHERE shop_domain = $1 AND sku = $2 AND transaction_id LIKE 'direct-%' \
+                   AND NOT EXISTS (SELECT 1 FROM adjustments a \
+                                   WHERE a.transaction_id = wos_transactions.transaction_id)",
+                &[&shop.domain, &sku, &main, &delta, &item],
+            )
+            .await
+            .unwrap();
+    }
+
     /// Publishes a transaction as WOS does.
     pub async fn publish(&mut self, transaction: &Value) {
         self.publish_raw(
@@ -447,7 +510,14 @@ impl Harness {
 
     /// Expects `delta` on an inventory item the harness did not create (a product made by
     /// the test).
-    pub fn expect_item(&mut self, shop: &str, item: InventoryItemId, location: LocationId, delta: i64, stock: i64) {
+    pub fn expect_item(
+        &mut self,
+        shop: &str,
+        item: InventoryItemId,
+        location: LocationId,
+        delta: i64,
+        stock: i64,
+    ) {
         *self
             .expected
             .entry((shop.to_owned(), item, location))

@@ -43,9 +43,11 @@ async fn pending_adjustments_follow_a_mapping_moved_by_webhooks_while_shopify_is
     };
     let old = h.sandbox.create_product(SHOP, product("Old")).unwrap();
     let old_item = old.variants[0].inventory_item_id;
-    testkit::wait_until(Duration::from_secs(20), "MOVE-1 mapped by item-ingest", || async {
-        mapped_item(&h, "MOVE-1").await == Some(old_item.0 as i64)
-    })
+    testkit::wait_until(
+        Duration::from_secs(20),
+        "MOVE-1 mapped by item-ingest",
+        || async { mapped_item(&h, "MOVE-1").await == Some(old_item.0 as i64) },
+    )
     .await;
 
     // Shopify is down: the first put goes out in a batch (to the old variant) and is retried;
@@ -72,11 +74,15 @@ async fn pending_adjustments_follow_a_mapping_moved_by_webhooks_while_shopify_is
         json!({"quantity": 7}),
     ))
     .await;
-    testkit::wait_until(Duration::from_secs(20), "the first batch refused by a 503", || async {
-        h.count("SELECT count(*) FROM push_batches WHERE state = 'open' AND attempts >= 1")
-            .await
-            == 1
-    })
+    testkit::wait_until(
+        Duration::from_secs(20),
+        "the first batch refused by a 503",
+        || async {
+            h.count("SELECT count(*) FROM push_batches WHERE state = 'open' AND attempts >= 1")
+                .await
+                == 1
+        },
+    )
     .await;
     h.publish(&tx(
         "while-down-2",
@@ -87,11 +93,15 @@ async fn pending_adjustments_follow_a_mapping_moved_by_webhooks_while_shopify_is
         json!({"quantity": 5}),
     ))
     .await;
-    testkit::wait_until(Duration::from_secs(20), "the second put pending", || async {
-        h.count("SELECT count(*) FROM adjustments WHERE state = 'pending'")
-            .await
-            == 1
-    })
+    testkit::wait_until(
+        Duration::from_secs(20),
+        "the second put pending",
+        || async {
+            h.count("SELECT count(*) FROM adjustments WHERE state = 'pending'")
+                .await
+                == 1
+        },
+    )
     .await;
 
     // The merchant deletes the product and creates it again: the SKU moves to a new variant,
@@ -99,9 +109,11 @@ async fn pending_adjustments_follow_a_mapping_moved_by_webhooks_while_shopify_is
     h.sandbox.delete_product(SHOP, old.product_id).unwrap();
     let new = h.sandbox.create_product(SHOP, product("New")).unwrap();
     let new_item = new.variants[0].inventory_item_id;
-    testkit::wait_until(Duration::from_secs(20), "MOVE-1 moved by item-ingest", || async {
-        mapped_item(&h, "MOVE-1").await == Some(new_item.0 as i64)
-    })
+    testkit::wait_until(
+        Duration::from_secs(20),
+        "MOVE-1 moved by item-ingest",
+        || async { mapped_item(&h, "MOVE-1").await == Some(new_item.0 as i64) },
+    )
     .await;
 
     // Shopify is back: both puts land on the variant the SKU is mapped to now.

@@ -198,9 +198,12 @@ async fn a_hundred_thousand_parked_adjustments_are_released_in_chunks_that_commi
     // every other row, and its statement would time out; chunks that commit go past it.
     let mut holder = h.env.pool.get().await.unwrap();
     let hold = holder.transaction().await.unwrap();
-    hold.execute("SELECT 1 FROM adjustments WHERE id = $1 FOR UPDATE", &[&last])
-        .await
-        .unwrap();
+    hold.execute(
+        "SELECT 1 FROM adjustments WHERE id = $1 FOR UPDATE",
+        &[&last],
+    )
+    .await
+    .unwrap();
     let mappings: Vec<(&str, i64)> = skus.iter().map(|s| (*s, h.item_of(0, s))).collect();
     h.map_together(SHOP, &mappings).await;
     testkit::wait_until(
@@ -231,9 +234,12 @@ async fn adjustments_parked_too_long_are_dead_lettered_in_chunks_that_commit() {
     let last = park_backlog(&h, count, &["GHOST"], 7200).await;
     let mut holder = h.env.pool.get().await.unwrap();
     let hold = holder.transaction().await.unwrap();
-    hold.execute("SELECT 1 FROM adjustments WHERE id = $1 FOR UPDATE", &[&last])
-        .await
-        .unwrap();
+    hold.execute(
+        "SELECT 1 FROM adjustments WHERE id = $1 FOR UPDATE",
+        &[&last],
+    )
+    .await
+    .unwrap();
     testkit::wait_until(
         Duration::from_secs(60),
         "every expired adjustment but the held one dead-lettered",

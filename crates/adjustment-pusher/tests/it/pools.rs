@@ -34,9 +34,11 @@ async fn shopifys_answer_is_recorded_while_intake_saturates_its_pool() {
     ))
     .await;
     h.expect(SHOP, "SKU-0", "MAIN", 4);
-    testkit::wait_until(Duration::from_secs(20), "the call held by Shopify", || async {
-        h.sandbox.held_requests() == 1
-    })
+    testkit::wait_until(
+        Duration::from_secs(20),
+        "the call held by Shopify",
+        || async { h.sandbox.held_requests() == 1 },
+    )
     .await;
 
     // Intake now blocks on a table lock with every connection of its pool.

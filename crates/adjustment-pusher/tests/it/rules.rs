@@ -246,6 +246,11 @@ async fn every_source_transaction_is_traceable_to_its_batch_and_adjustment_group
         );
     }
     // Coalescing: released together, the 20 transactions (4 items) went out in one call.
-    assert_eq!(groups.len(), 1, "{} calls for 20 transactions", groups.len());
+    assert_eq!(
+        groups.len(),
+        1,
+        "{} calls for 20 transactions",
+        groups.len()
+    );
     h.stop().await;
 }

@@ -383,8 +383,15 @@ async fn run_mutation<'d>(
             data.push((key.to_owned(), Out::str("Mutation")));
             continue;
         }
-        let (value, field_errors, cost) =
-            run_adjust(env, principal, prepared, key, &fields, std::mem::take(&mut tamper)).await;
+        let (value, field_errors, cost) = run_adjust(
+            env,
+            principal,
+            prepared,
+            key,
+            &fields,
+            std::mem::take(&mut tamper),
+        )
+        .await;
         data.push((key.to_owned(), value));
         errors.extend(field_errors);
         actual += cost;

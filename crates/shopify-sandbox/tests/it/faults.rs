@@ -273,7 +273,11 @@ async fn previous_attempt_failed_answers_like_shopify_and_the_key_stays_failed()
     assert_eq!(codes(&again), ["IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED"]);
     assert_eq!(world.available(0), 10, "nothing applied");
     let fresh = world
-        .gql(V, ADJUST, world.adjust_vars(vec![world.change(0, 4)], "new-key"))
+        .gql(
+            V,
+            ADJUST,
+            world.adjust_vars(vec![world.change(0, 4)], "new-key"),
+        )
         .await;
     assert_eq!(codes(&fresh), Vec::<String>::new());
     assert_eq!(world.available(0), 14);
