@@ -787,7 +787,21 @@ pub async fn mark_refused(
         .iter()
         .map(|row| row.get(0))
         .collect();
-    let outcome = model::batch::settle_refusal(&batch.changes, errors, &moved);
+    let mut outcome = model::batch::settle_refusal(&batch.changes, errors, &moved);
+    if let Some(reason) = outcome.condemned.take() {
+        // Every adjustment of the batch, listed or not.
+        let all: Vec<i64> = tx
+            .query(
+                "SELECT id FROM adjustments WHERE batch_id = $1 AND state = 'batched'",
+                &[&batch.id],
+            )
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        outcome.dead = all.into_iter().map(|id| (id, reason.clone())).collect();
+    }
     let (dead_ids, reasons): (Vec<i64>, Vec<String>) = outcome.dead.iter().cloned().unzip();
     let dead_rows = tx
         .query(

@@ -210,6 +210,9 @@ pub struct Refusal {
 /// What becomes of each adjustment of a refused call (nothing of it was applied).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RefusalOutcome {
+    /// Every adjustment of the batch is dead-lettered as `rejected`, with this reason (whether
+    /// a change lists it or not); the lists below are then empty.
+    pub condemned: Option<String>,
     /// Dead-lettered as `rejected`, with Shopify's reason.
     pub dead: Vec<(i64, String)>,
     /// Back to pending, to go out in a later call under a new key.
@@ -221,8 +224,8 @@ pub struct RefusalOutcome {
 /// Sends each of Shopify's errors to the adjustments behind the change it names.
 ///
 /// - An error that names no change (an invalid reason, a bad request), or names a change the
-///   batch does not have, condemns every adjustment of the batch: the answer cannot be
-///   attributed, and forming the same batch again would only get it again.
+///   batch does not have, condemns every adjustment of the batch (`condemned`): the answer
+///   cannot be attributed, and forming the same batch again would only get it again.
 /// - A named change's adjustments are dead-lettered with the errors about it; but when the
 ///   error is about the delta and the change sums several adjustments, they go back to be
 ///   sent alone (the sum was refused, not necessarily each of them), and adjustments in
@@ -235,7 +238,6 @@ pub fn settle_refusal(
     moved: &BTreeSet<i64>,
 ) -> RefusalOutcome {
     let mut outcome = RefusalOutcome::default();
-    let all = || changes.iter().flat_map(|c| c.adjustments.iter().copied());
     let summary = errors
         .iter()
         .map(|e| e.message.as_str())
@@ -253,7 +255,7 @@ pub fn settle_refusal(
             ),
             None => summary,
         };
-        outcome.dead = all().map(|id| (id, reason.clone())).collect();
+        outcome.condemned = Some(reason);
         return outcome;
     }
     let mut named: BTreeMap<usize, Vec<&Refusal>> = BTreeMap::new();
@@ -515,8 +517,8 @@ mod tests {
             &[refusal(None, false, "INVALID_REASON: bad")],
             &BTreeSet::new(),
         );
-        assert_eq!(none.dead.len(), 3);
-        assert!(none.retry.is_empty());
+        assert_eq!(none.condemned.as_deref(), Some("INVALID_REASON: bad"));
+        assert!(none.dead.is_empty() && none.retry.is_empty() && none.isolate.is_empty());
         let beyond = settle_refusal(
             &changes,
             &[
@@ -525,15 +527,15 @@ mod tests {
             ],
             &BTreeSet::new(),
         );
-        assert_eq!(
-            beyond.dead.iter().map(|d| d.0).collect::<Vec<_>>(),
-            vec![1, 2, 3]
-        );
+        let reason = beyond.condemned.unwrap();
         assert!(
-            beyond.dead[0]
-                .1
-                .contains("change 2 of a call with 2 changes")
+            reason.contains("change 2 of a call with 2 changes"),
+            "{reason}"
         );
+        assert!(beyond.dead.is_empty() && beyond.retry.is_empty());
+        // A batch without its list (unreadable) cannot attribute anything either.
+        let unlisted = settle_refusal(&[], &[refusal(Some(0), false, "X")], &BTreeSet::new());
+        assert!(unlisted.condemned.is_some());
     }
 
     #[test]
