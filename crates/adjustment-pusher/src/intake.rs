@@ -2,8 +2,9 @@
 //!
 //! Parsing is strict (CONTRACT 3.2 and its JSON Schema, `model::transaction`); anything that
 //! fails it, or names a shop that is not configured, is a `malformed` dead letter with the exact
-//! problem. A transaction is recorded once per `(shop, transaction_id)`: a redelivery, or WOS
-//! reusing the id for different content (the first one wins), is acked as a duplicate.
+//! problem. A transaction is recorded once per `(shop, transaction_id)`: a redelivery is acked
+//! as a duplicate; WOS reusing the id for different content is a `rejected` dead letter (the
+//! transaction recorded first is the one applied), never dropped silently.
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -15,7 +16,7 @@ use model::{
 };
 use platform::{
     amqp::{
-        consumer::{Disposition, Handler, Incoming},
+        consumer::{Disposition, ErrorKind, Handler, Incoming},
         headers::to_json,
     },
     metrics::Metrics,
@@ -68,16 +69,23 @@ impl Handler for Intake {
         };
         match recorded {
             Err(err) => Disposition::retry(err),
-            Ok(Recorded::Duplicate { same_content }) => {
+            Ok(Recorded::Duplicate) => {
                 count("duplicate", 1);
-                if !same_content {
-                    tracing::warn!(
-                        shop,
-                        transaction_id = %transaction.transaction_id,
-                        "transaction id reused with different content; the first one wins, this one is ignored"
-                    );
-                }
                 Disposition::Duplicate
+            }
+            Ok(Recorded::Reused(first)) => {
+                count("dead_lettered", 1);
+                let reason = format!(
+                    "transaction id `{}` was already used by another transaction (a `{}` of SKU \
+                     `{}`, received {}): the first one is the one applied; this one was not \
+                     applied",
+                    transaction.transaction_id,
+                    first.kind,
+                    first.sku,
+                    first.received_at.to_rfc3339(),
+                );
+                tracing::warn!(shop, transaction_id = %transaction.transaction_id, "{reason}");
+                Disposition::dead_letter(ErrorKind::Rejected, reason)
             }
             Ok(Recorded::Accepted { pending, parked }) => {
                 for skip in &plan.skipped {

@@ -39,6 +39,7 @@ use platform::{
     outbox::run_outbox_relay,
     settings::Settings,
     shutdown::CancellationToken,
+    supervise::{LoopMonitor, supervise},
 };
 use serde::Deserialize;
 use tokio::sync::Notify;
@@ -80,6 +81,11 @@ pub struct PusherSettings {
     pub max_park_age_secs: u64,
     /// How often parked adjustments are re-examined.
     pub sweep_interval_ms: u64,
+    /// Rows a sweep releases (transactions it expires) per database transaction.
+    pub sweep_chunk_rows: u32,
+    /// Connections of the push loops' own pool, apart from intake's `[database]` pool, so
+    /// Shopify's answers are recorded whatever intake does.
+    pub push_pool_connections: usize,
 }
 
 impl Default for PusherSettings {
@@ -94,6 +100,8 @@ impl Default for PusherSettings {
             give_up_after_secs: 23 * 3600,
             max_park_age_secs: 7 * 24 * 3600,
             sweep_interval_ms: 10_000,
+            sweep_chunk_rows: 1000,
+            push_pool_connections: 4,
         }
     }
 }
@@ -121,6 +129,14 @@ impl PusherSettings {
         anyhow::ensure!(
             self.sweep_interval_ms > 0,
             "adjustment_pusher.sweep_interval_ms must be positive"
+        );
+        anyhow::ensure!(
+            self.sweep_chunk_rows > 0,
+            "adjustment_pusher.sweep_chunk_rows must be positive"
+        );
+        anyhow::ensure!(
+            self.push_pool_connections > 0,
+            "adjustment_pusher.push_pool_connections must be positive"
         );
         Ok(())
     }
@@ -161,6 +177,12 @@ pub async fn serve(
         .context("preparing the database")?;
     let pool = db::connect_pool(&settings.database)?;
     db::migrate(&pool).await.context("applying migrations")?;
+    // The push loops record Shopify's answers through a pool of their own: intake saturating
+    // its pool must never make an answer wait out its lease and cost a resend.
+    let push_pool = db::connect_pool(&db::DatabaseSettings {
+        max_connections: pusher.push_pool_connections,
+        ..settings.database.clone()
+    })?;
 
     let names = settings.names();
     let dead_letter_queue = names.adjustment_pusher_queue().dead_letter_queue();
@@ -189,31 +211,42 @@ pub async fn serve(
         outbox_wake.clone(),
         shutdown.clone(),
     ));
+    // Every background loop is supervised: a panic is counted and the loop started again.
     for (shop, client) in clients {
-        let pusher = Arc::new(ShopPusher {
+        let monitor = LoopMonitor::new(&metrics, SERVICE, push::LOOP, &shop);
+        let loop_ = Arc::new(ShopPusher {
             wake: wakers[&shop].clone(),
             shop,
             client,
-            pool: pool.clone(),
+            pool: push_pool.clone(),
             settings: pusher.clone(),
             metrics: metrics.clone(),
             dead_letter_queue: dead_letter_queue.clone(),
             outbox_wake: outbox_wake.clone(),
+            monitor: monitor.clone(),
         });
-        tasks.spawn(pusher.run(shutdown.clone()));
+        let stop = shutdown.clone();
+        tasks.spawn(supervise(monitor, shutdown.clone(), move || {
+            loop_.clone().run(stop.clone())
+        }));
     }
-    tasks.spawn(
-        Sweeper {
-            pool: pool.clone(),
-            metrics: metrics.clone(),
-            wakers: wakers.clone(),
-            outbox_wake: outbox_wake.clone(),
-            interval: Duration::from_millis(pusher.sweep_interval_ms),
-            max_park_age: Duration::from_secs(pusher.max_park_age_secs),
-            dead_letter_queue,
-        }
-        .run(shutdown.clone()),
-    );
+    let chunk = i64::from(pusher.sweep_chunk_rows);
+    let monitor = LoopMonitor::new(&metrics, SERVICE, "sweep", "");
+    let sweeper = Arc::new(Sweeper {
+        pool: pool.clone(),
+        metrics: metrics.clone(),
+        wakers: wakers.clone(),
+        outbox_wake: outbox_wake.clone(),
+        interval: Duration::from_millis(pusher.sweep_interval_ms),
+        max_park_age: Duration::from_secs(pusher.max_park_age_secs),
+        dead_letter_queue,
+        chunk,
+        monitor: monitor.clone(),
+    });
+    let stop = shutdown.clone();
+    tasks.spawn(supervise(monitor, shutdown.clone(), move || {
+        sweeper.clone().run(stop.clone())
+    }));
 
     let consumer = |queue| ConsumerConfig {
         service: SERVICE.to_owned(),
@@ -229,6 +262,7 @@ pub async fn serve(
         Arc::new(MappingReleases {
             pool: pool.clone(),
             wakers: wakers.clone(),
+            chunk,
         }),
         metrics.clone(),
         Health::new(None),

@@ -2,28 +2,34 @@
 //! batch has a definite answer.
 //!
 //! Every replica runs one loop per configured shop. A shop has at most one open batch at a time
-//! (across replicas): while it is being retried (throttled, failing, outcome unknown), new
-//! pending adjustments wait and coalesce, so the next batch carries their sums. The open batch is
-//! resent unchanged, with the same idempotency key, until Shopify answers definitely; then its
-//! adjustments are pushed, dead-lettered (rejected) or returned to pending (the rest of a batch
-//! Shopify refused for some of its changes). A shop that is throttled or down only ever waits in
-//! its own loop.
+//! (across replicas, enforced by a unique index): while it is being retried (throttled,
+//! failing, outcome unknown), new pending adjustments wait and coalesce, so the next batch
+//! carries their sums. The open batch is resent unchanged, with the same idempotency key, until
+//! Shopify answers definitely; then its adjustments are pushed, dead-lettered (rejected) or
+//! returned to pending (the rest of a batch Shopify refused for some of its changes). A shop
+//! that is throttled or down only ever waits in its own loop.
+//!
+//! The loop has its own small database pool, so Shopify's answer is recorded even when intake
+//! holds every connection of the service's pool; it reports each round to a
+//! [`LoopMonitor`] (failures logged, counted and backed off) and runs under
+//! `platform::supervise`, which restarts it if it panics.
 
 use std::{
-    collections::BTreeMap,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use deadpool_postgres::Pool;
-use platform::{db::DbError, metrics::Metrics, shutdown::CancellationToken};
+use platform::{
+    db::DbError, metrics::Metrics, shutdown::CancellationToken, supervise::LoopMonitor,
+};
 use tokio::sync::Notify;
 
 use shopify_admin::ShopClient;
 
 use crate::{
     PusherSettings,
-    ledger::{self, Batch, BatchRules},
+    ledger::{self, Acknowledged, Batch, BatchRules, Sendable},
     shopify::{self, CallOutcome},
 };
 
@@ -33,6 +39,7 @@ pub struct ShopPusher {
     pub shop: String,
     /// The shop's Admin API client; it paces and records every call.
     pub client: ShopClient,
+    /// The push loops' own pool (not intake's).
     pub pool: Pool,
     pub settings: PusherSettings,
     pub metrics: Metrics,
@@ -42,14 +49,20 @@ pub struct ShopPusher {
     pub dead_letter_queue: String,
     /// Notified after dead letters were written to the outbox.
     pub outbox_wake: Arc<Notify>,
+    /// Counts the loop's failed rounds (`wos_sync_loop_*{loop="push"}`).
+    pub monitor: LoopMonitor,
 }
 
 /// How often a loop looks for due work when nobody woke it (retries whose time came, work
 /// released by another replica).
 const POLL: Duration = Duration::from_millis(250);
 
+/// The `loop` label of the push loops' metrics.
+pub const LOOP: &str = "push";
+
 impl ShopPusher {
-    /// Runs until `shutdown`; an in-flight call is finished and recorded first.
+    /// Runs until `shutdown`; an in-flight call is finished and recorded first. A failed round
+    /// (the database unavailable) is counted and retried after a backoff.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let window = Duration::from_millis(self.settings.batch_window_ms);
         loop {
@@ -66,13 +79,17 @@ impl ShopPusher {
             }
             while !shutdown.is_cancelled() {
                 match self.step(&shutdown).await {
-                    Ok(true) => {}
-                    Ok(false) => break,
+                    Ok(busy) => {
+                        self.monitor.succeeded();
+                        if !busy {
+                            break;
+                        }
+                    }
                     Err(err) => {
-                        tracing::warn!(shop = %self.shop, error = %err, "push loop: database unavailable");
+                        let wait = self.monitor.failed(&err);
                         tokio::select! {
                             _ = shutdown.cancelled() => {}
-                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            _ = tokio::time::sleep(wait) => {}
                         }
                         break;
                     }
@@ -82,8 +99,13 @@ impl ShopPusher {
         tracing::info!(shop = %self.shop, "push loop stopped");
     }
 
+    /// How long a key may still be sent after its first send.
+    fn give_up_after(&self) -> Duration {
+        Duration::from_secs(self.settings.give_up_after_secs)
+    }
+
     /// One unit of work: send the due open batch, or form a new one. `false` when idle.
-    async fn step(&self, shutdown: &CancellationToken) -> Result<bool, DbError> {
+    pub async fn step(&self, shutdown: &CancellationToken) -> Result<bool, DbError> {
         let pause = self.client.pacer().delay_before_call(Instant::now());
         if !pause.is_zero() {
             tokio::select! {
@@ -93,8 +115,10 @@ impl ShopPusher {
         }
         let lease =
             Duration::from_millis(self.settings.request_timeout_ms) * 2 + Duration::from_secs(5);
-        if let Some(batch) = ledger::claim_open_batch(&self.pool, &self.shop, lease).await? {
-            if self.past_key_retention(&batch) {
+        let claimed =
+            ledger::claim_open_batch(&self.pool, &self.shop, lease, self.give_up_after()).await?;
+        if let Some(batch) = claimed {
+            if batch.key_expired {
                 // E.g. the pusher (or its database) was down longer than Shopify keeps keys.
                 self.give_up(
                     &batch,
@@ -114,21 +138,54 @@ impl ShopPusher {
             max_changes: self.settings.max_changes_per_call,
             coalesce_transactions: self.settings.batching,
         };
-        match ledger::form_batch(&self.pool, &self.shop, rules).await? {
-            Some(formed) => {
-                self.metrics
-                    .push_batch_changes
-                    .with_label_values(&[&self.shop])
-                    .observe(formed.changes as f64);
-                tracing::debug!(shop = %self.shop, batch = formed.id, changes = formed.changes, adjustments = formed.adjustments, "batch formed");
-                Ok(true)
-            }
-            None => Ok(false),
+        let Some(formed) =
+            ledger::form_batch(&self.pool, &self.shop, rules, &self.dead_letter_queue).await?
+        else {
+            return Ok(false);
+        };
+        let shop = self.shop.as_str();
+        if formed.changes > 0 {
+            self.metrics
+                .push_batch_changes
+                .with_label_values(&[shop])
+                .observe(formed.changes as f64);
         }
+        // Sums that cancelled out need no call: they are done, counted as pushed.
+        self.acknowledge(&formed.cancelled);
+        if formed.parked > 0 {
+            self.metrics
+                .parked_adjustments
+                .with_label_values(&[shop])
+                .add(formed.parked as i64);
+        }
+        if !formed.dead.is_empty() {
+            self.count_dead_letters(&formed.dead);
+            self.outbox_wake.notify_one();
+        }
+        tracing::debug!(shop, batch = ?formed.id, changes = formed.changes, adjustments = formed.adjustments, cancelled = formed.cancelled.len(), parked = formed.parked, "batch formed");
+        Ok(true)
     }
 
-    /// Sends a claimed batch and records Shopify's answer.
-    async fn send(&self, batch: Batch) -> Result<(), DbError> {
+    /// Sends a claimed batch and records Shopify's answer. Checks first, by the database's
+    /// clock, that the claim still holds and the key is still young enough: a process paused
+    /// between its claim and this call sends nothing Shopify may have forgotten.
+    pub async fn send(&self, batch: Batch) -> Result<(), DbError> {
+        match ledger::sendable(&self.pool, &batch, self.give_up_after()).await? {
+            Sendable::Yes => {}
+            Sendable::NotOurs => {
+                tracing::warn!(shop = %self.shop, batch = batch.id, "claim lost before sending (lease over): left to its new sender");
+                return Ok(());
+            }
+            Sendable::KeyExpired => {
+                return self
+                    .give_up(
+                        &batch,
+                        batch.uncertain_before,
+                        "not sent: key retention over by the time of sending",
+                    )
+                    .await;
+            }
+        }
         let timeout = Duration::from_millis(self.settings.request_timeout_ms);
         let result =
             shopify::adjust(&self.client, &batch.input, &batch.idempotency_key, timeout).await;
@@ -137,62 +194,36 @@ impl ShopPusher {
 
         match result.outcome {
             CallOutcome::Applied { group_id } => {
-                let acknowledged =
-                    ledger::mark_applied(&self.pool, &batch, group_id.as_deref()).await?;
-                let now = chrono::Utc::now();
-                for adjustment in &acknowledged {
-                    self.metrics
-                        .adjustments_total
-                        .with_label_values(&[shop, &adjustment.kind, "pushed"])
-                        .inc();
-                    let lag = (now - adjustment.occurred_at).to_std().unwrap_or_default();
-                    self.metrics
-                        .adjustment_lag_seconds
-                        .with_label_values(&[shop])
-                        .observe(lag.as_secs_f64());
-                }
+                let acknowledged = ledger::mark_applied(&self.pool, &batch, &group_id).await?;
+                self.acknowledge(&acknowledged);
                 tracing::info!(
                     shop,
                     batch = batch.id,
-                    group = group_id.as_deref().unwrap_or("none"),
+                    group = %group_id,
                     adjustments = acknowledged.len(),
                     attempts = batch.attempts,
                     "batch applied"
                 );
             }
             CallOutcome::Rejected { errors } => {
-                let by_change: BTreeMap<usize, String> = errors
-                    .iter()
-                    .filter_map(|e| Some((shopify::change_index(e)?, e.describe())))
-                    .collect();
-                let unattributed: Vec<String> = errors
-                    .iter()
-                    .filter(|e| shopify::change_index(e).is_none())
-                    .map(|e| e.describe())
-                    .collect();
+                let refusals: Vec<_> = errors.iter().map(shopify::refusal).collect();
                 let summary = errors
                     .iter()
                     .map(|e| e.describe())
                     .collect::<Vec<_>>()
                     .join("; ");
-                // Errors that name no change condemn the whole batch (e.g. an invalid reason).
-                let rejected = if unattributed.is_empty() {
-                    Some(&by_change)
-                } else {
-                    None
-                };
-                let (dead, returned) = ledger::mark_rejected(
+                let refused = ledger::mark_refused(
                     &self.pool,
                     &batch,
-                    rejected,
+                    &refusals,
                     &summary,
                     &self.dead_letter_queue,
                 )
                 .await?;
-                self.count_dead_letters(&dead);
-                tracing::warn!(shop, batch = batch.id, error = %summary, dead_lettered = dead.len(), returned_to_pending = returned, "Shopify refused the batch");
+                self.count_dead_letters(&refused.dead);
+                tracing::warn!(shop, batch = batch.id, error = %summary, dead_lettered = refused.dead.len(), returned_to_pending = refused.returned, sent_alone = refused.isolated, "Shopify refused the batch");
                 self.outbox_wake.notify_one();
-                if returned > 0 {
+                if refused.returned > 0 {
                     self.wake.notify_one();
                 }
             }
@@ -205,36 +236,54 @@ impl ShopPusher {
                 ledger::renew_key(&self.pool, &batch, "IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED")
                     .await?;
             }
+            CallOutcome::KeyAlreadyUsed { reason } => {
+                // The key ran before, with what Shopify sees as other parameters: that run may
+                // have applied. Sending the changes under a new key could apply them twice.
+                let why = format!(
+                    "{reason}: Shopify says idempotency key {} already ran, so this batch may \
+                     have been applied ({} attempts): check the shop's adjustment history for \
+                     reference {} before replaying",
+                    batch.idempotency_key,
+                    batch.attempts,
+                    batch.reference(),
+                );
+                self.exhaust(&batch, &why).await?;
+            }
             CallOutcome::Transient {
                 reason,
                 retry_after,
+                shop_wide,
                 maybe_applied,
             } => {
-                let uncertain = batch.uncertain_before + i32::from(maybe_applied);
-                if self.past_key_retention(&batch) {
-                    self.give_up(&batch, uncertain, &reason).await?;
-                    return Ok(());
-                }
-                // A shop-wide wait from Shopify holds every call of the shop; a backoff only
-                // this batch.
+                // Shopify's own waits hold every call of the shop; our backoff, and a wait for
+                // a request still running under this key, only this batch.
                 let delay = retry_after.unwrap_or_else(|| self.backoff(batch.attempts));
-                if let Some(wait) = retry_after {
+                if shop_wide && let Some(wait) = retry_after {
                     self.client.pacer().block_for(wait, now);
                 }
                 tracing::warn!(shop, batch = batch.id, attempt = batch.attempts, maybe_applied, error = %reason, retry_in_ms = delay.as_millis() as u64, "transient failure; resending the same batch with the same key");
+                // Whether the key is still young enough is decided at the next claim.
                 ledger::schedule_resend(&self.pool, &batch, delay, &reason, maybe_applied).await?;
             }
         }
         Ok(())
     }
 
-    /// Whether resending would reach Shopify after it forgot the key (then a resend could be
-    /// applied a second time).
-    fn past_key_retention(&self, batch: &Batch) -> bool {
-        let sent_for = (chrono::Utc::now() - batch.first_sent_at)
-            .to_std()
-            .unwrap_or_default();
-        sent_for > Duration::from_secs(self.settings.give_up_after_secs)
+    /// Counts adjustments as pushed, with their lag.
+    fn acknowledge(&self, acknowledged: &[Acknowledged]) {
+        let shop = self.shop.as_str();
+        let now = chrono::Utc::now();
+        for adjustment in acknowledged {
+            self.metrics
+                .adjustments_total
+                .with_label_values(&[shop, &adjustment.kind, "pushed"])
+                .inc();
+            let lag = (now - adjustment.occurred_at).to_std().unwrap_or_default();
+            self.metrics
+                .adjustment_lag_seconds
+                .with_label_values(&[shop])
+                .observe(lag.as_secs_f64());
+        }
     }
 
     /// Stops resending a batch whose key is about to expire. If no attempt can have been applied,
@@ -247,24 +296,17 @@ impl ShopPusher {
         last_error: &str,
     ) -> Result<(), DbError> {
         let shop = self.shop.as_str();
-        let reference = batch.input["referenceDocumentUri"].as_str().unwrap_or("");
         if uncertain == 0 {
             let why = format!(
                 "never applied after {} attempts (last: {last_error}); re-batched",
                 batch.attempts
             );
-            let (_, returned) = ledger::mark_rejected(
-                &self.pool,
-                batch,
-                Some(&BTreeMap::new()),
-                &why,
-                &self.dead_letter_queue,
-            )
-            .await?;
+            let refused =
+                ledger::mark_refused(&self.pool, batch, &[], &why, &self.dead_letter_queue).await?;
             tracing::warn!(
                 shop,
                 batch = batch.id,
-                returned_to_pending = returned,
+                returned_to_pending = refused.returned,
                 "batch re-formed under a new key before its key expires"
             );
             self.wake.notify_one();
@@ -273,16 +315,23 @@ impl ShopPusher {
         let why = format!(
             "no definite answer from Shopify after {} attempts (last: {last_error}); {uncertain} of \
              them may have been applied: check the shop's adjustment history for reference \
-             {reference} before replaying",
+             {} before replaying",
             batch.attempts,
+            batch.reference(),
         );
-        let dead = ledger::mark_exhausted(&self.pool, batch, &why, &self.dead_letter_queue).await?;
+        self.exhaust(batch, &why).await
+    }
+
+    /// Dead-letters a batch whose outcome cannot be known as `exhausted`.
+    async fn exhaust(&self, batch: &Batch, why: &str) -> Result<(), DbError> {
+        let dead = ledger::mark_exhausted(&self.pool, batch, why, &self.dead_letter_queue).await?;
         self.count_dead_letters(&dead);
         self.outbox_wake.notify_one();
         tracing::error!(
-            shop,
+            shop = %self.shop,
             batch = batch.id,
             dead_lettered = dead.len(),
+            error = why,
             "giving up on a batch"
         );
         Ok(())

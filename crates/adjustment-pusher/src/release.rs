@@ -4,7 +4,8 @@
 //! Two paths, so that nothing waits forever: item-ingest's mapping announcements (immediate),
 //! and a periodic sweep (announcements missed while the pusher was down or before its queue was
 //! bound). The sweep also dead-letters adjustments parked longer than the configured age as
-//! `unmapped`, and refreshes the `wos_sync_parked_adjustments` gauge.
+//! `unmapped`, and refreshes the `wos_sync_parked_adjustments` gauge. Both work in chunks that
+//! each commit, so a backlog of any size goes through under the statement timeout.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -14,6 +15,7 @@ use platform::{
     amqp::consumer::{Disposition, Handler, Incoming},
     metrics::Metrics,
     shutdown::CancellationToken,
+    supervise::LoopMonitor,
 };
 use tokio::sync::Notify;
 
@@ -24,6 +26,8 @@ use crate::ledger;
 pub struct MappingReleases {
     pub pool: Pool,
     pub wakers: Arc<BTreeMap<String, Arc<Notify>>>,
+    /// Rows released per database transaction.
+    pub chunk: i64,
 }
 
 impl Handler for MappingReleases {
@@ -35,7 +39,13 @@ impl Handler for MappingReleases {
             }
         };
         // The announcement is a hint: the mapping is read from `items` when releasing.
-        match ledger::release_parked(&self.pool, &announcement.shop_domain, &announcement.sku).await
+        match ledger::release_parked(
+            &self.pool,
+            &announcement.shop_domain,
+            &announcement.sku,
+            self.chunk,
+        )
+        .await
         {
             Err(err) => Disposition::retry(err),
             Ok(released) => {
@@ -61,30 +71,46 @@ pub struct Sweeper {
     pub interval: Duration,
     pub max_park_age: Duration,
     pub dead_letter_queue: String,
+    /// Rows released (transactions expired) per database transaction.
+    pub chunk: i64,
+    /// Counts failed sweeps (`wos_sync_loop_*{loop="sweep"}`).
+    pub monitor: LoopMonitor,
 }
 
 impl Sweeper {
-    /// Sweeps at once, then every `interval`, until `shutdown`.
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// Sweeps at once, then every `interval` (sooner after a failure, with backoff), until
+    /// `shutdown`.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
-            if let Err(err) = self.sweep().await {
-                tracing::warn!(error = %err, "parked-adjustment sweep failed; will retry");
-            }
+            let wait = match self.sweep().await {
+                Ok(()) => {
+                    self.monitor.succeeded();
+                    self.interval
+                }
+                Err(err) => self
+                    .monitor
+                    .failed(&format!("parked-adjustment sweep: {err}")),
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(self.interval) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
     }
 
     async fn sweep(&self) -> Result<(), platform::db::DbError> {
-        for shop in ledger::release_all_mapped(&self.pool).await? {
+        for shop in ledger::release_all_mapped(&self.pool, self.chunk).await? {
             if let Some(wake) = self.wakers.get(&shop) {
                 wake.notify_one();
             }
         }
-        let expired =
-            ledger::expire_parked(&self.pool, self.max_park_age, &self.dead_letter_queue).await?;
+        let expired = ledger::expire_parked(
+            &self.pool,
+            self.max_park_age,
+            &self.dead_letter_queue,
+            self.chunk,
+        )
+        .await?;
         if !expired.is_empty() {
             self.outbox_wake.notify_one();
         }

@@ -3,17 +3,26 @@
 //!
 //! Every answer is sorted into exactly one [`CallOutcome`], because the push loop's whole
 //! correctness rests on that sorting:
-//! - `Applied`: Shopify applied the batch (or it was a no-op); never send it again.
+//! - `Applied`: Shopify applied the batch (it answered the adjustment group); never send it
+//!   again.
 //! - `Rejected`: Shopify refused it (`userErrors`, or a GraphQL error before execution);
 //!   nothing was applied, so its changes may be sent again in another batch with a new key.
 //! - `PreviousAttemptFailed`: Shopify says an earlier attempt with this key failed and nothing
 //!   was applied; the same changes go again under a new key.
+//! - `KeyAlreadyUsed`: `IDEMPOTENCY_KEY_PARAMETER_MISMATCH`: the key already ran, possibly
+//!   applied; the changes must never go out again under another key (dead-lettered as
+//!   `exhausted`, for an operator to check).
 //! - `Transient`: anything else (timeout, dropped connection, 5xx, 429, `THROTTLED`,
-//!   `IDEMPOTENCY_CONCURRENT_REQUEST`): the outcome may be unknown, so the batch is resent
-//!   unchanged, with the same key, until one of the answers above arrives.
+//!   `IDEMPOTENCY_CONCURRENT_REQUEST`, an answer with neither group nor error): the outcome may
+//!   be unknown, so the batch is resent unchanged, with the same key, until one of the answers
+//!   above arrives.
+//!
+//! The call's `input` is built here too ([`adjust_input`]), from the changes
+//! `model::batch::form_batch` formed.
 
 use std::time::Duration;
 
+use model::batch::{Change, Refusal};
 use serde_json::{Value, json};
 use shopify_admin::{
     Answer, ShopClient, ShopifyError, ThrottleStatus,
@@ -33,7 +42,39 @@ pub const ADJUST_MUTATION: &str =
 /// The operation label of metrics.
 pub const OPERATION: &str = "inventoryAdjustQuantities";
 
-/// The index into `input.changes` a user error is about, if any.
+/// The mutation's `input` for a formed batch: one reason, Shopify's `available` name, our
+/// batch's reference, and the changes in order (index i is `changes[i]`).
+pub fn adjust_input(shop: &str, batch_id: i64, reason: &str, changes: &[Change]) -> Value {
+    let changes: Vec<Value> = changes
+        .iter()
+        .map(|change| {
+            json!({
+                "delta": change.delta,
+                "inventoryItemId": change.inventory_item_id.gid(),
+                "locationId": change.location_id.gid(),
+                // Always present and explicitly null: required from 2026-04, and we push deltas,
+                // never compare-and-set (CONTRACT 4).
+                "changeFromQuantity": Value::Null,
+            })
+        })
+        .collect();
+    json!({
+        "name": "available",
+        "reason": reason,
+        // Names our batch, so a Shopify adjustment group leads back to it (and through it to
+        // every source transaction).
+        "referenceDocumentUri": reference_document_uri(shop, batch_id),
+        "changes": changes,
+    })
+}
+
+/// `wos-sync://push-batch/<shop>/<batch id>`: what a batch's adjustment group is found by in
+/// Shopify.
+pub fn reference_document_uri(shop: &str, batch_id: i64) -> String {
+    format!("wos-sync://push-batch/{shop}/{batch_id}")
+}
+
+/// The index into `input.changes` an error is about, if any.
 pub fn change_index(error: &ShopifyError) -> Option<usize> {
     match error.field.as_slice() {
         [input, changes, index, ..] if input == "input" && changes == "changes" => {
@@ -43,22 +84,102 @@ pub fn change_index(error: &ShopifyError) -> Option<usize> {
     }
 }
 
+/// Quantity codes Shopify gives for a delta it would not take (the result out of range).
+const DELTA_CODES: [&str; 2] = ["INVALID_QUANTITY_TOO_HIGH", "INVALID_QUANTITY_TOO_LOW"];
+
+/// An error of a refused call, as batching sees it: the change it names, and whether it is
+/// about that change's delta (then the adjustments summed into it are worth trying alone).
+pub fn refusal(error: &ShopifyError) -> Refusal {
+    let about_delta = error.field.last().is_some_and(|leaf| leaf == "delta")
+        || error
+            .code
+            .as_deref()
+            .is_some_and(|code| DELTA_CODES.contains(&code));
+    Refusal {
+        change: change_index(error),
+        about_delta,
+        message: error.describe(),
+    }
+}
+
+/// Top-level errors with each `extensions.problems[]` of a variable error (`INVALID_VARIABLE`)
+/// as an error of its own, its `path` made a field path into the input (`["changes", 0,
+/// "delta"]` of `$input` is `["input", "changes", "0", "delta"]`), so a variable Shopify
+/// refused is traced to the change it names.
+fn with_variable_problems(document: &Value, errors: Vec<ShopifyError>) -> Vec<ShopifyError> {
+    let raw = document
+        .get("errors")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for (error, raw) in errors
+        .into_iter()
+        .zip(raw.iter().map(Some).chain(std::iter::repeat(None)))
+    {
+        let problems = raw
+            .and_then(|r| r.pointer("/extensions/problems"))
+            .and_then(Value::as_array)
+            .filter(|problems| !problems.is_empty());
+        let Some(problems) = problems else {
+            out.push(error);
+            continue;
+        };
+        // "Variable $input of type ... was provided invalid value ...": which variable.
+        let of_input = error.message.starts_with("Variable $input ");
+        for problem in problems {
+            let path: Vec<String> = problem
+                .get("path")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|part| match part {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect();
+            let explanation = problem
+                .get("explanation")
+                .and_then(Value::as_str)
+                .unwrap_or("invalid value");
+            out.push(ShopifyError {
+                code: error.code.clone(),
+                message: format!("variable {}: {explanation}", path.join(".")),
+                field: if of_input {
+                    std::iter::once("input".to_owned()).chain(path).collect()
+                } else {
+                    Vec::new()
+                },
+            });
+        }
+    }
+    out
+}
+
 /// What one call means for its batch.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CallOutcome {
     Applied {
-        group_id: Option<String>,
+        group_id: String,
     },
     Rejected {
         errors: Vec<ShopifyError>,
     },
     PreviousAttemptFailed,
+    /// Shopify says the key already ran with other parameters: what ran under it may have been
+    /// applied, and nothing tells us.
+    KeyAlreadyUsed {
+        reason: String,
+    },
     /// `maybe_applied`: this attempt may have been applied (a timeout, a dropped connection, a
-    /// 5xx); false when Shopify refused it before running anything (429, `THROTTLED`, a refused
-    /// connection, access denied).
+    /// 5xx, an answer that proves nothing); false when Shopify refused it before running
+    /// anything (429, `THROTTLED`, a refused connection, access denied,
+    /// `IDEMPOTENCY_CONCURRENT_REQUEST`). `shop_wide`: the wait is Shopify's for the whole shop
+    /// (`Retry-After`, the cost bucket), not only for this batch.
     Transient {
         reason: String,
         retry_after: Option<Duration>,
+        shop_wide: bool,
         maybe_applied: bool,
     },
 }
@@ -92,6 +213,7 @@ pub async fn adjust(
             outcome: CallOutcome::Transient {
                 reason: failure.reason,
                 retry_after: None,
+                shop_wide: false,
                 maybe_applied: !failure.not_sent,
             },
             throttle: None,
@@ -113,9 +235,11 @@ pub fn interpret(status: u16, retry_after: Option<Duration>, body: &str) -> Call
         throttle,
         requested_cost,
     };
+    // Shopify's waits (Retry-After, the bucket) hold the whole shop; our backoff only the batch.
     let transient = |reason: String, retry_after: Option<Duration>, maybe_applied: bool| {
         result(CallOutcome::Transient {
             reason,
+            shop_wide: retry_after.is_some(),
             retry_after,
             maybe_applied,
         })
@@ -161,36 +285,46 @@ pub fn interpret(status: u16, retry_after: Option<Duration>, body: &str) -> Call
             tracing::warn!(error = %error.describe(), "Shopify applied the batch but reported an error");
         }
         return result(CallOutcome::Applied {
-            group_id: Some(group.to_owned()),
+            group_id: group.to_owned(),
         });
     }
     let user_errors = errors_of(payload.and_then(|p| p.get("userErrors")));
     let all: Vec<&ShopifyError> = top_level.iter().chain(&user_errors).collect();
     let has = |code: &str| all.iter().any(|e| e.code.as_deref() == Some(code));
     if has("IDEMPOTENCY_CONCURRENT_REQUEST") {
-        // This attempt did not run; the one still running under the key may apply.
-        return transient(
-            "IDEMPOTENCY_CONCURRENT_REQUEST".to_owned(),
-            Some(Duration::from_millis(500)),
-            false,
-        );
+        // This attempt did not run; the one still running under the key may apply. Only this
+        // batch waits for it.
+        return result(CallOutcome::Transient {
+            reason: "IDEMPOTENCY_CONCURRENT_REQUEST".to_owned(),
+            retry_after: Some(Duration::from_millis(500)),
+            shop_wide: false,
+            maybe_applied: false,
+        });
     }
     if has("IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED") {
         return result(CallOutcome::PreviousAttemptFailed);
     }
-    if let Some(payload) = payload {
-        // The mutation ran: refused with userErrors, or a no-op (no group, no errors).
+    if has("IDEMPOTENCY_KEY_PARAMETER_MISMATCH") {
+        let reason = all
+            .iter()
+            .map(|e| e.describe())
+            .collect::<Vec<_>>()
+            .join("; ");
+        return result(CallOutcome::KeyAlreadyUsed { reason });
+    }
+    if payload.is_some() {
+        // The mutation ran: refused with userErrors. Without them and without a group the
+        // answer proves nothing (we never send a batch that sums to nothing): unknown.
         return if user_errors.is_empty() {
-            if !top_level.is_empty() {
-                let reason = describe_all(&top_level);
-                return transient(
-                    format!("no adjustment group and errors: {reason}"),
-                    None,
-                    true,
-                );
-            }
-            let _ = payload;
-            result(CallOutcome::Applied { group_id: None })
+            let reason = if top_level.is_empty() {
+                "no adjustment group and no errors".to_owned()
+            } else {
+                format!(
+                    "no adjustment group and errors: {}",
+                    describe_all(&top_level)
+                )
+            };
+            transient(reason, None, true)
         } else {
             result(CallOutcome::Rejected {
                 errors: user_errors,
@@ -215,7 +349,9 @@ pub fn interpret(status: u16, retry_after: Option<Duration>, body: &str) -> Call
         });
     if refused_before_running {
         // Validation of the request itself: nothing ran, and sending it again cannot help.
-        return result(CallOutcome::Rejected { errors: top_level });
+        return result(CallOutcome::Rejected {
+            errors: with_variable_problems(&document, top_level),
+        });
     }
     if has_top("ACCESS_DENIED") || has_top("UNAUTHORIZED") || has_top("FORBIDDEN") {
         let reason = format!("{} (check the token's scopes)", describe_all(&top_level));
@@ -248,7 +384,7 @@ mod tests {
         assert_eq!(
             result.outcome,
             CallOutcome::Applied {
-                group_id: Some("gid://shopify/InventoryAdjustmentGroup/5".into())
+                group_id: "gid://shopify/InventoryAdjustmentGroup/5".into()
             }
         );
         assert_eq!(result.throttle.unwrap().currently_available, 1990.0);
@@ -256,9 +392,84 @@ mod tests {
     }
 
     #[test]
-    fn a_no_op_is_applied_without_a_group() {
+    fn an_answer_without_group_nor_errors_proves_nothing() {
+        // We never send a batch that sums to nothing, so a "no-op" answer cannot be one.
         let body = r#"{"data":{"inventoryAdjustQuantities":{"inventoryAdjustmentGroup":null,"userErrors":[]}}}"#;
-        assert_eq!(outcome(200, body), CallOutcome::Applied { group_id: None });
+        assert_eq!(maybe_applied(200, body), Some(true));
+    }
+
+    #[test]
+    fn variable_problems_name_the_change_they_are_about() {
+        // The captured answer to a change without inventoryItemId (2025-01 parity probe).
+        let fixture: Value = serde_json::from_str(include_str!(
+            "../../../contract/fixtures/shopify-admin/2025-01-inventory-adjust-quantities-parity.json"
+        ))
+        .unwrap();
+        let response = fixture
+            .pointer("/missingRequiredFieldProbes/missingInventoryItemId/response")
+            .unwrap()
+            .to_string();
+        let CallOutcome::Rejected { errors } = outcome(200, &response) else {
+            panic!("rejected")
+        };
+        assert_eq!(errors.len(), 1);
+        assert_eq!(change_index(&errors[0]), Some(0));
+        assert_eq!(
+            errors[0].field,
+            ["input", "changes", "0", "inventoryItemId"]
+        );
+        assert!(!refusal(&errors[0]).about_delta);
+        // A sum outside Int, as the sandbox and Shopify refuse it: about the delta of change 1.
+        let body = r#"{"errors":[{"message":"Variable $input of type InventoryAdjustQuantitiesInput! was provided invalid value for changes.1.delta (Could not coerce value 3000000000 to Int)","locations":[{"line":1,"column":24}],"extensions":{"code":"INVALID_VARIABLE","value":{},"problems":[{"path":["changes",1,"delta"],"explanation":"Could not coerce value 3000000000 to Int"}]}}]}"#;
+        let CallOutcome::Rejected { errors } = outcome(200, body) else {
+            panic!("rejected")
+        };
+        let refused = refusal(&errors[0]);
+        assert_eq!(refused.change, Some(1));
+        assert!(refused.about_delta);
+        assert!(
+            refused.message.contains("changes.1.delta"),
+            "{}",
+            refused.message
+        );
+        // A problem of another variable names no change.
+        let key = r#"{"errors":[{"message":"Variable $idempotencyKey of type String! was provided invalid value","extensions":{"code":"INVALID_VARIABLE","problems":[{"path":[],"explanation":"Expected value to not be null"}]}}]}"#;
+        let CallOutcome::Rejected { errors } = outcome(200, key) else {
+            panic!("rejected")
+        };
+        assert_eq!(change_index(&errors[0]), None);
+    }
+
+    #[test]
+    fn quantity_errors_are_about_the_delta() {
+        let body = r#"{"data":{"inventoryAdjustQuantities":{"inventoryAdjustmentGroup":null,"userErrors":[{"field":["input","changes","2","delta"],"message":"The quantity can't be higher than 2,000,000,000.","code":"INVALID_QUANTITY_TOO_HIGH"}]}}}"#;
+        let CallOutcome::Rejected { errors } = outcome(200, body) else {
+            panic!("rejected")
+        };
+        let refused = refusal(&errors[0]);
+        assert_eq!(refused.change, Some(2));
+        assert!(refused.about_delta);
+    }
+
+    #[test]
+    fn the_input_names_the_batch_and_every_change_in_order() {
+        use model::ids::{InventoryItemId, LocationId};
+        let changes = [Change {
+            inventory_item_id: InventoryItemId(7),
+            location_id: LocationId(9),
+            delta: -3,
+            adjustments: vec![1, 2],
+        }];
+        assert_eq!(
+            adjust_input("s.myshopify.com", 42, "correction", &changes),
+            json!({
+                "name": "available",
+                "reason": "correction",
+                "referenceDocumentUri": "wos-sync://push-batch/s.myshopify.com/42",
+                "changes": [{"delta": -3, "inventoryItemId": "gid://shopify/InventoryItem/7",
+                             "locationId": "gid://shopify/Location/9", "changeFromQuantity": null}],
+            })
+        );
     }
 
     #[test]
@@ -297,17 +508,31 @@ mod tests {
     #[test]
     fn idempotency_codes_are_sorted() {
         let concurrent = r#"{"data":{"inventoryAdjustQuantities":{"inventoryAdjustmentGroup":null,"userErrors":[{"field":null,"message":"in progress","code":"IDEMPOTENCY_CONCURRENT_REQUEST"}]}}}"#;
+        // Only this batch waits for the request still running under its key.
         assert!(matches!(
             outcome(200, concurrent),
-            CallOutcome::Transient { .. }
+            CallOutcome::Transient {
+                shop_wide: false,
+                maybe_applied: false,
+                retry_after: Some(_),
+                ..
+            }
         ));
         let failed = r#"{"errors":[{"message":"previous attempt failed","extensions":{"code":"IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED"}}]}"#;
         assert_eq!(outcome(200, failed), CallOutcome::PreviousAttemptFailed);
+        let failed_user_error = r#"{"data":{"inventoryAdjustQuantities":{"inventoryAdjustmentGroup":null,"userErrors":[{"field":null,"message":"A previous request with this idempotency key failed. Retry with a new idempotency key.","code":"IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED"}]}}}"#;
+        assert_eq!(
+            outcome(200, failed_user_error),
+            CallOutcome::PreviousAttemptFailed
+        );
+        // The key already ran: possibly applied, never a refusal.
         let mismatch = r#"{"data":{"inventoryAdjustQuantities":{"inventoryAdjustmentGroup":null,"userErrors":[{"field":null,"message":"mismatch","code":"IDEMPOTENCY_KEY_PARAMETER_MISMATCH"}]}}}"#;
-        assert!(matches!(
+        assert_eq!(
             outcome(200, mismatch),
-            CallOutcome::Rejected { .. }
-        ));
+            CallOutcome::KeyAlreadyUsed {
+                reason: "IDEMPOTENCY_KEY_PARAMETER_MISMATCH: mismatch".into()
+            }
+        );
     }
 
     /// `Some(maybe_applied)` for a transient outcome, `None` otherwise.
@@ -326,6 +551,7 @@ mod tests {
             CallOutcome::Transient {
                 reason: "rate limited (429)".into(),
                 retry_after: Some(Duration::from_secs(2)),
+                shop_wide: true,
                 maybe_applied: false,
             }
         );
@@ -365,7 +591,7 @@ mod tests {
         assert_eq!(
             outcome(200, partial),
             CallOutcome::Applied {
-                group_id: Some("gid://shopify/InventoryAdjustmentGroup/9".into())
+                group_id: "gid://shopify/InventoryAdjustmentGroup/9".into()
             }
         );
     }

@@ -6,6 +6,7 @@
 //! |---|---|
 //! | [`transaction`] | the WOS inventory transaction and its strict schema validation (CONTRACT §3.2) |
 //! | [`delta`] | the delta rules: transaction + warehouse map → Shopify `available` changes or skips |
+//! | [`batch`] | batch forming (one reason per call, sums per item and location, the 250 cut, the Int bound) and tracing a refusal back to its adjustments |
 //! | [`webhook`] | Shopify product webhook payloads (CONTRACT §3.1) |
 //! | [`announcement`] | the item mapping announcement item-ingest publishes for the adjustment-pusher |
 //! | [`catalog`] | the Shopify variant mirror, SKU mapping resolution and item field policies (CONTRACT §5) |
@@ -21,6 +22,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod announcement;
+pub mod batch;
 pub mod catalog;
 pub mod config;
 pub mod delta;

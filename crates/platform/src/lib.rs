@@ -11,7 +11,8 @@
 //! - [`amqp`]: the RabbitMQ topology of the contract, confirmed publishing and the consumer
 //!   runtime (retry tiers, dead letters, reconnects, graceful shutdown);
 //! - [`scratch`]: throw-away database + queue prefix for benchmark commands;
-//! - [`shutdown`]: SIGTERM/SIGINT as a cancellation token every task can watch.
+//! - [`shutdown`]: SIGTERM/SIGINT as a cancellation token every task can watch;
+//! - [`supervise`]: background loops that are restarted with backoff and counted when they fail.
 
 pub mod amqp;
 pub mod db;
@@ -23,4 +24,5 @@ pub mod probe;
 pub mod scratch;
 pub mod settings;
 pub mod shutdown;
+pub mod supervise;
 pub mod telemetry;

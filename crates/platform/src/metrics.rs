@@ -47,6 +47,9 @@ pub struct Metrics {
     pub shopify_request_seconds: HistogramVec,
     pub shopify_throttle_available: IntGaugeVec,
     pub webhooks_total: IntCounterVec,
+    /// Beyond CONTRACT 6: failed rounds of background loops (`platform::supervise`).
+    pub loop_failures_total: IntCounterVec,
+    pub loop_consecutive_failures: IntGaugeVec,
 }
 
 /// Latency buckets for work measured in milliseconds to minutes.
@@ -155,6 +158,16 @@ impl Metrics {
                 "wos_sync_webhooks_total",
                 "Shopify webhooks received by the relay, by outcome.",
                 &["topic", "outcome"],
+            ),
+            loop_failures_total: counter(
+                "wos_sync_loop_failures_total",
+                "Failed rounds of a background loop (errors and panics); the loop is restarted.",
+                &["service", "loop", "shop"],
+            ),
+            loop_consecutive_failures: gauge(
+                "wos_sync_loop_consecutive_failures",
+                "Failed rounds in a row of a background loop; 0 while it is healthy.",
+                &["service", "loop", "shop"],
             ),
             registry,
         }

@@ -93,6 +93,18 @@ impl UserError {
         }
     }
 
+    /// `IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED` (Shopify's message, in `InventoryAdjustQuantitiesUserErrorCode`'s
+    /// sibling enums: retry with a new key).
+    pub fn previous_attempt_failed() -> Self {
+        Self {
+            field: None,
+            message: "A previous request with this idempotency key failed. Retry with a new \
+                      idempotency key."
+                .into(),
+            code: "IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED",
+        }
+    }
+
     /// `IDEMPOTENCY_KEY_PARAMETER_MISMATCH`.
     pub fn parameter_mismatch() -> Self {
         Self {

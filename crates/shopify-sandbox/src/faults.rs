@@ -10,7 +10,9 @@
 //! `Retry-After`, slow responses, a connection dropped before anything ran, and the nasty
 //! ones: the change is applied and then the connection is dropped, or hangs past the
 //! client's timeout, or a 5xx is sent — so only the idempotency key saves the client from
-//! applying it twice. The server (`server.rs`) carries the actions out.
+//! applying it twice; and Shopify's idempotency refusals (`IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED`,
+//! `IDEMPOTENCY_KEY_PARAMETER_MISMATCH`) and an empty payload, which a well-behaved client
+//! never provokes by itself. The server (`server.rs`) carries the actions out.
 
 use std::{sync::Mutex, time::Duration};
 
@@ -57,6 +59,42 @@ pub enum FaultAction {
     /// Hold the call (key in flight) until the test releases it
     /// (`SandboxHandle::release_held`), then run it. Deterministic concurrency tests.
     Hold,
+    /// A mutation is answered `IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED` (a user error, `field:
+    /// null`, Shopify's message) without running, and its key stays failed: a resend under it
+    /// gets the same answer, a new key runs. Acts on a key's first run only.
+    IdempotencyPreviousAttemptFailed,
+    /// A mutation is answered `IDEMPOTENCY_KEY_PARAMETER_MISMATCH`, as Shopify answers a key
+    /// that already ran with other parameters. With `after_apply` it runs (and applies, and
+    /// its key keeps that outcome) first: the client cannot tell whether it was applied.
+    /// Acts on a key's first run only.
+    IdempotencyKeyParameterMismatch {
+        /// Run (and apply) the call first.
+        #[serde(default)]
+        after_apply: bool,
+    },
+    /// A mutation is answered with a payload without adjustment group and without user errors
+    /// (an answer that proves nothing); with `after_apply` it runs (and applies) first.
+    /// Acts on a key's first run only.
+    EmptyPayload {
+        /// Run (and apply) the call first.
+        #[serde(default)]
+        after_apply: bool,
+    },
+}
+
+impl FaultAction {
+    /// The answer this fault puts in place of a mutation's own, if it is that kind of fault.
+    pub fn forced_answer(&self) -> Option<crate::graphql::ForcedAnswer> {
+        use crate::graphql::ForcedAnswer;
+        match *self {
+            Self::IdempotencyPreviousAttemptFailed => Some(ForcedAnswer::PreviousAttemptFailed),
+            Self::IdempotencyKeyParameterMismatch { after_apply } => {
+                Some(ForcedAnswer::KeyParameterMismatch { after_apply })
+            }
+            Self::EmptyPayload { after_apply } => Some(ForcedAnswer::EmptyPayload { after_apply }),
+            _ => None,
+        }
+    }
 }
 
 /// Which calls a rule applies to.
@@ -404,6 +442,33 @@ mod tests {
         assert!(config.validate().is_ok());
         let bad = FaultConfig::rule(FaultRule::probability(1.5, FaultAction::Drop));
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn answer_faults_parse_and_say_what_they_answer() {
+        use crate::graphql::ForcedAnswer;
+        let config: FaultConfig = serde_json::from_str(
+            r#"{"rules": [
+                {"action": {"kind": "idempotency_previous_attempt_failed"}, "trigger": {"next": 1}},
+                {"action": {"kind": "idempotency_key_parameter_mismatch", "after_apply": true}, "trigger": {"next": 1}},
+                {"action": {"kind": "empty_payload"}, "trigger": {"next": 1}}
+            ]}"#,
+        )
+        .unwrap();
+        let answers: Vec<_> = config
+            .rules
+            .iter()
+            .map(|r| r.action.forced_answer())
+            .collect();
+        assert_eq!(
+            answers,
+            vec![
+                Some(ForcedAnswer::PreviousAttemptFailed),
+                Some(ForcedAnswer::KeyParameterMismatch { after_apply: true }),
+                Some(ForcedAnswer::EmptyPayload { after_apply: false }),
+            ]
+        );
+        assert_eq!(FaultAction::Drop.forced_answer(), None);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::{
     conn::ConnControl,
     core::Core,
     faults::{FaultAction, ms, status_body},
-    graphql::{self, Env, GraphqlRequest, Pause, document::OpKind},
+    graphql::{self, Env, GraphqlRequest, Pause, Tamper, document::OpKind},
 };
 
 /// The sandbox's routes.
@@ -126,6 +126,10 @@ async fn graphql_endpoint(
         }
         _ => None,
     };
+    let tamper = Tamper {
+        pause,
+        answer: fault.as_ref().and_then(FaultAction::forced_answer),
+    };
     let task_core = Arc::clone(&core);
     let effective_version = api_version.clone();
     let execution = tokio::spawn(async move {
@@ -137,7 +141,7 @@ async fn graphql_endpoint(
             idempotency_retention: core.config.idempotency_retention,
             max_query_cost: core.config.max_query_cost,
         };
-        graphql::execute(env, &principal, &request, pause)
+        graphql::execute(env, &principal, &request, tamper)
             .await
             .to_bytes()
     });

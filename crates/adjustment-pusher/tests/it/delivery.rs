@@ -38,30 +38,71 @@ async fn every_message_delivered_three_times_is_counted_once() {
 }
 
 #[tokio::test]
-async fn the_same_transaction_id_with_other_content_is_ignored_and_counted() {
+async fn a_reused_transaction_id_with_other_content_is_dead_lettered_whichever_arrives_first() {
     let mut h = Harness::start().await;
-    h.publish(&tx(
+    // WOS reuses an id for a different transaction. The two messages are handled concurrently:
+    // whichever commits first is the transaction; the other is dead-lettered, never dropped.
+    let put = tx(
         "reused-id",
         SHOP,
         "put",
         "SKU-0",
         "MAIN",
         json!({"quantity": 5}),
-    ))
-    .await;
-    h.expect(SHOP, "SKU-0", "MAIN", 5);
-    // WOS reuses the id for a different transaction: the first one wins.
-    h.publish(&tx(
+    );
+    let pull = tx(
         "reused-id",
         SHOP,
         "pull",
         "SKU-1",
         "MAIN",
         json!({"quantity": 99}),
-    ))
-    .await;
+    );
+    h.publish(&put).await;
+    h.publish(&pull).await;
+    let dlq = h.env.names.adjustment_pusher_queue().dead_letter_queue();
+    let dead = h
+        .env
+        .wait_and_drain(&dlq, 1, Duration::from_secs(20))
+        .await
+        .remove(0)
+        .delivery;
+    let headers = dead.properties.headers().as_ref();
+    let header = |name| platform::amqp::headers::header_str(headers, name);
+    assert_eq!(header("x-error-kind"), Some("rejected"));
+    let error = header("x-error").unwrap();
+    assert!(error.contains("`reused-id`"), "{error}");
+    assert!(error.contains("first"), "{error}");
+    assert_eq!(
+        dead.properties.message_id().as_ref().unwrap().as_str(),
+        "reused-id"
+    );
+    let rejected: serde_json::Value = serde_json::from_slice(&dead.data).unwrap();
+    let kept = if rejected == put {
+        h.expect(SHOP, "SKU-1", "MAIN", -99);
+        "pull"
+    } else {
+        assert_eq!(
+            rejected, pull,
+            "the dead letter is one of the two, unchanged"
+        );
+        h.expect(SHOP, "SKU-0", "MAIN", 5);
+        "put"
+    };
     h.assert_totals(Duration::from_secs(20)).await;
-    assert_eq!(h.adjustments(SHOP, "pull", "duplicate"), 1);
+    let recorded: String = h
+        .env
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .query_one("SELECT kind FROM wos_transactions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(recorded, kept);
+    let other = if kept == "put" { "pull" } else { "put" };
+    assert_eq!(h.adjustments(SHOP, other, "dead_lettered"), 1);
     assert_eq!(h.count("SELECT count(*) FROM wos_transactions").await, 1);
     h.stop().await;
 }

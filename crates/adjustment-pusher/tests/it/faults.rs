@@ -292,3 +292,135 @@ async fn a_batch_whose_outcome_stays_unknown_is_exhausted_not_resent_on_a_forgot
     );
     h.stop().await;
 }
+
+#[tokio::test]
+async fn an_answer_without_group_nor_errors_is_resent_with_its_key_not_taken_as_applied() {
+    let mut h = Harness::start().await;
+    // Shopify answers the first call with nothing: no group, no error, nothing applied.
+    h.sandbox
+        .set_faults(FaultConfig::rule(
+            FaultRule::next(1, FaultAction::EmptyPayload { after_apply: false }).mutations_only(),
+        ))
+        .unwrap();
+    h.publish(&tx(
+        "silent",
+        SHOP,
+        "put",
+        "SKU-0",
+        "MAIN",
+        json!({"quantity": 6}),
+    ))
+    .await;
+    h.expect(SHOP, "SKU-0", "MAIN", 6);
+    h.assert_totals(Duration::from_secs(20)).await;
+    assert_eq!(h.sandbox.fired_faults().len(), 1);
+    let resent_with_its_key = h
+        .count(
+            "SELECT count(*) FROM push_batches WHERE state = 'applied' AND attempts = 2 \
+             AND adjustment_group_id IS NOT NULL",
+        )
+        .await;
+    assert_eq!(resent_with_its_key, 1, "the same batch, sent twice");
+    assert_eq!(h.sandbox.adjustment_groups(SHOP).unwrap().len(), 1);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_key_parameter_mismatch_is_exhausted_naming_the_reference_and_never_resent() {
+    let mut h = Harness::start().await;
+    // Shopify ran the call and then says the key was used with other parameters: the batch
+    // may well be applied, so its changes must not go out again under another key.
+    h.sandbox
+        .set_faults(FaultConfig::rule(
+            FaultRule::next(
+                1,
+                FaultAction::IdempotencyKeyParameterMismatch { after_apply: true },
+            )
+            .mutations_only(),
+        ))
+        .unwrap();
+    h.publish(&tx(
+        "mismatch",
+        SHOP,
+        "put",
+        "SKU-2",
+        "EAST",
+        json!({"quantity": 8}),
+    ))
+    .await;
+    h.expect(SHOP, "SKU-2", "EAST", 8); // applied once, by the faulted call
+    let dlq = h.env.names.adjustment_pusher_queue().dead_letter_queue();
+    let dead = h
+        .env
+        .wait_and_drain(&dlq, 1, Duration::from_secs(20))
+        .await
+        .remove(0)
+        .delivery;
+    let headers = dead.properties.headers().as_ref();
+    assert_eq!(
+        platform::amqp::headers::header_str(headers, "x-error-kind"),
+        Some("exhausted")
+    );
+    let error = platform::amqp::headers::header_str(headers, "x-error").unwrap();
+    assert!(
+        error.contains("IDEMPOTENCY_KEY_PARAMETER_MISMATCH"),
+        "{error}"
+    );
+    let reference: String = h
+        .env
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT variables->>'referenceDocumentUri' FROM push_batches",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(error.contains(&reference), "{error} names {reference}");
+    h.assert_totals(Duration::from_secs(10)).await;
+    assert_eq!(
+        h.sandbox.adjustment_groups(SHOP).unwrap().len(),
+        1,
+        "never sent again under a new key"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_previous_attempt_failed_is_sent_again_under_a_new_key_and_applied_once() {
+    let mut h = Harness::start().await;
+    h.sandbox
+        .set_faults(FaultConfig::rule(
+            FaultRule::next(1, FaultAction::IdempotencyPreviousAttemptFailed).mutations_only(),
+        ))
+        .unwrap();
+    h.publish(&tx(
+        "failed-before",
+        SHOP,
+        "pull",
+        "SKU-3",
+        "MAIN",
+        json!({"quantity": 9}),
+    ))
+    .await;
+    h.expect(SHOP, "SKU-3", "MAIN", -9);
+    h.assert_totals(Duration::from_secs(20)).await;
+    assert_eq!(h.sandbox.fired_faults().len(), 1);
+    let groups = h.sandbox.adjustment_groups(SHOP).unwrap();
+    assert_eq!(groups.len(), 1);
+    let key: String = h
+        .env
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .query_one("SELECT idempotency_key FROM push_batches", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(groups[0].idempotency_key.as_deref(), Some(key.as_str()));
+    h.stop().await;
+}

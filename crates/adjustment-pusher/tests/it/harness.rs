@@ -45,6 +45,8 @@ pub struct Harness {
     /// Expected `available` per (shop, item, location).
     pub expected: BTreeMap<(String, InventoryItemId, LocationId), i64>,
     replicas: Vec<Replica>,
+    /// webhook-relay and item-ingest, when the harness runs them (`Options::webhooks`).
+    mapping_services: Option<CancellationToken>,
     published: u64,
 }
 
@@ -61,6 +63,11 @@ pub struct Options {
     pub throttle: ThrottleConfig,
     /// `[adjustment_pusher]` overrides, as TOML.
     pub pusher: &'static str,
+    /// `[database] max_connections` of the pusher (its intake pool).
+    pub db_connections: Option<usize>,
+    /// Runs webhook-relay and item-ingest too, with the sandbox's product webhooks going
+    /// through them: mappings then change the way they do in production.
+    pub webhooks: bool,
 }
 
 impl Default for Options {
@@ -73,9 +80,14 @@ impl Default for Options {
                 ..ThrottleConfig::default()
             },
             pusher: "",
+            db_connections: None,
+            webhooks: false,
         }
     }
 }
+
+/// The webhook secret of every shop when the harness runs item-ingest.
+const WEBHOOK_SECRET: &str = "hush";
 
 impl Harness {
     pub async fn start() -> Self {
@@ -153,13 +165,16 @@ impl Harness {
                 api_version: "2026-04".into(),
                 admin_base_url: sandbox.base_url(),
                 access_token_env: "UNUSED_IN_TESTS".into(),
-                webhook_secret_env: None,
+                webhook_secret_env: options.webhooks.then(|| "TEST_WEBHOOK_SECRET".into()),
                 previous_webhook_secret_env: None,
                 locations: shop.locations.clone(),
                 fields: Default::default(),
             })
             .collect();
         settings.shops = ShopDirectory::new(configs).unwrap();
+        if let Some(connections) = options.db_connections {
+            settings.database.max_connections = connections;
+        }
         let mut section: toml::Table =
             "batch_window_ms = 20\nretry_base_ms = 50\nretry_max_ms = 500\nsweep_interval_ms = 200\nrequest_timeout_ms = 2000"
                 .parse()
@@ -184,6 +199,11 @@ impl Harness {
         )
         .await
         .unwrap();
+        let mapping_services = if options.webhooks {
+            Some(start_mapping_services(&env, &sandbox, &shops, &settings).await)
+        } else {
+            None
+        };
         let mut harness = Self {
             env,
             sandbox,
@@ -191,6 +211,7 @@ impl Harness {
             settings,
             expected: BTreeMap::new(),
             replicas: Vec::new(),
+            mapping_services,
             published: 0,
         };
         for shop in harness.shops.clone() {
@@ -271,6 +292,135 @@ impl Harness {
                 "INSERT INTO items (shop_domain, sku, inventory_item_id) VALUES ($1, $2, $3) \
                  ON CONFLICT (shop_domain, sku) DO UPDATE SET inventory_item_id = EXCLUDED.inventory_item_id",
                 &[&shop, &sku, &id],
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Sets several items' mappings in one statement, so a sweep releases their parked
+    /// adjustments together (one batch, whatever the timing).
+    pub async fn map_together(&self, shop: &str, mappings: &[(&str, i64)]) {
+        let skus: Vec<&str> = mappings.iter().map(|(sku, _)| *sku).collect();
+        let items: Vec<i64> = mappings.iter().map(|(_, item)| *item).collect();
+        self.env
+            .pool
+            .get()
+            .await
+            .unwrap()
+            .execute(
+                "UPDATE items i SET inventory_item_id = m.item \
+                 FROM unnest($2::text[], $3::bigint[]) AS m(sku, item) \
+                 WHERE i.shop_domain = $1 AND i.sku = m.sku",
+                &[&shop, &skus, &items],
+            )
+            .await
+            .unwrap();
+    }
+
+    /// The inventory item a SKU of the harness's product is stocked as, as a bigint.
+    pub fn item_of(&self, shop: usize, sku: &str) -> i64 {
+        self.shops[shop].items[sku].0 as i64
+    }
+
+    /// Waits until nothing is left to do: no transaction waiting in the queue, no adjustment
+    /// parked, pending or batched, no open batch, no dead letter waiting in the outbox.
+    pub async fn wait_settled(&self, within: Duration) {
+        testkit::wait_until(within, "the pusher settled", || async {
+            self.in_flight().await == 0
+                && self
+                    .count(
+                        "SELECT (SELECT count(*) FROM adjustments WHERE state = 'parked') \
+                         + (SELECT count(*) FROM push_batches WHERE state = 'open') \
+                         + (SELECT count(*) FROM outbox)",
+                    )
+                    .await
+                    == 0
+        })
+        .await;
+    }
+
+    /// Takes the dead letters the push loop wrote (one per dead transaction; call after
+    /// [`Self::wait_settled`]), keyed by message id.
+    pub async fn push_dead_letters(&self) -> BTreeMap<String, lapin::message::BasicGetMessage> {
+        let dead = self
+            .count("SELECT count(DISTINCT transaction_id) FROM adjustments WHERE state = 'dead'")
+            .await;
+        let dlq = self.env.names.adjustment_pusher_queue().dead_letter_queue();
+        self.env
+            .wait_and_drain(&dlq, dead as usize, Duration::from_secs(10))
+            .await
+            .into_iter()
+            .map(|m| {
+                let id = m
+                    .delivery
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .map(|id| id.to_string())
+                    .unwrap_or_default();
+                (id, m)
+            })
+            .collect()
+    }
+
+    /// One shop's push loop as the service builds it, on the test's pool, for tests that drive
+    /// its steps by hand (stop the replicas first).
+    pub fn shop_pusher(&self, shop: usize) -> adjustment_pusher::push::ShopPusher {
+        let shop = &self.shops[shop];
+        let config = self.settings.shops.get(&shop.domain).unwrap();
+        let metrics = Metrics::new();
+        let client = shopify_admin::ShopClient::new(
+            shopify_admin::http_client().unwrap(),
+            config,
+            shop.token.clone(),
+        )
+        .with_metrics(metrics.clone());
+        adjustment_pusher::push::ShopPusher {
+            shop: shop.domain.clone(),
+            client,
+            pool: self.env.pool.clone(),
+            settings: self.settings.service_section("adjustment_pusher").unwrap(),
+            monitor: platform::supervise::LoopMonitor::new(
+                &metrics,
+                adjustment_pusher::SERVICE,
+                adjustment_pusher::push::LOOP,
+                &shop.domain,
+            ),
+            metrics,
+            wake: Default::default(),
+            dead_letter_queue: self.env.names.adjustment_pusher_queue().dead_letter_queue(),
+            outbox_wake: Default::default(),
+        }
+    }
+
+    /// Writes `count` pending adjustments (+`delta` each, SKU-`n` at MAIN) straight into the
+    /// ledger, as intake would have.
+    pub async fn insert_pending(&self, sku: &str, delta: i64, count: i64) {
+        let shop = &self.shops[0];
+        let main = shop.locations["MAIN"].0 as i64;
+        let item = shop.items[sku].0 as i64;
+        let client = self.env.pool.get().await.unwrap();
+        client
+            .execute(
+                "INSERT INTO wos_transactions (shop_domain, transaction_id, kind, sku, \
+                     occurred_at, content_digest, body) \
+                 SELECT $1::text, 'direct-' || $2::text || '-' || n, 'put', $2::text, now(), \
+                     'digest', '\\x7b7d'::bytea \
+                 FROM generate_series(1, $3::bigint) AS n",
+                &[&shop.domain, &sku, &count],
+            )
+            .await
+            .unwrap();
+        client
+            .execute(
+                "INSERT INTO adjustments (shop_domain, transaction_id, kind, sku, location_id, \
+                     delta, reason, occurred_at, state, inventory_item_id) \
+                 SELECT shop_domain, transaction_id, 'put', sku, $3, $4, 'received', \
+                     occurred_at, 'pending', $5 FROM wos_transactions \
+                 WHERE shop_domain = $1 AND sku = $2 AND transaction_id LIKE 'direct-%' \
+                   AND NOT EXISTS (SELECT 1 FROM adjustments a \
+                                   WHERE a.transaction_id = wos_transactions.transaction_id)",
+                &[&shop.domain, &sku, &main, &delta, &item],
             )
             .await
             .unwrap();
@@ -358,6 +508,22 @@ impl Harness {
         );
     }
 
+    /// Expects `delta` on an inventory item the harness did not create (a product made by
+    /// the test).
+    pub fn expect_item(
+        &mut self,
+        shop: &str,
+        item: InventoryItemId,
+        location: LocationId,
+        delta: i64,
+        stock: i64,
+    ) {
+        *self
+            .expected
+            .entry((shop.to_owned(), item, location))
+            .or_insert(stock) += delta;
+    }
+
     /// Adjustments not finished (pending, batched) plus transactions not yet taken in.
     pub async fn in_flight(&self) -> i64 {
         let client = self.env.pool.get().await.unwrap();
@@ -420,7 +586,47 @@ impl Drop for Harness {
         for replica in &self.replicas {
             replica.shutdown.cancel();
         }
+        if let Some(services) = &self.mapping_services {
+            services.cancel();
+        }
     }
+}
+
+/// Starts webhook-relay and item-ingest on the test's database and prefix, and points the
+/// sandbox's product webhooks at the relay.
+async fn start_mapping_services(
+    env: &TestEnv,
+    sandbox: &SandboxHandle,
+    shops: &[Shop],
+    settings: &Settings,
+) -> CancellationToken {
+    declare_work_queue(
+        env.channel(),
+        &env.names.item_ingest_queue(),
+        &settings.retry,
+    )
+    .await
+    .unwrap();
+    for shop in shops {
+        sandbox
+            .set_webhook_secret(&shop.domain, Some(WEBHOOK_SECRET))
+            .unwrap();
+    }
+    let shutdown = CancellationToken::new();
+    let secrets = webhook_relay::secrets::ShopSecrets::resolve(&settings.shops, |_| {
+        Some(WEBHOOK_SECRET.to_owned())
+    })
+    .unwrap();
+    let relay = webhook_relay::start(settings.clone(), secrets, shutdown.clone())
+        .await
+        .unwrap();
+    sandbox.set_webhook_url(Some(&format!("http://{}/webhooks/shopify", relay.addr)));
+    tokio::spawn(item_ingest::serve(
+        settings.clone(),
+        Metrics::new(),
+        shutdown.clone(),
+    ));
+    shutdown
 }
 
 fn product_defaults() -> ProductSpec {

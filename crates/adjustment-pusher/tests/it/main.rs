@@ -3,10 +3,16 @@
 //! equal it exactly: each transaction counted once, whatever was injected on the way.
 #![allow(clippy::unwrap_used)]
 
+mod batching;
 mod chaos;
 mod delivery;
 mod faults;
+mod forming;
 mod harness;
+mod keys;
+mod loops;
+mod mappings;
 mod parking;
+mod pools;
 mod rules;
 mod shops;

@@ -47,6 +47,38 @@ use crate::{
 /// A future a faulted call waits on before it runs (a delay, or a test's release).
 pub type Pause = Pin<Box<dyn Future<Output = ()> + Send>>;
 
+/// A mutation answer a fault puts in place of the call's own, on the first run of its
+/// idempotency key (a key that already ran answers as it always does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForcedAnswer {
+    /// `IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED`, nothing run; the key stays failed, so a resend
+    /// under it gets the same answer.
+    PreviousAttemptFailed,
+    /// `IDEMPOTENCY_KEY_PARAMETER_MISMATCH`; with `after_apply` the call runs (and applies,
+    /// and the key keeps that outcome) first.
+    KeyParameterMismatch { after_apply: bool },
+    /// No adjustment group and no user errors; with `after_apply` the call runs first.
+    EmptyPayload { after_apply: bool },
+}
+
+/// What a fault does inside the execution: hold the call before it runs, answer for it.
+#[derive(Default)]
+pub struct Tamper {
+    /// Awaited after the key is reserved and before anything applies.
+    pub pause: Option<Pause>,
+    /// Replaces the mutation's answer.
+    pub answer: Option<ForcedAnswer>,
+}
+
+impl std::fmt::Debug for Tamper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tamper")
+            .field("pause", &self.pause.is_some())
+            .field("answer", &self.answer)
+            .finish()
+    }
+}
+
 /// The first API version that requires `changeFromQuantity` and `@idempotent`.
 pub const STRICT_VERSION: &str = "2026-04";
 
@@ -138,16 +170,16 @@ pub fn execute<'a>(
     env: Env<'a>,
     principal: &'a Principal,
     request: &'a GraphqlRequest,
-    pause: Option<Pause>,
+    tamper: Tamper,
 ) -> Pin<Box<dyn Future<Output = Out> + Send + 'a>> {
-    Box::pin(execute_request(env, principal, request, pause))
+    Box::pin(execute_request(env, principal, request, tamper))
 }
 
 async fn execute_request(
     env: Env<'_>,
     principal: &Principal,
     request: &GraphqlRequest,
-    pause: Option<Pause>,
+    tamper: Tamper,
 ) -> Out {
     let document = match graphql_parser::parse_query::<String>(&request.query) {
         Ok(document) => document.into_static(),
@@ -226,7 +258,7 @@ async fn execute_request(
 
     let (data, errors, actual) = match prepared.kind {
         OpKind::Query => {
-            if let Some(pause) = pause {
+            if let Some(pause) = tamper.pause {
                 pause.await;
             }
             let state = shop.lock();
@@ -236,7 +268,7 @@ async fn execute_request(
                 executor.execute_object(&Obj::Query, &[prepared.selection_set], &mut Vec::new());
             (data, executor.errors, executor.actual_cost)
         }
-        OpKind::Mutation => run_mutation(env, principal, &prepared, pause).await,
+        OpKind::Mutation => run_mutation(env, principal, &prepared, tamper).await,
     };
 
     let status = {
@@ -339,7 +371,7 @@ async fn run_mutation<'d>(
     env: Env<'_>,
     principal: &Principal,
     prepared: &Prepared<'d>,
-    mut pause: Option<Pause>,
+    mut tamper: Tamper,
 ) -> (Out, Vec<Out>, u64) {
     let mut data = Vec::new();
     let mut errors = Vec::new();
@@ -352,8 +384,15 @@ async fn run_mutation<'d>(
             data.push((key.to_owned(), Out::str("Mutation")));
             continue;
         }
-        let (value, field_errors, cost) =
-            run_adjust(env, principal, prepared, key, &fields, pause.take()).await;
+        let (value, field_errors, cost) = run_adjust(
+            env,
+            principal,
+            prepared,
+            key,
+            &fields,
+            std::mem::take(&mut tamper),
+        )
+        .await;
         data.push((key.to_owned(), value));
         errors.extend(field_errors);
         actual += cost;
@@ -382,7 +421,7 @@ async fn run_adjust<'d>(
     prepared: &Prepared<'d>,
     key: &str,
     fields: &[&'d Field<'static, String>],
-    pause: Option<Pause>,
+    tamper: Tamper,
 ) -> (Out, Vec<Out>, u64) {
     let Some(field) = fields.first().copied() else {
         return (Out::Null, Vec::new(), 0);
@@ -495,31 +534,53 @@ async fn run_adjust<'d>(
                 key: k.clone(),
                 armed: true,
             });
-            if let Some(pause) = pause {
+            if let Some(pause) = tamper.pause {
                 pause.await;
             }
+            let runs = match tamper.answer {
+                None => true,
+                Some(ForcedAnswer::PreviousAttemptFailed) => false,
+                Some(
+                    ForcedAnswer::KeyParameterMismatch { after_apply }
+                    | ForcedAnswer::EmptyPayload { after_apply },
+                ) => after_apply,
+            };
             let mut state = shop.lock();
-            let outcome = adjust_quantities(
-                &mut state,
-                env.ids,
-                &request,
-                AdjustContext {
-                    app_id: principal.app_id,
-                    api_version: env.api_version,
-                    idempotency_key: idempotency_key.as_deref(),
-                    now: Utc::now(),
-                },
-            );
-            if let Some(k) = &idempotency_key {
+            let outcome = if runs {
+                adjust_quantities(
+                    &mut state,
+                    env.ids,
+                    &request,
+                    AdjustContext {
+                        app_id: principal.app_id,
+                        api_version: env.api_version,
+                        idempotency_key: idempotency_key.as_deref(),
+                        now: Utc::now(),
+                    },
+                )
+            } else {
+                AdjustOutcome::UserErrors(Arc::new(vec![UserError::previous_attempt_failed()]))
+            };
+            // What the key keeps: the run's outcome, or the failure Shopify remembers. A call
+            // answered for without running (mismatch or empty payload before applying) leaves
+            // the key unused, like any call refused before it ran.
+            let keeps = runs || tamper.answer == Some(ForcedAnswer::PreviousAttemptFailed);
+            if let (Some(k), true) = (&idempotency_key, keeps) {
                 state
                     .idempotency
                     .finish(principal.app_id, k, outcome.clone());
+                if let Some(guard) = guard.as_mut() {
+                    guard.armed = false;
+                }
             }
             drop(state);
-            if let Some(guard) = guard.as_mut() {
-                guard.armed = false;
+            match tamper.answer {
+                Some(ForcedAnswer::KeyParameterMismatch { .. }) => {
+                    AdjustOutcome::UserErrors(Arc::new(vec![UserError::parameter_mismatch()]))
+                }
+                Some(ForcedAnswer::EmptyPayload { .. }) => AdjustOutcome::NoOp,
+                _ => outcome,
             }
-            outcome
         }
     };
     let payload = match outcome {

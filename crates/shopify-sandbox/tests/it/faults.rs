@@ -247,3 +247,120 @@ async fn faults_can_be_set_at_runtime_through_the_admin_api() {
         .unwrap();
     assert_eq!(r.status, 400);
 }
+
+#[tokio::test]
+async fn previous_attempt_failed_answers_like_shopify_and_the_key_stays_failed() {
+    let world = World::new().await;
+    world
+        .sandbox
+        .set_faults(FaultConfig::rule(
+            FaultRule::next(1, FaultAction::IdempotencyPreviousAttemptFailed).mutations_only(),
+        ))
+        .unwrap();
+    let vars = world.adjust_vars(vec![world.change(0, 4)], "failed-key");
+    let first = world.gql(V, ADJUST, vars.clone()).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(codes(&first), ["IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED"]);
+    let error = &payload(&first)["userErrors"][0];
+    assert_eq!(error["field"], serde_json::Value::Null);
+    assert_eq!(
+        error["message"],
+        "A previous request with this idempotency key failed. Retry with a new idempotency key."
+    );
+    assert_eq!(payload(&first)["inventoryAdjustmentGroup"], json!(null));
+    // The fault is spent; the key stays failed, as Shopify remembers it.
+    let again = world.gql(V, ADJUST, vars).await;
+    assert_eq!(codes(&again), ["IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED"]);
+    assert_eq!(world.available(0), 10, "nothing applied");
+    let fresh = world
+        .gql(
+            V,
+            ADJUST,
+            world.adjust_vars(vec![world.change(0, 4)], "new-key"),
+        )
+        .await;
+    assert_eq!(codes(&fresh), Vec::<String>::new());
+    assert_eq!(world.available(0), 14);
+    assert_eq!(world.groups(), 1);
+}
+
+#[tokio::test]
+async fn key_parameter_mismatch_after_applying_hides_that_it_applied() {
+    let world = World::new().await;
+    world
+        .sandbox
+        .set_faults(FaultConfig::rule(
+            FaultRule::next(
+                1,
+                FaultAction::IdempotencyKeyParameterMismatch { after_apply: true },
+            )
+            .mutations_only(),
+        ))
+        .unwrap();
+    let applied = world.adjust_vars(vec![world.change(0, 3)], "k-applied");
+    let r = world.gql(V, ADJUST, applied.clone()).await;
+    assert_eq!(codes(&r), ["IDEMPOTENCY_KEY_PARAMETER_MISMATCH"]);
+    assert_eq!(
+        payload(&r)["userErrors"][0]["message"],
+        "The same idempotency key cannot be used with different operation parameters."
+    );
+    assert_eq!(world.available(0), 13, "applied before answering");
+    // The key kept what it did: the same request replays the group.
+    let replay = world.gql(V, ADJUST, applied).await;
+    assert_eq!(codes(&replay), Vec::<String>::new());
+    assert!(payload(&replay)["inventoryAdjustmentGroup"]["id"].is_string());
+    assert_eq!(world.available(0), 13);
+
+    world
+        .sandbox
+        .set_faults(FaultConfig::rule(
+            FaultRule::next(
+                1,
+                FaultAction::IdempotencyKeyParameterMismatch { after_apply: false },
+            )
+            .mutations_only(),
+        ))
+        .unwrap();
+    let not_applied = world.adjust_vars(vec![world.change(1, 3)], "k-not-applied");
+    let r = world.gql(V, ADJUST, not_applied.clone()).await;
+    assert_eq!(codes(&r), ["IDEMPOTENCY_KEY_PARAMETER_MISMATCH"]);
+    assert_eq!(world.available(1), 10, "nothing ran");
+    let r = world.gql(V, ADJUST, not_applied).await;
+    assert_eq!(codes(&r), Vec::<String>::new(), "the key was never used");
+    assert_eq!(world.available(1), 13);
+    assert_eq!(world.groups(), 2);
+}
+
+#[tokio::test]
+async fn an_empty_payload_says_nothing_and_the_key_tells_the_truth_later() {
+    let world = World::new().await;
+    world
+        .sandbox
+        .set_faults(FaultConfig {
+            seed: 0,
+            rules: vec![
+                FaultRule::next(1, FaultAction::EmptyPayload { after_apply: false })
+                    .mutations_only(),
+                FaultRule::next(1, FaultAction::EmptyPayload { after_apply: true })
+                    .mutations_only(),
+            ],
+        })
+        .unwrap();
+    let vars = world.adjust_vars(vec![world.change(2, -1)], "k-empty");
+    let r = world.gql(V, ADJUST, vars.clone()).await;
+    assert_eq!(
+        payload(&r),
+        json!({"inventoryAdjustmentGroup": null, "userErrors": []})
+    );
+    assert_eq!(world.available(2), 10, "not run");
+    let r = world.gql(V, ADJUST, vars.clone()).await;
+    assert_eq!(
+        payload(&r),
+        json!({"inventoryAdjustmentGroup": null, "userErrors": []})
+    );
+    assert_eq!(world.available(2), 9, "run, answered empty");
+    let replay = world.gql(V, ADJUST, vars).await;
+    assert!(payload(&replay)["inventoryAdjustmentGroup"]["id"].is_string());
+    assert_eq!(world.available(2), 9);
+    assert_eq!(world.groups(), 1);
+}
