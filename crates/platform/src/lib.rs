@@ -10,6 +10,7 @@
 //! - [`outbox`]: messages published if and only if their transaction committed;
 //! - [`amqp`]: the RabbitMQ topology of the contract, confirmed publishing and the consumer
 //!   runtime (retry tiers, dead letters, reconnects, graceful shutdown);
+//! - [`tls`]: the rustls configuration of every `amqps://` and PostgreSQL TLS connection;
 //! - [`scratch`]: throw-away database + queue prefix for benchmark commands;
 //! - [`shutdown`]: SIGTERM/SIGINT as a cancellation token every task can watch.
 
@@ -24,3 +25,4 @@ pub mod scratch;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use crate::{
     amqp::{
         consumer::ConsumerSettings,
+        endpoint::Endpoint,
         topology::{Names, RetryPolicy},
     },
     db::DatabaseSettings,
@@ -251,6 +252,12 @@ impl Settings {
                 "must start with amqp:// or amqps://".into(),
             ));
         }
+        // What could never connect securely is refused now, not at the first reconnect.
+        let endpoint =
+            Endpoint::parse(&self.amqp.url).map_err(|err| ("amqp.url".into(), err.to_string()))?;
+        endpoint
+            .check()
+            .map_err(|err| ("amqp.url".into(), err.to_string()))?;
         let prefix_ok = self
             .amqp
             .name_prefix
@@ -317,6 +324,48 @@ fn section<T: for<'de> Deserialize<'de> + Default>(
                 reason: err.message().to_owned(),
             }),
     }
+}
+
+/// The `key=value` pairs of a URL's query string, percent-decoded, in order.
+pub fn query_pairs(url: &str) -> Vec<(String, String)> {
+    let Some((_, query)) = url.split_once('?') else {
+        return Vec::new();
+    };
+    let query = query.split_once('#').map_or(query, |(q, _)| q);
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(key), percent_decode(value))
+        })
+        .collect()
+}
+
+/// `%XX` sequences decoded (invalid UTF-8 replaced); anything else kept as is.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied(),
+            bytes.get(i + 2).copied(),
+        ) {
+            (b'%', Some(high), Some(low)) if hex(high).is_some() && hex(low).is_some() => {
+                let value = hex(high).unwrap_or(0) * 16 + hex(low).unwrap_or(0);
+                decoded.push(u8::try_from(value).unwrap_or(b'?'));
+                i += 3;
+            }
+            (byte, _, _) => {
+                decoded.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
 }
 
 /// `url` with its password replaced by `***`, for logs and errors.

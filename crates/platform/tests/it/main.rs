@@ -4,6 +4,7 @@
 //! in parallel on the shared servers.
 #![allow(clippy::unwrap_used)]
 
+mod amqp_tls;
 mod database;
 mod process;
 mod runtime;
