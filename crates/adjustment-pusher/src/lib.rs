@@ -32,12 +32,12 @@ use platform::{
         consumer::{ConsumerConfig, run_consumer},
         publisher::Publisher,
     },
-    db,
-    http::{self, Health},
+    http::Health,
     metrics::Metrics,
     outbox::run_outbox_relay,
     settings::Settings,
     shutdown::CancellationToken,
+    startup::{self, Prepared},
 };
 use serde::Deserialize;
 use tokio::sync::Notify;
@@ -155,11 +155,17 @@ pub async fn serve(
         );
     }
 
-    db::ensure_database(&settings.database)
-        .await
-        .context("preparing the database")?;
-    let pool = db::connect_pool(&settings.database)?;
-    db::migrate(&pool).await.context("applying migrations")?;
+    let Prepared {
+        pool,
+        health,
+        ops_server: server,
+    } = startup::serve_ops_and_prepare_database(
+        &settings,
+        DEFAULT_LISTEN,
+        metrics.clone(),
+        shutdown.clone(),
+    )
+    .await?;
 
     let names = settings.names();
     let dead_letter_queue = names.adjustment_pusher_queue().dead_letter_queue();
@@ -171,15 +177,6 @@ pub async fn serve(
     );
     let outbox_wake = Arc::new(Notify::new());
 
-    let health = Health::new(Some(pool.clone()));
-    let server = http::spawn_ops_server(
-        settings.listen_or(DEFAULT_LISTEN),
-        metrics.clone(),
-        health.clone(),
-        shutdown.clone(),
-    )
-    .await
-    .context("binding HTTP")?;
     let mut tasks = tokio::task::JoinSet::new();
     let publisher = Publisher::new(settings.amqp.url.clone(), format!("{SERVICE}/outbox"));
     tasks.spawn(run_outbox_relay(

@@ -12,6 +12,7 @@
 //!   runtime (retry tiers, dead letters, reconnects, graceful shutdown);
 //! - [`tls`]: the rustls configuration of every `amqps://` and PostgreSQL TLS connection;
 //! - [`scratch`]: throw-away database + queue prefix for benchmark commands;
+//! - [`startup`]: a service's start: ops server, database, migrations, in that order;
 //! - [`shutdown`]: SIGTERM/SIGINT as a cancellation token every task can watch.
 
 pub mod amqp;
@@ -24,5 +25,6 @@ pub mod probe;
 pub mod scratch;
 pub mod settings;
 pub mod shutdown;
+pub mod startup;
 pub mod telemetry;
 pub mod tls;

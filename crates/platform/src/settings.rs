@@ -242,10 +242,22 @@ impl Settings {
                 "database.statement_timeout_ms",
                 self.database.statement_timeout_ms,
             ),
+            (
+                "database.migration_lock_timeout_ms",
+                self.database.migration_lock_timeout_ms,
+            ),
         ];
         if let Some((key, _)) = database.iter().find(|(_, value)| *value == 0) {
             return Err(((*key).into(), "must be at least 1".into()));
         }
+        // sslmode/sslrootcert that cannot be honoured: refused now, not at the first connect.
+        crate::db::DatabaseTarget::parse(&self.database.url).map_err(|err| {
+            let reason = match err {
+                crate::db::DbError::Config(reason) => reason,
+                other => other.to_string(),
+            };
+            ("database.url".into(), reason)
+        })?;
         if !self.amqp.url.starts_with("amqp://") && !self.amqp.url.starts_with("amqps://") {
             return Err((
                 "amqp.url".into(),
@@ -501,6 +513,14 @@ mod tests {
         assert_eq!(
             refused_key("[database]\nmax_connections = 0"),
             Some("database.max_connections".into())
+        );
+        assert_eq!(
+            refused_key("[database]\nmigration_lock_timeout_ms = 0"),
+            Some("database.migration_lock_timeout_ms".into())
+        );
+        assert_eq!(
+            refused_key("[database]\nurl = \"postgres://h/db?sslmode=verify-full\""),
+            Some("database.url".into())
         );
         assert_eq!(
             refused_key("[http]\nlisten = \"nowhere\""),

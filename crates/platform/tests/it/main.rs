@@ -6,6 +6,7 @@
 
 mod amqp_tls;
 mod database;
+mod pg_tls;
 mod process;
 mod runtime;
 mod topology;
