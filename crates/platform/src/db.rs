@@ -156,14 +156,16 @@ impl DatabaseTarget {
                     "sslmode" => {
                         mode = Some(SslMode::parse(&value).ok_or_else(|| {
                             refuse(format!(
-                                "sslmode `{value}` is not one of disable, prefer, require,                                  verify-ca, verify-full"
+                                "sslmode `{value}` is not one of disable, prefer, require, \
+                     verify-ca, verify-full"
                             ))
                         })?);
                     }
                     "sslrootcert" => root_cert = Some(value),
                     "sslcert" | "sslkey" | "sslpassword" | "sslcrl" | "sslcrldir" => {
                         return Err(refuse(format!(
-                            "`{key}` is not supported (no client certificates); authenticate                              with a password"
+                            "`{key}` is not supported (no client certificates); authenticate \
+                             with a password"
                         )));
                     }
                     _ => rest.push(raw),
@@ -189,7 +191,8 @@ impl DatabaseTarget {
             Some("system") => {
                 if mode != SslMode::VerifyFull {
                     return Err(refuse(
-                        "`sslrootcert=system` needs `sslmode=verify-full` (as in libpq): any                          public certificate would pass a weaker check"
+                        "`sslrootcert=system` needs `sslmode=verify-full` (as in libpq): any \
+                         public certificate would pass a weaker check"
                             .into(),
                     ));
                 }
@@ -205,7 +208,8 @@ impl DatabaseTarget {
             (SslMode::VerifyFull, Some(roots)) => Verification::Full(roots),
             (SslMode::VerifyCa | SslMode::VerifyFull, None) => {
                 return Err(refuse(
-                    "`sslmode=verify-ca`/`verify-full` needs `sslrootcert` (a CA file, or                      `system` for the platform's roots)"
+                    "`sslmode=verify-ca`/`verify-full` needs `sslrootcert` (a CA file, or \
+                     `system` for the platform's roots)"
                         .into(),
                 ));
             }

@@ -40,13 +40,22 @@ pub struct CommonArgs {
 }
 
 /// `[amqp]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AmqpSettings {
     /// `amqp://user:password@host:port/vhost`; `AMQP_URL` overrides it.
     pub url: String,
     /// Prefix for every exchange and queue name; empty in production (the contract's names).
     pub name_prefix: String,
+}
+
+impl std::fmt::Debug for AmqpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpSettings")
+            .field("url", &redact_url(&self.url))
+            .field("name_prefix", &self.name_prefix)
+            .finish()
+    }
 }
 
 impl Default for AmqpSettings {
@@ -380,8 +389,31 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&decoded).into_owned()
 }
 
-/// `url` with its password replaced by `***`, for logs and errors.
+/// `url` with its password replaced by `***`, for logs, errors and `Debug`: the one in the user
+/// information and a `password=` query parameter (libpq accepts both).
 pub fn redact_url(url: &str) -> String {
+    let (url, query) = url
+        .split_once('?')
+        .map_or((url, None), |(u, q)| (u, Some(q)));
+    let redacted = redact_userinfo(url);
+    match query {
+        None => redacted,
+        Some(query) => {
+            let pairs: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if percent_decode(key).eq_ignore_ascii_case("password") => {
+                        format!("{key}=***")
+                    }
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{redacted}?{}", pairs.join("&"))
+        }
+    }
+}
+
+fn redact_userinfo(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
@@ -595,5 +627,48 @@ mod tests {
         );
         assert_eq!(redact_url("postgres://u:p@h"), "postgres://u:***@h");
         assert_eq!(redact_url("not a url"), "not a url");
+        assert_eq!(
+            redact_url("postgres://u@h/db?sslmode=require&password=pw&x=1"),
+            "postgres://u@h/db?sslmode=require&password=***&x=1"
+        );
+    }
+
+    #[test]
+    fn no_settings_type_shows_a_password_in_debug() {
+        let mut settings = load(
+            "[amqp]\nurl = \"amqp://wos:amqp-s3cret@broker.example.com/%2f\"\n\
+             [database]\nurl = \"postgres://wos:db-s3cret@db.example.com/wos_sync?password=db-s3cret\"",
+        )
+        .expect("valid");
+        settings.source = Some("/etc/wos-sync.toml".into());
+        let consumer = crate::amqp::consumer::ConsumerConfig {
+            service: "svc".into(),
+            amqp_url: settings.amqp.url.clone(),
+            names: settings.names(),
+            queue: settings.names().item_ingest_queue(),
+            settings: settings.consumer.clone(),
+            retry: settings.retry.clone(),
+        };
+        let publisher =
+            crate::amqp::publisher::Publisher::new(settings.amqp.url.clone(), "p".into());
+        let endpoint = Endpoint::parse(&settings.amqp.url).expect("valid");
+        let database = crate::db::DatabaseTarget::parse(&settings.database.url).expect("valid");
+        let printed = [
+            format!("{settings:?}"),
+            format!("{settings:#?}"),
+            format!("{:?}", settings.amqp),
+            format!("{:?}", settings.database),
+            format!("{consumer:?}"),
+            format!("{publisher:?}"),
+            format!("{endpoint:?}"),
+            format!("{database:?}"),
+        ];
+        for text in printed {
+            assert!(
+                !text.contains("s3cret"),
+                "a password in Debug output: {text}"
+            );
+        }
+        assert!(format!("{:?}", settings.amqp).contains("wos:***@broker.example.com"));
     }
 }

@@ -207,7 +207,7 @@ impl ConsumerSettings {
 }
 
 /// Everything the runtime needs to know about one consumer.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConsumerConfig {
     /// The service's name: metric label, `x-service` header, connection name.
     pub service: String,
@@ -216,6 +216,19 @@ pub struct ConsumerConfig {
     pub queue: WorkQueue,
     pub settings: ConsumerSettings,
     pub retry: RetryPolicy,
+}
+
+impl std::fmt::Debug for ConsumerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerConfig")
+            .field("service", &self.service)
+            .field("amqp_url", &crate::settings::redact_url(&self.amqp_url))
+            .field("names", &self.names)
+            .field("queue", &self.queue)
+            .field("settings", &self.settings)
+            .field("retry", &self.retry)
+            .finish()
+    }
 }
 
 impl ConsumerConfig {
