@@ -73,6 +73,9 @@ impl Default for AmqpSettings {
 pub struct HttpSettings {
     /// The service's HTTP address; each service has its own default (CONTRACT 1).
     pub listen: Option<SocketAddr>,
+    /// The relay's address for `/metrics`, `/healthz` and `/readyz`, apart from its public
+    /// webhook listener (`--ops-listen` / `OPS_LISTEN_ADDR`; default `0.0.0.0:9466`).
+    pub ops_listen: Option<SocketAddr>,
 }
 
 /// `[log]`.
