@@ -546,6 +546,10 @@ mod tests {
             Some("consumer.publish_timeout_ms".into())
         );
         assert_eq!(
+            refused_key("[consumer]\nmax_message_bytes = 0"),
+            Some("consumer.max_message_bytes".into())
+        );
+        assert_eq!(
             refused_key("[database]\nmax_connections = 0"),
             Some("database.max_connections".into())
         );
