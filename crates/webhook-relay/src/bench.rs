@@ -146,6 +146,9 @@ pub struct HostileReport {
     pub big_answered: u64,
     /// The relay process's peak resident memory.
     pub peak_rss_bytes: u64,
+    /// CPU time the relay process used during the measured seconds, per second (2.0 = two
+    /// cores busy); the rest of the machine ran the broker and the load generator.
+    pub relay_cpu_per_second: f64,
 }
 
 impl BenchReport {
@@ -193,7 +196,7 @@ impl fmt::Display for BenchReport {
             "phase 3, under attack ({} connections trickling headers 1 byte/s, {} workers \
              sending {}-byte unsigned bodies), signed webhooks at {:.0}/s for {} s: {} sent, \
              {} accepted, {} failed; latency {}; {} slow connections cut off, {} attacking \
-             bodies answered; relay peak RSS {:.1} MiB",
+             bodies answered; relay peak RSS {:.1} MiB, relay CPU {:.2} s/s",
             self.options.slow_clients,
             self.options.big_bodies,
             hostile.body_limit,
@@ -205,7 +208,8 @@ impl fmt::Display for BenchReport {
             hostile.signed_latency,
             hostile.slow_cut_off,
             hostile.big_answered,
-            mib(hostile.peak_rss_bytes)
+            mib(hostile.peak_rss_bytes),
+            hostile.relay_cpu_per_second
         )?;
         write!(f, "{}", self.result_line())
     }
@@ -222,14 +226,15 @@ impl BenchReport {
         format!(
             "RESULT accepted_per_s={:.0} paced_p99_ms={} hostile_signed_p99_ms={} \
              hostile_signed_max_ms={} hostile_signed_accepted={} hostile_signed_failed={} \
-             relay_peak_rss_mib={:.1}",
+             relay_peak_rss_mib={:.1} relay_cpu_per_s={:.2}",
             self.max_rate(),
             ms(self.paced_latency.p99),
             ms(self.hostile.signed_latency.p99),
             ms(self.hostile.signed_latency.max),
             self.hostile.signed_accepted,
             self.hostile.signed_failed,
-            mib(self.hostile.peak_rss_bytes)
+            mib(self.hostile.peak_rss_bytes),
+            self.hostile.relay_cpu_per_second
         )
     }
 }
@@ -456,12 +461,15 @@ async fn under_attack(
             ..signed
         };
         let sampler = tokio::spawn(relay.sample_rss(stop.clone()));
+        let (cpu_before, measured_from) = (relay.cpu_seconds(), Instant::now());
         let result = open_loop(
             &signed,
             options.signed_rate,
             Duration::from_secs(options.seconds),
         )
         .await;
+        let relay_cpu_per_second =
+            (relay.cpu_seconds() - cpu_before) / measured_from.elapsed().as_secs_f64().max(0.001);
         stop.cancel();
         let sampled_peak = sampler.await.unwrap_or(0);
         while attackers.join_next().await.is_some() {}
@@ -480,6 +488,7 @@ async fn under_attack(
             slow_cut_off: slow_cut_off.load(Ordering::Relaxed),
             big_answered: big_answered.load(Ordering::Relaxed),
             peak_rss_bytes: relay.peak_rss().max(sampled_peak),
+            relay_cpu_per_second,
         })
     }
     .await;
@@ -614,6 +623,25 @@ impl RelayProcess {
     /// `VmHWM` of the process: its peak resident memory so far.
     fn peak_rss(&self) -> u64 {
         status_kib(self.pid, "VmHWM:").saturating_mul(1024)
+    }
+
+    /// User and system CPU time the process used so far (`/proc/<pid>/stat`, in the kernel's
+    /// 100 Hz `USER_HZ` ticks); 0 when unreadable.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+        // Fields after the command name (which may contain spaces) start at `state`.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks = |index: usize| {
+            fields
+                .get(index)
+                .and_then(|value| value.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        // utime and stime: fields 14 and 15 of the line, indexes 11 and 12 from `state` on.
+        (ticks(11) + ticks(12)) as f64 / 100.0
     }
 
     /// The largest `VmRSS` seen every 100 ms until `stop` (in case `VmHWM` is unavailable).

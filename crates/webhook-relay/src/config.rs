@@ -59,10 +59,11 @@ pub struct RelayConfig {
 /// "Limits"), and no more, so a flood of maximum-size bodies cannot exhaust memory.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 
-/// Bodies up to this size (nearly every product webhook: a few KiB, about 100 KiB with 100
-/// variants) only count against `max_concurrent_requests`; larger ones also need a slot of
-/// `max_concurrent_large_bodies`.
-pub const LARGE_BODY_BYTES: u64 = 128 * 1024;
+/// Bodies up to this size (most product webhooks: a few KiB; one with 100 full variants is
+/// about 100 KiB) only count against `max_concurrent_requests`; larger ones also need a slot of
+/// `max_concurrent_large_bodies`. Small bodies of all requests together stay under
+/// `max_concurrent_requests * 64 KiB` (32 MiB by default).
+pub const LARGE_BODY_BYTES: u64 = 64 * 1024;
 
 /// The topics item-ingest consumes (CONTRACT 3).
 pub const DEFAULT_TOPICS: [&str; 3] = ["products/create", "products/update", "products/delete"];
@@ -78,7 +79,7 @@ impl Default for RelayConfig {
             header_read_timeout_ms: 5_000,
             idle_timeout_ms: 30_000,
             max_connections: 2_048,
-            max_concurrent_requests: 256,
+            max_concurrent_requests: 512,
             max_concurrent_large_bodies: 16,
             topics: DEFAULT_TOPICS.iter().map(|t| (*t).to_owned()).collect(),
         }
@@ -230,6 +231,16 @@ mod tests {
         assert!(config.request_timeout() < SHOPIFY_ANSWER_LIMIT);
         assert!(config.publish_timeout() < config.request_timeout());
         assert!(config.connect_timeout() <= config.publish_timeout());
+    }
+
+    #[test]
+    fn the_documented_example_shows_the_defaults() {
+        let text = include_str!("../../../docs/config.example.toml");
+        let settings = Settings::from_toml_str(text, "config.example.toml").expect("valid");
+        let documented: RelayConfig = settings
+            .service_section("webhook_relay")
+            .expect("a valid [webhook_relay]");
+        assert_eq!(documented, RelayConfig::default());
     }
 
     #[test]
