@@ -39,11 +39,11 @@ wait_ready() { # wait_ready NAME URL
 wait_ready item-ingest http://127.0.0.1:9464/readyz
 wait_ready adjustment-pusher http://127.0.0.1:9465/readyz
 "$bin/webhook-relay" & pids+=($!)
-wait_ready webhook-relay http://127.0.0.1:8080/readyz
+wait_ready webhook-relay http://127.0.0.1:9466/readyz
 if $use_sandbox; then
   # Seeds the shop and its products, and sends their products/create webhooks to the relay.
   "$bin/shopify-sandbox" & pids+=($!)
   wait_ready shopify-sandbox http://127.0.0.1:9470/sandbox/shops
 fi
-echo "[run-local] running: metrics on :9464 (item-ingest), :9465 (adjustment-pusher), :8080 (relay); Ctrl-C stops"
+echo "[run-local] running: metrics on :9464 (item-ingest), :9465 (adjustment-pusher), :9466 (relay; webhooks on :8080); Ctrl-C stops"
 wait -n "${pids[@]}"
