@@ -1,11 +1,8 @@
 //! Certificates made for one test: a private CA, a server certificate it signed, and a second,
 //! unrelated CA (a server "signed by someone else"). Nothing is read from the machine; the files
-//! live in the test's own directory.
+//! live in a directory of their own, removed when the value is dropped (also after a panic).
 
-use std::{
-    net::IpAddr,
-    path::{Path, PathBuf},
-};
+use std::{net::IpAddr, path::PathBuf};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
@@ -13,8 +10,9 @@ use rcgen::{
 };
 
 /// PEM files of a CA and a server certificate it signed.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct TestCertificates {
+    dir: PathBuf,
     /// The CA that signed the server certificate.
     pub ca: PathBuf,
     /// The server certificate.
@@ -26,10 +24,10 @@ pub struct TestCertificates {
 }
 
 impl TestCertificates {
-    /// Generates the certificates into `dir` (created if needed). `names` are the server
+    /// Generates the certificates into a scratch directory. `names` are the server
     /// certificate's subject alternative names: DNS names or IP addresses.
-    pub fn generate(dir: &Path, names: &[&str]) -> Self {
-        std::fs::create_dir_all(dir).expect("certificate directory");
+    pub fn generate(names: &[&str]) -> Self {
+        let dir = crate::private::scratch_dir("certs");
         let ca = new_ca("wos-sync test CA");
         let other_ca = new_ca("an unrelated CA");
 
@@ -49,6 +47,7 @@ impl TestCertificates {
         let cert = params.signed_by(&key, &ca).expect("server certificate");
 
         let files = Self {
+            dir: dir.clone(),
             ca: dir.join("ca.pem"),
             cert: dir.join("server.pem"),
             key: dir.join("server.key"),
@@ -63,6 +62,12 @@ impl TestCertificates {
             std::fs::write(path, text).expect("write PEM");
         }
         files
+    }
+}
+
+impl Drop for TestCertificates {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -24,8 +24,7 @@ fn publisher(url: String, name: &str) -> Publisher {
 
 #[tokio::test]
 async fn amqps_is_tls_with_verification_and_never_plaintext() {
-    let dir = testkit::private::scratch_dir("amqps-certs");
-    let certs = TestCertificates::generate(&dir, &["localhost", "127.0.0.1"]);
+    let certs = TestCertificates::generate(&["localhost", "127.0.0.1"]);
     let broker = PrivateBroker::start(Some(&certs)).await;
     let tls_port = broker.tls_port().unwrap();
     let ca = certs.ca.display().to_string();
@@ -77,8 +76,7 @@ async fn amqps_is_tls_with_verification_and_never_plaintext() {
         .expect_err("a private CA is not trusted without cacertfile");
 
     // 4. A name the certificate does not carry: refused.
-    let dir_other = testkit::private::scratch_dir("amqps-certs-other-name");
-    let other_name = TestCertificates::generate(&dir_other, &["broker.internal"]);
+    let other_name = TestCertificates::generate(&["broker.internal"]);
     let wrong_name = format!(
         "amqps://guest:guest@localhost:{tls_port}/%2f?cacertfile={}",
         other_name.ca.display()
@@ -125,9 +123,6 @@ async fn amqps_is_tls_with_verification_and_never_plaintext() {
 
     tls.close().await;
     let _ = connection.close(200, "done".into()).await;
-    drop(broker);
-    let _ = std::fs::remove_dir_all(dir);
-    let _ = std::fs::remove_dir_all(dir_other);
 }
 
 #[test]

@@ -21,9 +21,8 @@ async fn encrypted(url: &str) -> Result<bool, DbError> {
 
 #[tokio::test]
 async fn every_sslmode_does_what_libpq_does() {
-    let dir = testkit::private::scratch_dir("pg-certs");
     // The certificate names `localhost` only: connecting to 127.0.0.1 is "another host name".
-    let certs = TestCertificates::generate(&dir, &["localhost"]);
+    let certs = TestCertificates::generate(&["localhost"]);
     let cluster = PrivatePostgres::start(Some(&certs), &["host all all 127.0.0.1/32 trust"]).await;
     let port = cluster.port();
     let by_name = format!("postgres://postgres@localhost:{port}/postgres");
@@ -94,8 +93,6 @@ async fn every_sslmode_does_what_libpq_does() {
     assert!(ssl, "pooled connections are encrypted");
     drop(client);
     drop(pool);
-    drop(cluster);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
