@@ -34,11 +34,12 @@ use platform::{
         publisher::Publisher,
     },
     db,
-    http::{self, Health},
+    http::Health,
     metrics::Metrics,
     outbox::run_outbox_relay,
     settings::Settings,
     shutdown::CancellationToken,
+    startup::{self, Prepared},
     supervise::{LoopMonitor, supervise},
 };
 use serde::Deserialize;
@@ -172,11 +173,17 @@ pub async fn serve(
         );
     }
 
-    db::ensure_database(&settings.database)
-        .await
-        .context("preparing the database")?;
-    let pool = db::connect_pool(&settings.database)?;
-    db::migrate(&pool).await.context("applying migrations")?;
+    let Prepared {
+        pool,
+        health,
+        ops_server: server,
+    } = startup::serve_ops_and_prepare_database(
+        &settings,
+        DEFAULT_LISTEN,
+        metrics.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     // The push loops record Shopify's answers through a pool of their own: intake saturating
     // its pool must never make an answer wait out its lease and cost a resend.
     let push_pool = db::connect_pool(&db::DatabaseSettings {
@@ -194,15 +201,6 @@ pub async fn serve(
     );
     let outbox_wake = Arc::new(Notify::new());
 
-    let health = Health::new(Some(pool.clone()));
-    let server = http::spawn_ops_server(
-        settings.listen_or(DEFAULT_LISTEN),
-        metrics.clone(),
-        health.clone(),
-        shutdown.clone(),
-    )
-    .await
-    .context("binding HTTP")?;
     let mut tasks = tokio::task::JoinSet::new();
     let publisher = Publisher::new(settings.amqp.url.clone(), format!("{SERVICE}/outbox"));
     tasks.spawn(run_outbox_relay(

@@ -23,12 +23,11 @@ use platform::{
         publisher::Publisher,
         topology::ITEM_MAPPINGS,
     },
-    db,
-    http::{self, Health},
     metrics::Metrics,
     outbox::run_outbox_relay,
     settings::Settings,
     shutdown::CancellationToken,
+    startup::{self, Prepared},
 };
 use prometheus::IntCounterVec;
 use tokio::sync::Notify;
@@ -144,11 +143,17 @@ pub async fn serve(
         !settings.shops.is_empty(),
         "no [[shops]] configured: item-ingest would dead-letter every webhook as from an unknown shop"
     );
-    db::ensure_database(&settings.database)
-        .await
-        .context("preparing the database")?;
-    let pool = db::connect_pool(&settings.database)?;
-    db::migrate(&pool).await.context("applying migrations")?;
+    let Prepared {
+        pool,
+        health,
+        ops_server: server,
+    } = startup::serve_ops_and_prepare_database(
+        &settings,
+        DEFAULT_LISTEN,
+        metrics.clone(),
+        shutdown.clone(),
+    )
+    .await?;
 
     let variants_without_sku = IntCounterVec::new(
         prometheus::Opts::new(
@@ -172,15 +177,6 @@ pub async fn serve(
         handler.refresh_conflicts(&shop.domain).await;
     }
 
-    let health = Health::new(Some(pool.clone()));
-    let server = http::spawn_ops_server(
-        settings.listen_or(DEFAULT_LISTEN),
-        metrics.clone(),
-        health.clone(),
-        shutdown.clone(),
-    )
-    .await
-    .context("binding HTTP")?;
     let publisher = Publisher::new(settings.amqp.url.clone(), format!("{SERVICE}/outbox"));
     let relay = tokio::spawn(run_outbox_relay(
         pool.clone(),

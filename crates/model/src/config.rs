@@ -545,7 +545,21 @@ fn normalize_base_url(url: &str) -> Result<String, String> {
             return refuse("(invalid port)");
         }
     }
+    // The access token travels in a header: in plaintext only to this machine (the sandbox).
+    if scheme == "http" && !is_loopback(host) {
+        return refuse(
+            "with https:// except on loopback (the access token must not travel in plaintext)",
+        );
+    }
     Ok(format!("{scheme}://{authority}"))
+}
+
+/// `localhost`, `127.0.0.0/8` or `::1`: the machine itself.
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Shopify prefixes its secrets (`shpat_` access tokens, `shpss_` shared secrets, …); such a
@@ -1033,7 +1047,8 @@ mod tests {
             ("HTTPS://acme.myshopify.com", "https://acme.myshopify.com"),
             ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
             ("http://localhost:65535/", "http://localhost:65535"),
-            ("http://sandbox", "http://sandbox"),
+            ("http://127.1.2.3", "http://127.1.2.3"),
+            ("https://sandbox", "https://sandbox"),
             ("http://[::1]:8080", "http://[::1]:8080"),
             ("http://[::1]", "http://[::1]"),
         ] {
@@ -1074,6 +1089,22 @@ mod tests {
             ("http://[]:80", "(invalid IPv6 address)"),
             ("http://[::1]x", "(invalid text after the IPv6 address)"),
             ("http://[::1]:", "(invalid port)"),
+            (
+                "http://acme.myshopify.com",
+                "with https:// except on loopback (the access token must not travel in plaintext)",
+            ),
+            (
+                "http://sandbox:9470",
+                "with https:// except on loopback (the access token must not travel in plaintext)",
+            ),
+            (
+                "http://10.0.0.7",
+                "with https:// except on loopback (the access token must not travel in plaintext)",
+            ),
+            (
+                "http://[::2]",
+                "with https:// except on loopback (the access token must not travel in plaintext)",
+            ),
         ] {
             let text = shop_replacing("admin_base_url", &format!("admin_base_url = {bad:?}"));
             assert_eq!(

@@ -3,17 +3,21 @@
 //! `/healthz` answers 200 while the process is serving (liveness: restart me only if this
 //! fails). `/readyz` answers 200 only when the broker connection is up and the database answers
 //! (readiness: a service that cannot reach either should get no traffic and shows red on the
-//! dashboard), with a JSON body naming each dependency's state. Services can merge their own
-//! routes (the relay's webhook endpoint) into the same server.
+//! dashboard), with a JSON body naming each dependency's state (`ok`, `disconnected`,
+//! `unavailable`: never the database's error text, which is logged instead). The result is
+//! cached for [`READINESS_CACHE`], so probes arriving fast (several kubelets, a scraper, an
+//! attacker on a misrouted port) cost one database query a second at most.
 
 use std::{
     net::SocketAddr,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
 };
+
+use tokio::time::Instant;
 
 use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use deadpool_postgres::Pool;
@@ -23,12 +27,20 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 
+/// How long a readiness result is served before it is checked again.
+pub const READINESS_CACHE: Duration = Duration::from_secs(1);
+
 /// What `/readyz` checks. Cheap to clone; shared by the consumer runtime (which reports the
-/// broker) and the HTTP server (which asks the database on each probe).
+/// broker) and the HTTP server (which asks the database, at most once per
+/// [`READINESS_CACHE`]).
 #[derive(Debug, Clone)]
 pub struct Health {
     broker_connected: Arc<AtomicBool>,
     database: Option<Pool>,
+    /// The last result and when it was taken.
+    cached: Arc<Mutex<Option<(Instant, bool, serde_json::Value)>>>,
+    /// Whether the last database check failed (its error is logged once per outage).
+    database_failing: Arc<AtomicBool>,
 }
 
 impl Health {
@@ -37,6 +49,8 @@ impl Health {
         Self {
             broker_connected: Arc::new(AtomicBool::new(false)),
             database,
+            cached: Arc::new(Mutex::new(None)),
+            database_failing: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -50,8 +64,28 @@ impl Health {
         self.broker_connected.load(Ordering::Relaxed)
     }
 
-    /// Runs every check; `(ready, body)`.
+    /// The readiness `(ready, body)`: the cached result when it is younger than
+    /// [`READINESS_CACHE`], otherwise every check runs again.
     pub async fn readiness(&self) -> (bool, serde_json::Value) {
+        self.readiness_at(Instant::now()).await
+    }
+
+    /// [`Health::readiness`] as of `now` (tests pass their own clock).
+    pub async fn readiness_at(&self, now: Instant) -> (bool, serde_json::Value) {
+        if let Ok(cached) = self.cached.lock()
+            && let Some((taken, ready, body)) = cached.as_ref()
+            && now.saturating_duration_since(*taken) < READINESS_CACHE
+        {
+            return (*ready, body.clone());
+        }
+        let (ready, body) = self.check().await;
+        if let Ok(mut cached) = self.cached.lock() {
+            *cached = Some((now, ready, body.clone()));
+        }
+        (ready, body)
+    }
+
+    async fn check(&self) -> (bool, serde_json::Value) {
         let broker = self.broker_connected();
         let database = match &self.database {
             None => None,
@@ -63,16 +97,30 @@ impl Health {
                 },
             ),
         };
+        if let Some(database) = &database {
+            // The error goes to the log (once per outage), never into the answer: the caller
+            // of /readyz learns "unavailable", not the server's name, user or message.
+            let failing = database.is_err();
+            let was_failing = self.database_failing.swap(failing, Ordering::Relaxed);
+            match database {
+                Err(err) if !was_failing => {
+                    tracing::warn!(error = %err, "readiness: the database does not answer");
+                }
+                Ok(()) if was_failing => tracing::info!("readiness: the database answers again"),
+                _ => {}
+            }
+        }
         let ready = broker && database.as_ref().is_none_or(Result::is_ok);
         let mut body = json!({
             "ready": ready,
             "broker": if broker { "ok" } else { "disconnected" },
         });
         if let Some(database) = database {
-            body["database"] = match database {
-                Ok(()) => json!("ok"),
-                Err(err) => json!(err),
-            };
+            body["database"] = json!(if database.is_ok() {
+                "ok"
+            } else {
+                "unavailable"
+            });
         }
         (ready, body)
     }
@@ -145,4 +193,48 @@ pub async fn serve(
     axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{DatabaseSettings, connect_pool};
+
+    /// A pool whose server refuses every connection (nothing listens on port 1).
+    fn unreachable_pool() -> Pool {
+        connect_pool(&DatabaseSettings {
+            url: "postgres://wos:s3cret@127.0.0.1:1/wos_sync".into(),
+            connect_timeout_ms: 500,
+            wait_timeout_ms: 500,
+            ..DatabaseSettings::default()
+        })
+        .expect("pool")
+    }
+
+    #[tokio::test]
+    async fn the_database_error_text_is_never_in_the_answer() {
+        let health = Health::new(Some(unreachable_pool()));
+        health.set_broker_connected(true);
+        let (ready, body) = health.readiness().await;
+        assert!(!ready);
+        assert_eq!(body["database"], "unavailable", "{body}");
+        let text = body.to_string();
+        for leak in ["refused", "127.0.0.1", "wos", "error", "s3cret"] {
+            assert!(!text.contains(leak), "`{leak}` in {text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn readiness_is_cached_for_a_second() {
+        let health = Health::new(None);
+        let start = Instant::now();
+        assert!(!health.readiness_at(start).await.0);
+        health.set_broker_connected(true);
+        let soon = start + READINESS_CACHE - Duration::from_millis(1);
+        assert!(!health.readiness_at(soon).await.0, "served from the cache");
+        assert!(
+            health.readiness_at(start + READINESS_CACHE).await.0,
+            "checked again after the cache time"
+        );
+    }
 }

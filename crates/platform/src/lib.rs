@@ -10,7 +10,9 @@
 //! - [`outbox`]: messages published if and only if their transaction committed;
 //! - [`amqp`]: the RabbitMQ topology of the contract, confirmed publishing and the consumer
 //!   runtime (retry tiers, dead letters, reconnects, graceful shutdown);
+//! - [`tls`]: the rustls configuration of every `amqps://` and PostgreSQL TLS connection;
 //! - [`scratch`]: throw-away database + queue prefix for benchmark commands;
+//! - [`startup`]: a service's start: ops server, database, migrations, in that order;
 //! - [`shutdown`]: SIGTERM/SIGINT as a cancellation token every task can watch;
 //! - [`supervise`]: background loops that are restarted with backoff and counted when they fail.
 
@@ -24,5 +26,7 @@ pub mod probe;
 pub mod scratch;
 pub mod settings;
 pub mod shutdown;
+pub mod startup;
 pub mod supervise;
 pub mod telemetry;
+pub mod tls;

@@ -28,7 +28,7 @@ use crate::{
         topology::{Names, WorkQueue, declare_exchanges, declare_work_queue},
     },
     db::{self, DbError},
-    http::{self, Health},
+    http::Health,
     inbox::{InboxEntry, record_message},
     metrics::Metrics,
     scratch::Scratch,
@@ -135,25 +135,22 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
-    db::ensure_database(&settings.database)
-        .await
-        .context("preparing the database")?;
-    let pool = db::connect_pool(&settings.database)?;
-    db::migrate(&pool).await.context("applying migrations")?;
+    let metrics = Metrics::new();
+    let default_listen = DEFAULT_LISTEN.parse().context("default address")?;
+    let crate::startup::Prepared {
+        pool,
+        health,
+        ops_server: server,
+    } = crate::startup::serve_ops_and_prepare_database(
+        &settings,
+        default_listen,
+        metrics.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     ensure_probe_table(&pool)
         .await
         .context("creating probe_effects")?;
-    let metrics = Metrics::new();
-    let health = Health::new(Some(pool.clone()));
-    let default_listen = DEFAULT_LISTEN.parse().context("default address")?;
-    let server = http::spawn_ops_server(
-        settings.listen_or(default_listen),
-        metrics.clone(),
-        health.clone(),
-        shutdown.clone(),
-    )
-    .await
-    .context("binding HTTP")?;
     let config = consumer_config(&settings, "consumer-probe");
     run_consumer(
         config,

@@ -14,12 +14,22 @@ use crate::{
 };
 
 /// A benchmark's private namespace and database.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Scratch {
     /// Settings pointing at the scratch prefix and database (everything else as configured).
     pub settings: Settings,
     database: String,
     admin_url: String,
+}
+
+impl std::fmt::Debug for Scratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scratch")
+            .field("settings", &self.settings)
+            .field("database", &self.database)
+            .field("admin_url", &crate::settings::redact_url(&self.admin_url))
+            .finish()
+    }
 }
 
 impl Scratch {

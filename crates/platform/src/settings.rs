@@ -18,6 +18,7 @@ use serde::Deserialize;
 use crate::{
     amqp::{
         consumer::ConsumerSettings,
+        endpoint::Endpoint,
         topology::{Names, RetryPolicy},
     },
     db::DatabaseSettings,
@@ -39,13 +40,22 @@ pub struct CommonArgs {
 }
 
 /// `[amqp]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AmqpSettings {
     /// `amqp://user:password@host:port/vhost`; `AMQP_URL` overrides it.
     pub url: String,
     /// Prefix for every exchange and queue name; empty in production (the contract's names).
     pub name_prefix: String,
+}
+
+impl std::fmt::Debug for AmqpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpSettings")
+            .field("url", &redact_url(&self.url))
+            .field("name_prefix", &self.name_prefix)
+            .finish()
+    }
 }
 
 impl Default for AmqpSettings {
@@ -63,6 +73,9 @@ impl Default for AmqpSettings {
 pub struct HttpSettings {
     /// The service's HTTP address; each service has its own default (CONTRACT 1).
     pub listen: Option<SocketAddr>,
+    /// The relay's address for `/metrics`, `/healthz` and `/readyz`, apart from its public
+    /// webhook listener (`--ops-listen` / `OPS_LISTEN_ADDR`; default `0.0.0.0:9466`).
+    pub ops_listen: Option<SocketAddr>,
 }
 
 /// `[log]`.
@@ -241,16 +254,34 @@ impl Settings {
                 "database.statement_timeout_ms",
                 self.database.statement_timeout_ms,
             ),
+            (
+                "database.migration_lock_timeout_ms",
+                self.database.migration_lock_timeout_ms,
+            ),
         ];
         if let Some((key, _)) = database.iter().find(|(_, value)| *value == 0) {
             return Err(((*key).into(), "must be at least 1".into()));
         }
+        // sslmode/sslrootcert that cannot be honoured: refused now, not at the first connect.
+        crate::db::DatabaseTarget::parse(&self.database.url).map_err(|err| {
+            let reason = match err {
+                crate::db::DbError::Config(reason) => reason,
+                other => other.to_string(),
+            };
+            ("database.url".into(), reason)
+        })?;
         if !self.amqp.url.starts_with("amqp://") && !self.amqp.url.starts_with("amqps://") {
             return Err((
                 "amqp.url".into(),
                 "must start with amqp:// or amqps://".into(),
             ));
         }
+        // What could never connect securely is refused now, not at the first reconnect.
+        let endpoint =
+            Endpoint::parse(&self.amqp.url).map_err(|err| ("amqp.url".into(), err.to_string()))?;
+        endpoint
+            .check()
+            .map_err(|err| ("amqp.url".into(), err.to_string()))?;
         let prefix_ok = self
             .amqp
             .name_prefix
@@ -319,8 +350,73 @@ fn section<T: for<'de> Deserialize<'de> + Default>(
     }
 }
 
-/// `url` with its password replaced by `***`, for logs and errors.
+/// The `key=value` pairs of a URL's query string, percent-decoded, in order.
+pub fn query_pairs(url: &str) -> Vec<(String, String)> {
+    let Some((_, query)) = url.split_once('?') else {
+        return Vec::new();
+    };
+    let query = query.split_once('#').map_or(query, |(q, _)| q);
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(key), percent_decode(value))
+        })
+        .collect()
+}
+
+/// `%XX` sequences decoded (invalid UTF-8 replaced); anything else kept as is.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied(),
+            bytes.get(i + 2).copied(),
+        ) {
+            (b'%', Some(high), Some(low)) if hex(high).is_some() && hex(low).is_some() => {
+                let value = hex(high).unwrap_or(0) * 16 + hex(low).unwrap_or(0);
+                decoded.push(u8::try_from(value).unwrap_or(b'?'));
+                i += 3;
+            }
+            (byte, _, _) => {
+                decoded.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
+}
+
+/// `url` with its password replaced by `***`, for logs, errors and `Debug`: the one in the user
+/// information and a `password=` query parameter (libpq accepts both).
 pub fn redact_url(url: &str) -> String {
+    let (url, query) = url
+        .split_once('?')
+        .map_or((url, None), |(u, q)| (u, Some(q)));
+    let redacted = redact_userinfo(url);
+    match query {
+        None => redacted,
+        Some(query) => {
+            let pairs: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if percent_decode(key).eq_ignore_ascii_case("password") => {
+                        format!("{key}=***")
+                    }
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{redacted}?{}", pairs.join("&"))
+        }
+    }
+}
+
+fn redact_userinfo(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
@@ -450,8 +546,20 @@ mod tests {
             Some("consumer.publish_timeout_ms".into())
         );
         assert_eq!(
+            refused_key("[consumer]\nmax_message_bytes = 0"),
+            Some("consumer.max_message_bytes".into())
+        );
+        assert_eq!(
             refused_key("[database]\nmax_connections = 0"),
             Some("database.max_connections".into())
+        );
+        assert_eq!(
+            refused_key("[database]\nmigration_lock_timeout_ms = 0"),
+            Some("database.migration_lock_timeout_ms".into())
+        );
+        assert_eq!(
+            refused_key("[database]\nurl = \"postgres://h/db?sslmode=verify-full\""),
+            Some("database.url".into())
         );
         assert_eq!(
             refused_key("[http]\nlisten = \"nowhere\""),
@@ -526,5 +634,48 @@ mod tests {
         );
         assert_eq!(redact_url("postgres://u:p@h"), "postgres://u:***@h");
         assert_eq!(redact_url("not a url"), "not a url");
+        assert_eq!(
+            redact_url("postgres://u@h/db?sslmode=require&password=pw&x=1"),
+            "postgres://u@h/db?sslmode=require&password=***&x=1"
+        );
+    }
+
+    #[test]
+    fn no_settings_type_shows_a_password_in_debug() {
+        let mut settings = load(
+            "[amqp]\nurl = \"amqp://wos:amqp-s3cret@broker.example.com/%2f\"\n\
+             [database]\nurl = \"postgres://wos:db-s3cret@db.example.com/wos_sync?password=db-s3cret\"",
+        )
+        .expect("valid");
+        settings.source = Some("/etc/wos-sync.toml".into());
+        let consumer = crate::amqp::consumer::ConsumerConfig {
+            service: "svc".into(),
+            amqp_url: settings.amqp.url.clone(),
+            names: settings.names(),
+            queue: settings.names().item_ingest_queue(),
+            settings: settings.consumer.clone(),
+            retry: settings.retry.clone(),
+        };
+        let publisher =
+            crate::amqp::publisher::Publisher::new(settings.amqp.url.clone(), "p".into());
+        let endpoint = Endpoint::parse(&settings.amqp.url).expect("valid");
+        let database = crate::db::DatabaseTarget::parse(&settings.database.url).expect("valid");
+        let printed = [
+            format!("{settings:?}"),
+            format!("{settings:#?}"),
+            format!("{:?}", settings.amqp),
+            format!("{:?}", settings.database),
+            format!("{consumer:?}"),
+            format!("{publisher:?}"),
+            format!("{endpoint:?}"),
+            format!("{database:?}"),
+        ];
+        for text in printed {
+            assert!(
+                !text.contains("s3cret"),
+                "a password in Debug output: {text}"
+            );
+        }
+        assert!(format!("{:?}", settings.amqp).contains("wos:***@broker.example.com"));
     }
 }

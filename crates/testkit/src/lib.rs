@@ -5,7 +5,13 @@
 //! removes both when dropped (also when the test panicked). Tests never restart the shared
 //! broker or database and never close other tests' connections: [`close_connections_named`]
 //! closes only connections whose name contains a string unique to the test.
+//!
+//! A test that must configure a server differently (TLS listeners, a resource alarm, access
+//! rules) starts its own: [`private::PrivateBroker`], [`private::PrivatePostgres`], with
+//! certificates from [`certs::TestCertificates`].
 
+pub mod certs;
+pub mod private;
 pub mod proxy;
 
 use std::{future::Future, sync::Mutex, time::Duration};

@@ -1,23 +1,32 @@
 //! `webhook-relay bench`: how many webhooks per second the relay accepts with publisher
-//! confirms, and its latency at half that rate.
+//! confirms, its latency at half that rate, and whether it keeps answering Shopify while
+//! hostile clients try to exhaust it.
 //!
-//! It starts a relay in this process on 127.0.0.1 against the configured broker, under a
-//! scratch name prefix (`bench-<id>.`) with the contract's `item-ingest.shopify-products` queue
-//! bound (so every publish is routed and confirmed by a quorum queue, as in production), and
-//! drives it from a load generator on loopback:
+//! It runs against the configured broker, under a scratch name prefix (`bench-<id>.`) with the
+//! contract's `item-ingest.shopify-products` queue bound (so every publish is routed and
+//! confirmed by a quorum queue, as in production), and drives the relay from a load generator
+//! on loopback:
 //!
-//! 1. closed loop: `concurrency` workers send signed webhooks back to back for `seconds`; the
-//!    accepted (200) count over the time is the throughput;
+//! 1. closed loop (relay in this process): `concurrency` workers send signed webhooks back to
+//!    back for `seconds`; the accepted (200) count over the time is the throughput;
 //! 2. open loop at half that rate: requests leave on a fixed schedule whether or not earlier
 //!    ones were answered, and each latency is measured from its scheduled start, so a stall
-//!    shows up in the percentiles instead of silently slowing the generator down.
+//!    shows up in the percentiles instead of silently slowing the generator down;
+//! 3. under attack (relay in a process of its own, this binary's `run`, so its memory can be
+//!    measured alone): `slow_clients` connections trickle a request head one byte a second
+//!    (reconnecting when cut off) and `big_bodies` workers send maximum-size bodies with a
+//!    wrong signature back to back, while signed webhooks arrive in an open loop at
+//!    `signed_rate` per second; reported: their latency percentiles, how many were accepted,
+//!    and the relay process's peak resident memory (`VmHWM`).
 //!
 //! Every loop is bounded in count and time and stops by itself; the scratch queues and
-//! exchanges are deleted afterwards (also after a failure).
+//! exchanges are deleted afterwards (also after a failure), the relay process is stopped.
 
 use std::{
     fmt,
     net::SocketAddr,
+    path::PathBuf,
+    process::Stdio,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -34,10 +43,11 @@ use platform::{
     settings::Settings,
     shutdown::CancellationToken,
 };
-use tokio::{task::JoinSet, time::Instant};
+use tokio::{io::AsyncWriteExt, net::TcpStream, task::JoinSet, time::Instant};
 
 use crate::{
     client::{RelayClient, webhook_headers},
+    config::RelayConfig,
     secrets::ShopSecrets,
 };
 
@@ -50,6 +60,14 @@ pub struct BenchOptions {
     pub concurrency: usize,
     /// Size of each webhook body.
     pub body_bytes: usize,
+    /// Phase 3: connections trickling a request head a byte a second.
+    pub slow_clients: usize,
+    /// Phase 3: workers sending maximum-size bodies with a wrong signature back to back.
+    pub big_bodies: usize,
+    /// Phase 3: signed webhooks per second.
+    pub signed_rate: f64,
+    /// Phase 3: the relay binary to start (this program by default).
+    pub relay_binary: Option<PathBuf>,
 }
 
 /// Latency percentiles of one phase.
@@ -110,6 +128,27 @@ pub struct BenchReport {
     pub paced_failed: u64,
     pub paced_queued: u64,
     pub paced_latency: Latencies,
+    pub hostile: HostileReport,
+}
+
+/// Phase 3's figures.
+#[derive(Debug, Clone, Default)]
+pub struct HostileReport {
+    /// The relay's body limit, the size of every attacking body.
+    pub body_limit: usize,
+    pub signed_sent: u64,
+    pub signed_accepted: u64,
+    pub signed_failed: u64,
+    pub signed_latency: Latencies,
+    /// Slow connections the relay cut off (each then reconnected).
+    pub slow_cut_off: u64,
+    /// Attacking bodies answered (401, 503) or cut off.
+    pub big_answered: u64,
+    /// The relay process's peak resident memory.
+    pub peak_rss_bytes: u64,
+    /// CPU time the relay process used during the measured seconds, per second (2.0 = two
+    /// cores busy); the rest of the machine ran the broker and the load generator.
+    pub relay_cpu_per_second: f64,
 }
 
 impl BenchReport {
@@ -139,7 +178,7 @@ impl fmt::Display for BenchReport {
             self.max_queued,
             self.max_latency
         )?;
-        write!(
+        writeln!(
             f,
             "phase 2, open loop at {:.0}/s (half), {} s: {} sent, {} accepted, {} failed, \
              {} in the queue; latency {}",
@@ -150,6 +189,52 @@ impl fmt::Display for BenchReport {
             self.paced_failed,
             self.paced_queued,
             self.paced_latency
+        )?;
+        let hostile = &self.hostile;
+        writeln!(
+            f,
+            "phase 3, under attack ({} connections trickling headers 1 byte/s, {} workers \
+             sending {}-byte unsigned bodies), signed webhooks at {:.0}/s for {} s: {} sent, \
+             {} accepted, {} failed; latency {}; {} slow connections cut off, {} attacking \
+             bodies answered; relay peak RSS {:.1} MiB, relay CPU {:.2} s/s",
+            self.options.slow_clients,
+            self.options.big_bodies,
+            hostile.body_limit,
+            self.options.signed_rate,
+            self.options.seconds,
+            hostile.signed_sent,
+            hostile.signed_accepted,
+            hostile.signed_failed,
+            hostile.signed_latency,
+            hostile.slow_cut_off,
+            hostile.big_answered,
+            mib(hostile.peak_rss_bytes),
+            hostile.relay_cpu_per_second
+        )?;
+        write!(f, "{}", self.result_line())
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+impl BenchReport {
+    /// One `RESULT name=value ...` line with the headline figures, for scripts.
+    pub fn result_line(&self) -> String {
+        let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1000.0);
+        format!(
+            "RESULT accepted_per_s={:.0} paced_p99_ms={} hostile_signed_p99_ms={} \
+             hostile_signed_max_ms={} hostile_signed_accepted={} hostile_signed_failed={} \
+             relay_peak_rss_mib={:.1} relay_cpu_per_s={:.2}",
+            self.max_rate(),
+            ms(self.paced_latency.p99),
+            ms(self.hostile.signed_latency.p99),
+            ms(self.hostile.signed_latency.max),
+            self.hostile.signed_accepted,
+            self.hostile.signed_failed,
+            mib(self.hostile.peak_rss_bytes),
+            self.hostile.relay_cpu_per_second
         )
     }
 }
@@ -173,6 +258,10 @@ pub async fn bench(settings: &Settings, options: BenchOptions) -> anyhow::Result
         "--concurrency must be between 1 and 4096"
     );
     anyhow::ensure!(options.body_bytes >= 64, "--body-bytes must be at least 64");
+    anyhow::ensure!(
+        options.signed_rate > 0.0 && options.signed_rate <= 10_000.0,
+        "--signed-rate must be above 0 and at most 10000"
+    );
     let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
     let names = Names::new(format!("bench-{id}."));
     let mut relay_settings = Settings::from_toml_str(
@@ -200,14 +289,28 @@ pub async fn bench(settings: &Settings, options: BenchOptions) -> anyhow::Result
     let queue = names.item_ingest_queue();
     declare_work_queue(&channel, &queue, &relay_settings.retry).await?;
 
-    let result = measure(
-        relay_settings,
-        secrets,
-        secret.as_bytes(),
-        &channel,
-        &queue,
-        options,
-    )
+    let result = async {
+        let mut report = measure(
+            relay_settings.clone(),
+            secrets,
+            secret.as_bytes(),
+            &channel,
+            &queue,
+            options.clone(),
+        )
+        .await?;
+        tokio::time::sleep(SETTLE).await;
+        report.hostile = under_attack(
+            &relay_settings,
+            settings,
+            &secret,
+            &channel,
+            &queue,
+            &options,
+        )
+        .await?;
+        anyhow::Ok(report)
+    }
     .await;
 
     let mut doomed = vec![queue.name.clone(), queue.dead_letter_queue()];
@@ -298,7 +401,288 @@ async fn measure(
         paced_failed: paced.failed,
         paced_queued,
         paced_latency: Latencies::of(paced.latencies),
+        hostile: HostileReport::default(),
     })
+}
+
+/// Phase 3: a relay process of its own, attacked while signed webhooks arrive.
+async fn under_attack(
+    relay_settings: &Settings,
+    settings: &Settings,
+    secret: &str,
+    channel: &lapin::Channel,
+    queue: &WorkQueue,
+    options: &BenchOptions,
+) -> anyhow::Result<HostileReport> {
+    let config: RelayConfig = relay_settings.service_section("webhook_relay")?;
+    let relay = RelayProcess::start(relay_settings, settings, secret, options).await?;
+    let outcome = async {
+        let stop = CancellationToken::new();
+        let mut attackers = JoinSet::new();
+        let slow_cut_off = Arc::new(AtomicU64::new(0));
+        for n in 0..options.slow_clients {
+            attackers.spawn(trickle_headers(
+                relay.addr,
+                n,
+                Arc::clone(&slow_cut_off),
+                stop.clone(),
+            ));
+        }
+        let big_answered = Arc::new(AtomicU64::new(0));
+        let attack = Load {
+            client: RelayClient::new(relay.addr, options.big_bodies),
+            body: Bytes::from(webhook_body(config.max_body_bytes.max(64))),
+            // A valid-looking signature of another body: the relay has to read this one to
+            // find out.
+            signature: sign_webhook(b"not the secret", b"{}"),
+            next_id: Arc::new(AtomicU64::new(0)),
+        };
+        for _ in 0..options.big_bodies {
+            let attack = attack.clone();
+            let answered = Arc::clone(&big_answered);
+            let stop = stop.clone();
+            attackers.spawn(async move {
+                while !stop.is_cancelled() {
+                    attack.send().await;
+                    answered.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        // Let the attack build up: every slow connection open, the big bodies flowing.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let signed = Load {
+            client: RelayClient::new(relay.addr, 64),
+            body: Bytes::from(webhook_body(options.body_bytes)),
+            signature: String::new(),
+            next_id: Arc::new(AtomicU64::new(0)),
+        };
+        let signed = Load {
+            signature: sign_webhook(secret.as_bytes(), &signed.body),
+            ..signed
+        };
+        let sampler = tokio::spawn(relay.sample_rss(stop.clone()));
+        let (cpu_before, measured_from) = (relay.cpu_seconds(), Instant::now());
+        let result = open_loop(
+            &signed,
+            options.signed_rate,
+            Duration::from_secs(options.seconds),
+        )
+        .await;
+        let relay_cpu_per_second =
+            (relay.cpu_seconds() - cpu_before) / measured_from.elapsed().as_secs_f64().max(0.001);
+        stop.cancel();
+        let sampled_peak = sampler.await.unwrap_or(0);
+        while attackers.join_next().await.is_some() {}
+        let queued = purge(channel, queue).await?;
+        anyhow::ensure!(
+            queued >= result.accepted,
+            "accepted webhooks missing from the queue under attack: {queued} queued of {}",
+            result.accepted
+        );
+        anyhow::Ok(HostileReport {
+            body_limit: config.max_body_bytes,
+            signed_sent: result.sent,
+            signed_accepted: result.accepted,
+            signed_failed: result.failed,
+            signed_latency: Latencies::of(result.latencies),
+            slow_cut_off: slow_cut_off.load(Ordering::Relaxed),
+            big_answered: big_answered.load(Ordering::Relaxed),
+            peak_rss_bytes: relay.peak_rss().max(sampled_peak),
+            relay_cpu_per_second,
+        })
+    }
+    .await;
+    relay.stop().await;
+    outcome
+}
+
+/// One connection trickling a request head a byte a second; reconnects when cut off.
+async fn trickle_headers(
+    addr: SocketAddr,
+    n: usize,
+    cut_off: Arc<AtomicU64>,
+    stop: CancellationToken,
+) {
+    let head = format!(
+        "POST /webhooks/shopify HTTP/1.1\r\nHost: relay\r\nX-Shopify-Topic: products/update\r\n\
+         X-Shopify-Shop-Domain: {SHOP}\r\nX-Shopify-Webhook-Id: slow-{n}\r\n"
+    );
+    // Spread the connects over the first second.
+    let offset = Duration::from_millis((n as u64 * 997) % 1000);
+    tokio::select! {
+        () = stop.cancelled() => return,
+        () = tokio::time::sleep(offset) => {}
+    }
+    while !stop.is_cancelled() {
+        let Ok(mut stream) = TcpStream::connect(addr).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        for byte in head.bytes().cycle() {
+            if stream.write_all(&[byte]).await.is_err() {
+                cut_off.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+}
+
+/// The relay as a process of its own (so its memory is its own), on free loopback ports.
+struct RelayProcess {
+    child: tokio::process::Child,
+    pid: u32,
+    addr: SocketAddr,
+    config_file: PathBuf,
+}
+
+impl RelayProcess {
+    async fn start(
+        relay_settings: &Settings,
+        settings: &Settings,
+        secret: &str,
+        options: &BenchOptions,
+    ) -> anyhow::Result<Self> {
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|listener| listener.local_addr())
+                .context("a free port")
+        };
+        let (addr, ops_addr) = (free()?, free()?);
+        let mut text = format!(
+            "[amqp]\nname_prefix = \"{}\"\n\n[[shops]]\ndomain = \"{SHOP}\"\napi_version = \"2026-04\"\n\
+             admin_base_url = \"http://127.0.0.1:9\"\naccess_token_env = \"BENCH_TOKEN\"\n\
+             webhook_secret_env = \"BENCH_WEBHOOK_SECRET\"\n",
+            relay_settings.amqp.name_prefix
+        );
+        if let Some(table) = settings.services.get("webhook_relay") {
+            let mut section = toml::Table::new();
+            section.insert("webhook_relay".to_owned(), table.clone());
+            text.push('\n');
+            text.push_str(&toml::to_string(&section).context("the [webhook_relay] table")?);
+        }
+        let config_file = std::env::temp_dir().join(format!(
+            "webhook-relay-bench-{}.toml",
+            relay_settings.amqp.name_prefix.trim_end_matches('.')
+        ));
+        std::fs::write(&config_file, text).context("writing the relay's configuration")?;
+        let binary = match &options.relay_binary {
+            Some(binary) => binary.clone(),
+            None => std::env::current_exe().context("the relay binary")?,
+        };
+        let mut child = tokio::process::Command::new(&binary)
+            .args(["--config", &config_file.display().to_string()])
+            .args([
+                "--listen",
+                &addr.to_string(),
+                "--ops-listen",
+                &ops_addr.to_string(),
+            ])
+            .arg("run")
+            .env("AMQP_URL", &settings.amqp.url)
+            .env("BENCH_WEBHOOK_SECRET", secret)
+            .env("RUST_LOG", "warn,lapin::returned_messages=error")
+            .env("LOG_FORMAT", "json")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let pid = child.id().context("the relay process id")?;
+        let ops = RelayClient::new(ops_addr, 1);
+        let ready_by = Instant::now() + Duration::from_secs(30);
+        loop {
+            if ops
+                .get("/readyz")
+                .await
+                .is_ok_and(|r| r.status.is_success())
+            {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                anyhow::bail!("the relay process exited before it was ready: {status}");
+            }
+            anyhow::ensure!(
+                Instant::now() < ready_by,
+                "the relay process was not ready within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(Self {
+            child,
+            pid,
+            addr,
+            config_file,
+        })
+    }
+
+    /// `VmHWM` of the process: its peak resident memory so far.
+    fn peak_rss(&self) -> u64 {
+        status_kib(self.pid, "VmHWM:").saturating_mul(1024)
+    }
+
+    /// User and system CPU time the process used so far (`/proc/<pid>/stat`, in the kernel's
+    /// 100 Hz `USER_HZ` ticks); 0 when unreadable.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+        // Fields after the command name (which may contain spaces) start at `state`.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks = |index: usize| {
+            fields
+                .get(index)
+                .and_then(|value| value.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        // utime and stime: fields 14 and 15 of the line, indexes 11 and 12 from `state` on.
+        (ticks(11) + ticks(12)) as f64 / 100.0
+    }
+
+    /// The largest `VmRSS` seen every 100 ms until `stop` (in case `VmHWM` is unavailable).
+    fn sample_rss(&self, stop: CancellationToken) -> impl Future<Output = u64> + use<> {
+        let pid = self.pid;
+        async move {
+            let mut peak = 0;
+            while !stop.is_cancelled() {
+                peak = peak.max(status_kib(pid, "VmRSS:").saturating_mul(1024));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            peak
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = tokio::process::Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status()
+            .await;
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+        let _ = std::fs::remove_file(&self.config_file);
+    }
+}
+
+/// A `kB` field of `/proc/<pid>/status`; 0 when unreadable.
+fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(field))
+                .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// Empties the bench queue (so the broker does not carry a phase's messages into the next)

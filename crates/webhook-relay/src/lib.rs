@@ -1,8 +1,11 @@
 //! The webhook relay: Shopify's webhooks in, confirmed messages on `shopify.events` out.
 //!
-//! - [`webhook`]: the `POST /webhooks/shopify` handler (limits, headers, signature, publish);
+//! - [`webhook`]: the `POST /webhooks/shopify` handler (limits, headers, signature, topic,
+//!   publish);
+//! - [`server`]: the public listener's HTTP server (header-read and idle timeouts, connection
+//!   limit);
 //! - [`secrets`]: every shop's webhook secrets, read from the environment at start;
-//! - [`config`]: the `[webhook_relay]` table (body limit and time budgets);
+//! - [`config`]: the `[webhook_relay]` table (limits, time budgets, published topics);
 //! - [`client`] and [`bench`]: a signed-webhook HTTP client and the load benchmark
 //!   (`webhook-relay bench`).
 //!
@@ -10,11 +13,15 @@
 //! confirmed its message, so a crash or a broker outage at any point costs Shopify a retry,
 //! never a lost webhook. It starts and answers (503) even while the broker is down, and
 //! reconnects by itself.
+//!
+//! It listens twice: the public address (`--listen`) serves only the webhook route; `/metrics`,
+//! `/healthz` and `/readyz` are on the ops address (`--ops-listen`), which is not exposed.
 
 pub mod bench;
 pub mod client;
 pub mod config;
 pub mod secrets;
+pub mod server;
 pub mod webhook;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -36,11 +43,14 @@ use tokio::task::JoinHandle;
 use crate::{
     config::RelayConfig,
     secrets::ShopSecrets,
+    server::ConnectionLimits,
     webhook::{RelayMetrics, RelayState},
 };
 
-/// The relay's default HTTP address (CONTRACT 1).
+/// The relay's default public (webhook) address (CONTRACT 1).
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+/// The relay's default ops address: `/metrics`, `/healthz`, `/readyz` (CONTRACT 1).
+pub const DEFAULT_OPS_LISTEN: &str = "0.0.0.0:9466";
 
 /// How often the relay checks its broker connection (and reconnects when it is down), which is
 /// also how stale `/readyz` can be.
@@ -49,8 +59,10 @@ const KEEPER_INTERVAL: Duration = Duration::from_millis(500);
 /// A started relay.
 #[derive(Debug)]
 pub struct Relay {
-    /// The address it listens on (the chosen port when configured with port 0).
+    /// The public (webhook) address it listens on (the chosen port when configured with 0).
     pub addr: SocketAddr,
+    /// The ops address (`/metrics`, `/healthz`, `/readyz`).
+    pub ops_addr: SocketAddr,
     /// Its metrics registry (also served on `/metrics`).
     pub metrics: Metrics,
     /// Its broker publisher.
@@ -112,22 +124,33 @@ pub async fn start(
         .await
         .with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr().context("bound address")?;
+    let default_ops: SocketAddr = DEFAULT_OPS_LISTEN.parse().context("default ops address")?;
+    let ops_listen = settings.http.ops_listen.unwrap_or(default_ops);
+    let ops_listener = http::bind(ops_listen)
+        .await
+        .with_context(|| format!("binding the ops address {ops_listen}"))?;
+    let ops_addr = ops_listener.local_addr().context("bound ops address")?;
 
     let shops = settings.shops.len();
-    let state = Arc::new(RelayState {
+    let limits = ConnectionLimits {
+        header_read_timeout: config.header_read_timeout(),
+        idle_timeout: config.idle_timeout(),
+        max_connections: config.max_connections,
+    };
+    let state = Arc::new(RelayState::new(
         secrets,
-        publisher: publisher.clone(),
-        exchange: exchange.clone(),
+        publisher.clone(),
+        exchange.clone(),
         config,
-        metrics: metrics.clone(),
+        metrics.clone(),
         relay_metrics,
-    });
-    let router = http::ops_router(metrics.clone(), health.clone()).merge(
-        Router::new()
-            .route(webhook::PATH, post(webhook::receive))
-            .with_state(state),
-    );
-    tracing::info!(listen = %addr, exchange, shops, "webhook relay serving");
+    ));
+    // The public listener knows one route; everything else is a 404 there.
+    let router = Router::new()
+        .route(webhook::PATH, post(webhook::receive))
+        .with_state(state);
+    let ops_router = http::ops_router(metrics.clone(), health.clone());
+    tracing::info!(listen = %addr, ops_listen = %ops_addr, exchange, shops, "webhook relay serving");
 
     // Our own token, so a failing server can stop the keeper without cancelling the caller's.
     let stop = shutdown.child_token();
@@ -136,19 +159,24 @@ pub async fn start(
         health.clone(),
         stop.clone(),
     ));
+    let ops = tokio::spawn(http::serve(ops_listener, ops_router, stop.clone()));
     let closing = publisher.clone();
     let task = tokio::spawn(async move {
         // Graceful: stops accepting, then waits for open requests (each bounded by the
         // request budget) before the broker connection is closed under them.
-        let served = http::serve(listener, router, stop.clone()).await;
+        server::serve(listener, router, limits, stop.clone()).await;
         stop.cancel();
         let _ = keeper.await;
+        let ops_served = ops.await;
         closing.close().await;
         tracing::info!("webhook relay stopped");
-        served.context("HTTP server")
+        ops_served
+            .context("ops server task")?
+            .context("ops HTTP server")
     });
     Ok(Relay {
         addr,
+        ops_addr,
         metrics,
         publisher,
         task,

@@ -4,12 +4,21 @@
 //!
 //! | step | refusal |
 //! |---|---|
+//! | more requests in progress than `max_concurrent_requests` | 503 + `Retry-After` |
 //! | `Content-Length` over the limit (checked before reading a byte) | 413 |
 //! | `X-Shopify-Topic`, `X-Shopify-Shop-Domain` or `X-Shopify-Webhook-Id` missing/unreadable | 400 |
 //! | `X-Shopify-Hmac-Sha256` missing, shop not configured | 401 |
+//! | a large body (or one of unknown length) while `max_concurrent_large_bodies` are read | 503 + `Retry-After` |
 //! | body over the limit while streaming (chunked bodies have no length) | 413 |
 //! | signature matches neither the current nor the previous secret | 401 |
+//! | topic not in `topics`: answered 200, **not published** | (200) |
+//! | `products/delete` whose body is not exactly `{"id": <integer>}` | 400 |
 //! | broker down or no confirm within the publish budget | 503 |
+//!
+//! The signature covers the body only, not the headers: whoever saw one signed delivery can
+//! replay its body with any `X-Shopify-Topic`. So only the topics the services consume are
+//! published, and a delete is only believed with a delete-shaped body: a signed create or
+//! update body sent as `products/delete` cannot delete a product.
 //!
 //! A verified webhook is published unchanged to `shopify.events` (CONTRACT 3.1) and answered 200
 //! once the broker confirmed it, also when no queue is bound to its topic (counted as
@@ -22,7 +31,10 @@ use std::{sync::Arc, time::Instant};
 use axum::{
     body::Body,
     extract::State,
-    http::{HeaderMap, StatusCode, header::CONTENT_LENGTH},
+    http::{
+        HeaderMap, HeaderValue, StatusCode,
+        header::{CONTENT_LENGTH, RETRY_AFTER},
+    },
     response::{IntoResponse, Response},
 };
 use futures_util::StreamExt;
@@ -34,10 +46,11 @@ use platform::{
     },
     metrics::Metrics,
 };
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::{
-    config::RelayConfig,
+    config::{LARGE_BODY_BYTES, RelayConfig},
     secrets::{ShopSecrets, Verification},
 };
 
@@ -68,8 +81,9 @@ const FORWARDED: [&str; 6] = [
 
 /// AMQP short strings (routing key, `message_id`) hold at most 255 bytes.
 const MAX_SHORT_STRING: usize = 255;
-/// Longest topic used as a metric label; Shopify's topics are far shorter.
-const MAX_TOPIC_LABEL: usize = 64;
+
+/// `Retry-After` of a shed request, in seconds.
+const RETRY_AFTER_SECS: &str = "1";
 
 /// `outcome` label of `wos_sync_webhooks_total` (CONTRACT 6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,8 +109,9 @@ impl Outcome {
 /// Topic label of requests refused before their signature was verified: anyone can send any
 /// topic, and a label value per invented topic would grow the metric without bound.
 pub const UNVERIFIED_TOPIC: &str = "unverified";
-/// Topic label of a verified webhook whose topic is not shaped like `resource/event`.
-pub const INVALID_TOPIC: &str = "invalid";
+/// Topic label of authentic webhooks of a topic the relay does not publish (not in `topics`):
+/// one value for all of them, so the label set stays the configured topics plus two.
+pub const OTHER_TOPIC: &str = "other";
 
 /// The relay's metrics beyond the contract's families.
 #[derive(Debug, Clone)]
@@ -105,6 +120,9 @@ pub struct RelayMetrics {
     pub request_seconds: HistogramVec,
     /// `wos_sync_webhooks_unroutable_total{topic}`: accepted webhooks no queue was bound for.
     pub unroutable_total: IntCounterVec,
+    /// `wos_sync_webhook_requests_in_flight{kind}`: requests being handled (`request`), and of
+    /// those the ones reading a large body (`large_body`); at their limit, more are shed.
+    pub in_flight: IntGaugeVec,
 }
 
 impl RelayMetrics {
@@ -130,12 +148,25 @@ impl RelayMetrics {
         metrics
             .registry
             .register(Box::new(request_seconds.clone()))?;
+        let in_flight = IntGaugeVec::new(
+            Opts::new(
+                "wos_sync_webhook_requests_in_flight",
+                "Webhook requests being handled (kind=request), and those reading a large body \
+                 (kind=large_body); at their limits further requests get 503.",
+            ),
+            &["kind"],
+        )?;
         metrics
             .registry
             .register(Box::new(unroutable_total.clone()))?;
+        metrics.registry.register(Box::new(in_flight.clone()))?;
+        for kind in [REQUEST_SLOT, LARGE_BODY_SLOT] {
+            in_flight.with_label_values(&[kind]).set(0);
+        }
         Ok(Self {
             request_seconds,
             unroutable_total,
+            in_flight,
         })
     }
 }
@@ -150,6 +181,65 @@ pub struct RelayState {
     pub config: RelayConfig,
     pub metrics: Metrics,
     pub relay_metrics: RelayMetrics,
+    /// Slots of `max_concurrent_requests`.
+    pub requests: Semaphore,
+    /// Slots of `max_concurrent_large_bodies`.
+    pub large_bodies: Semaphore,
+}
+
+/// `kind` label values of `wos_sync_webhook_requests_in_flight`.
+pub const REQUEST_SLOT: &str = "request";
+/// See [`REQUEST_SLOT`].
+pub const LARGE_BODY_SLOT: &str = "large_body";
+
+/// A taken admission slot, counted in `wos_sync_webhook_requests_in_flight` while held.
+struct Slot<'a> {
+    permit: Option<SemaphorePermit<'a>>,
+    gauge: IntGauge,
+}
+
+impl<'a> Slot<'a> {
+    /// A slot of `slots` if one is free right now (no waiting: waiting requests are what
+    /// exhausts a server).
+    fn try_take(slots: &'a Semaphore, gauge: IntGauge) -> Option<Self> {
+        let permit = slots.try_acquire().ok()?;
+        gauge.inc();
+        Some(Self {
+            permit: Some(permit),
+            gauge,
+        })
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        // The slot is free before the gauge says so, never the other way round.
+        drop(self.permit.take());
+        self.gauge.dec();
+    }
+}
+
+impl RelayState {
+    /// The shared state of a relay's requests, with the admission slots of `config`.
+    pub fn new(
+        secrets: ShopSecrets,
+        publisher: Publisher,
+        exchange: String,
+        config: RelayConfig,
+        metrics: Metrics,
+        relay_metrics: RelayMetrics,
+    ) -> Self {
+        Self {
+            requests: Semaphore::new(config.max_concurrent_requests),
+            large_bodies: Semaphore::new(config.max_concurrent_large_bodies),
+            secrets,
+            publisher,
+            exchange,
+            config,
+            metrics,
+            relay_metrics,
+        }
+    }
 }
 
 /// How one request ended.
@@ -159,6 +249,8 @@ struct Answer {
     outcome: Outcome,
     topic_label: String,
     message: &'static str,
+    /// Load shed: tell the client when to come back.
+    retry_after: bool,
 }
 
 impl Answer {
@@ -168,6 +260,19 @@ impl Answer {
             outcome,
             topic_label: UNVERIFIED_TOPIC.to_owned(),
             message,
+            retry_after: false,
+        }
+    }
+
+    /// Too much at once: 503 with `Retry-After`, nothing read.
+    fn shed(message: &'static str) -> Self {
+        Self {
+            retry_after: true,
+            ..Self::refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Outcome::Unavailable,
+                message,
+            )
         }
     }
 
@@ -195,26 +300,33 @@ pub async fn receive(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let answer = match tokio::time::timeout(
-        state.config.request_timeout(),
-        handle(&state, &headers, body),
-    )
-    .await
-    {
-        Ok(answer) => answer,
-        Err(_elapsed) => {
-            tracing::warn!(
-                timeout_ms = state.config.request_timeout_ms,
-                "webhook not handled within the request budget; answering 503"
-            );
-            Answer {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                outcome: Outcome::Unavailable,
+    let gauge = state
+        .relay_metrics
+        .in_flight
+        .with_label_values(&[REQUEST_SLOT]);
+    let answer = match Slot::try_take(&state.requests, gauge) {
+        // Shed before anything is read: the cheapest answer there is.
+        None => Answer::shed("too many requests at once, retry later"),
+        Some(_slot) => match tokio::time::timeout(
+            state.config.request_timeout(),
+            handle(&state, &headers, body),
+        )
+        .await
+        {
+            Ok(answer) => answer,
+            Err(_elapsed) => {
+                tracing::warn!(
+                    timeout_ms = state.config.request_timeout_ms,
+                    "webhook not handled within the request budget; answering 503"
+                );
                 // It may have run out of time before its signature was checked.
-                topic_label: UNVERIFIED_TOPIC.to_owned(),
-                message: "not handled in time, retry later",
+                Answer::refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Outcome::Unavailable,
+                    "not handled in time, retry later",
+                )
             }
-        }
+        },
     };
     state
         .metrics
@@ -226,23 +338,30 @@ pub async fn receive(
         .request_seconds
         .with_label_values(&[answer.outcome.as_str()])
         .observe(started.elapsed().as_secs_f64());
-    (answer.status, format!("{}\n", answer.message)).into_response()
+    let mut response = (answer.status, format!("{}\n", answer.message)).into_response();
+    if answer.retry_after {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+    }
+    response
 }
 
 /// The checks and the publish; see the module documentation for the order.
 async fn handle(state: &RelayState, headers: &HeaderMap, body: Body) -> Answer {
     let limit = state.config.max_body_bytes;
-    if let Some(length) = headers.get(CONTENT_LENGTH) {
-        match length
+    let declared = match headers.get(CONTENT_LENGTH) {
+        None => None,
+        Some(length) => match length
             .to_str()
             .ok()
             .and_then(|v| v.trim().parse::<u64>().ok())
         {
             Some(length) if length > limit as u64 => return Answer::too_large(),
-            Some(_) => {}
+            Some(length) => Some(length),
             None => return Answer::bad_request("invalid Content-Length"),
-        }
-    }
+        },
+    };
     let Some(topic) = short_header(headers, header::TOPIC) else {
         return Answer::bad_request("missing or invalid X-Shopify-Topic");
     };
@@ -264,7 +383,23 @@ async fn handle(state: &RelayState, headers: &HeaderMap, body: Body) -> Answer {
         tracing::debug!(shop = %shop, "webhook for a shop that is not configured");
         return Answer::unauthorized("unknown shop or invalid signature");
     }
-    let body = match read_limited(body, limit).await {
+    // A large body (or one whose size is not announced) is read only with a slot of its own:
+    // a flood of them cannot take the memory the small, usual ones need.
+    let _large_slot = match declared {
+        Some(length) if length <= LARGE_BODY_BYTES => None,
+        _ => {
+            let gauge = state
+                .relay_metrics
+                .in_flight
+                .with_label_values(&[LARGE_BODY_SLOT]);
+            match Slot::try_take(&state.large_bodies, gauge) {
+                Some(slot) => Some(slot),
+                None => return Answer::shed("too many large requests at once, retry later"),
+            }
+        }
+    };
+    let capacity = declared.map_or(0, |length| usize::try_from(length).unwrap_or(limit));
+    let body = match read_limited(body, limit, capacity).await {
         Ok(body) => body,
         Err(BodyError::TooLarge) => return Answer::too_large(),
         Err(BodyError::Read) => return Answer::bad_request("could not read the body"),
@@ -282,7 +417,28 @@ async fn handle(state: &RelayState, headers: &HeaderMap, body: Body) -> Answer {
         }
     }
 
-    let topic_label = topic_label(topic);
+    if !state.config.publishes(topic) {
+        // Authentic, but nobody here consumes it: Shopify must not retry it, and it must not
+        // reach the exchange (the signature does not cover the topic header).
+        tracing::debug!(shop = %shop, topic, webhook_id, "webhook of a topic the relay does not publish");
+        return Answer {
+            status: StatusCode::OK,
+            outcome: Outcome::Accepted,
+            topic_label: OTHER_TOPIC.to_owned(),
+            message: "accepted (topic not handled)",
+            retry_after: false,
+        };
+    }
+    let topic_label = topic.to_owned();
+    if topic == DELETE_TOPIC && !is_delete_shaped(&body) {
+        // A signed body replayed under a forged topic, or a payload Shopify changed: either
+        // way, not something to delete a product for.
+        tracing::warn!(shop = %shop, webhook_id, "products/delete whose body is not {{\"id\": ...}} only; refused");
+        return Answer {
+            topic_label,
+            ..Answer::bad_request("products/delete body must be {\"id\": <product id>}")
+        };
+    }
     let properties = message_properties(headers, &shop, webhook_id);
     let routing_key = routing_key(topic);
     let published = state
@@ -311,6 +467,7 @@ async fn handle(state: &RelayState, headers: &HeaderMap, body: Body) -> Answer {
                 outcome: Outcome::Unavailable,
                 topic_label,
                 message: "not stored yet, retry later",
+                retry_after: false,
             }
         }
         Ok(confirmed) => {
@@ -328,6 +485,7 @@ async fn handle(state: &RelayState, headers: &HeaderMap, body: Body) -> Answer {
                 outcome: Outcome::Accepted,
                 topic_label,
                 message: "accepted",
+                retry_after: false,
             }
         }
         Err(err) => {
@@ -343,6 +501,7 @@ async fn handle(state: &RelayState, headers: &HeaderMap, body: Body) -> Answer {
                 outcome: Outcome::Unavailable,
                 topic_label,
                 message: "broker unavailable, retry later",
+                retry_after: false,
             }
         }
     }
@@ -363,20 +522,21 @@ pub fn routing_key(topic: &str) -> String {
     topic.replace('/', ".")
 }
 
-/// The metric label of a verified topic: the topic itself when shaped like Shopify's
-/// `resource/event` (lowercase letters and `_`), otherwise [`INVALID_TOPIC`].
-pub fn topic_label(topic: &str) -> String {
-    let shaped = topic.len() <= MAX_TOPIC_LABEL
-        && topic.split_once('/').is_some_and(|(resource, event)| {
-            let part =
-                |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
-            part(resource) && part(event)
-        });
-    if shaped {
-        topic.to_owned()
-    } else {
-        INVALID_TOPIC.to_owned()
-    }
+/// The topic whose body must be delete-shaped.
+pub const DELETE_TOPIC: &str = "products/delete";
+
+/// Shopify's `products/delete` body: an object with the product's `id` (a positive integer) and
+/// nothing else. Create and update bodies (title, variants, ...) never pass.
+pub fn is_delete_shaped(body: &[u8]) -> bool {
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(body)
+    else {
+        return false;
+    };
+    map.len() == 1
+        && map
+            .get("id")
+            .and_then(serde_json::Value::as_u64)
+            .is_some_and(|id| id > 0)
 }
 
 /// Properties of the published message (CONTRACT 3.1). The shop domain header carries the
@@ -402,10 +562,11 @@ enum BodyError {
     Read,
 }
 
-/// Reads the body, stopping as soon as it exceeds `limit` bytes.
-async fn read_limited(body: Body, limit: usize) -> Result<Vec<u8>, BodyError> {
+/// Reads the body, stopping as soon as it exceeds `limit` bytes; `capacity` (the announced
+/// length) is allocated at once, so a body never costs twice its size in a growing buffer.
+async fn read_limited(body: Body, limit: usize, capacity: usize) -> Result<Vec<u8>, BodyError> {
     let mut stream = body.into_data_stream();
-    let mut buffer = Vec::new();
+    let mut buffer = Vec::with_capacity(capacity.min(limit));
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|_| BodyError::Read)?;
         if buffer.len() + chunk.len() > limit {
@@ -432,25 +593,26 @@ mod tests {
     }
 
     #[test]
-    fn topic_labels_are_bounded() {
-        assert_eq!(topic_label("products/update"), "products/update");
-        assert_eq!(
-            topic_label("inventory_levels/update"),
-            "inventory_levels/update"
-        );
-        for odd in [
-            "Products/update",
-            "products",
-            "products/update/x",
-            "products/",
-            "/update",
-            "customer.tags_added",
-            "products/up date",
+    fn only_an_id_is_a_delete() {
+        for body in [
+            r#"{"id":788032119674292922}"#,
+            r#"{ "id" : 18446744073709551615 }"#,
         ] {
-            assert_eq!(topic_label(odd), INVALID_TOPIC, "{odd}");
+            assert!(is_delete_shaped(body.as_bytes()), "{body}");
         }
-        let long = format!("{}/update", "a".repeat(MAX_TOPIC_LABEL));
-        assert_eq!(topic_label(&long), INVALID_TOPIC);
+        for body in [
+            r#"{"id":1,"title":"T","variants":[]}"#,
+            r#"{"id":1,"admin_graphql_api_id":"gid://shopify/Product/1"}"#,
+            r#"{"id":"1"}"#,
+            r#"{"id":0}"#,
+            r#"{"id":-1}"#,
+            r#"{"id":1.5}"#,
+            r#"{}"#,
+            r#"[{"id":1}]"#,
+            "not json",
+        ] {
+            assert!(!is_delete_shaped(body.as_bytes()), "{body}");
+        }
     }
 
     #[test]

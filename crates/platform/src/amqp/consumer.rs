@@ -169,6 +169,10 @@ pub struct ConsumerSettings {
     pub shutdown_grace_ms: u64,
     /// How long a retry or dead-letter publish may wait for the broker's confirm.
     pub publish_timeout_ms: u64,
+    /// Largest message body handed to the handler; a larger one goes to `Q.dlq` as `malformed`
+    /// without being parsed. The default is the relay's body limit (a product webhook it
+    /// accepted always fits); WOS transactions are far smaller.
+    pub max_message_bytes: usize,
 }
 
 impl Default for ConsumerSettings {
@@ -178,6 +182,7 @@ impl Default for ConsumerSettings {
             concurrency: 16,
             shutdown_grace_ms: 20_000,
             publish_timeout_ms: 10_000,
+            max_message_bytes: 2 * 1024 * 1024,
         }
     }
 }
@@ -196,6 +201,12 @@ impl ConsumerSettings {
         if self.prefetch == 0 {
             return Err(("consumer.prefetch".into(), "must be at least 1".into()));
         }
+        if self.max_message_bytes == 0 {
+            return Err((
+                "consumer.max_message_bytes".into(),
+                "must be at least 1".into(),
+            ));
+        }
         if self.concurrency == 0 || self.concurrency > usize::from(self.prefetch) {
             return Err((
                 "consumer.concurrency".into(),
@@ -207,7 +218,7 @@ impl ConsumerSettings {
 }
 
 /// Everything the runtime needs to know about one consumer.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConsumerConfig {
     /// The service's name: metric label, `x-service` header, connection name.
     pub service: String,
@@ -216,6 +227,19 @@ pub struct ConsumerConfig {
     pub queue: WorkQueue,
     pub settings: ConsumerSettings,
     pub retry: RetryPolicy,
+}
+
+impl std::fmt::Debug for ConsumerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerConfig")
+            .field("service", &self.service)
+            .field("amqp_url", &crate::settings::redact_url(&self.amqp_url))
+            .field("names", &self.names)
+            .field("queue", &self.queue)
+            .field("settings", &self.settings)
+            .field("retry", &self.retry)
+            .finish()
+    }
 }
 
 impl ConsumerConfig {
@@ -489,6 +513,7 @@ impl<H: Handler> Runtime<H> {
             let deliveries = header_u64(message.properties.headers().as_ref(), "x-delivery-count")
                 .unwrap_or(0)
                 .saturating_add(1);
+            let limit = self.config.settings.max_message_bytes;
             let disposition = if deliveries >= u64::from(self.config.retry.delivery_limit) {
                 Disposition::dead_letter(
                     ErrorKind::Exhausted,
@@ -496,6 +521,14 @@ impl<H: Handler> Runtime<H> {
                         "delivered {deliveries} times without being acknowledged (a crash loop?)"
                     ),
                 )
+            } else if message.body.len() > limit {
+                // Before any parsing: a huge body must not cost a parse (or a retry) per
+                // delivery.
+                Disposition::malformed(format!(
+                    "message of {} bytes is over the limit of {limit} bytes \
+                     (consumer.max_message_bytes); not parsed",
+                    message.body.len()
+                ))
             } else {
                 AssertUnwindSafe(self.handler.handle(&message))
                     .catch_unwind()

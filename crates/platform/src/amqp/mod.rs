@@ -1,5 +1,6 @@
 //! RabbitMQ: the contract's topology, confirmed publishing and the consumer runtime.
 //!
+//! - [`endpoint`]: the broker an AMQP URL names and the TLS it asks for (`amqps://`);
 //! - [`topology`]: exchange and queue names of the contract, and idempotent declaration of a
 //!   work queue with its `Q.retry.<n>` tiers and `Q.dlq`;
 //! - [`publish`]: the persistent delivery mode and confirm-mode channels;
@@ -9,6 +10,7 @@
 //!   dead letters, reconnects, graceful shutdown).
 
 pub mod consumer;
+pub mod endpoint;
 pub mod headers;
 pub mod publish;
 pub mod publisher;
@@ -19,8 +21,16 @@ use lapin::{Connection, ConnectionProperties};
 pub use lapin::{BasicProperties, Channel, types::FieldTable};
 
 /// Opens a connection named `name` (shown in the management UI and by `rabbitmqctl
-/// list_connections`, which is how operators and tests find a service's connection).
+/// list_connections`, which is how operators and tests find a service's connection):
+/// plaintext for `amqp://`, TLS with certificate verification for `amqps://`
+/// ([`endpoint::Endpoint`]).
 pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> {
+    let endpoint = endpoint::Endpoint::parse(url).map_err(|err| {
+        lapin::Error::from(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("AMQP URL: {err}"),
+        ))
+    })?;
     let properties = ConnectionProperties::default().with_connection_name(name.into());
-    Connection::connect(url, properties).await
+    endpoint.connect(properties).await
 }

@@ -276,14 +276,30 @@ impl Publisher {
             Ok(result) => result,
             Err(_elapsed) => Err(PublisherError::Timeout(timeout)),
         };
-        if let (Err(PublisherError::Broker(_) | PublisherError::Timeout(_)), Some(session)) =
-            (&result, used)
-        {
-            // The connection may be dead or wedged (a blocked broker, a half-open socket):
-            // replace it rather than let the next caller find out the slow way.
-            self.discard(&session);
+        match (result, used) {
+            (Err(PublisherError::Timeout(_)), Some(session))
+                if session.connection.status().blocked() =>
+            {
+                // The broker learned of its alarm from this very publish and blocked the
+                // connection (RabbitMQ blocks a connection when it publishes, not before). Keep
+                // it: it unblocks when the alarm clears, while a replacement would be blocked by
+                // its first publish too, and a close cannot even be written to a connection the
+                // broker no longer reads, so each replacement would leak one.
+                Err(PublisherError::Unavailable(
+                    "the broker is blocking publishers (resource alarm)".into(),
+                ))
+            }
+            (
+                Err(err @ (PublisherError::Broker(_) | PublisherError::Timeout(_))),
+                Some(session),
+            ) => {
+                // The connection may be dead or wedged (a half-open socket): replace it rather
+                // than let the next caller find out the slow way.
+                self.discard(&session);
+                Err(err)
+            }
+            (result, _) => result,
         }
-        result
     }
 
     /// Opens the connection now if there is none (bounded by the connect timeout and subject to
@@ -773,6 +789,69 @@ mod tests {
             "bounded by the connect timeout, took {elapsed:?}"
         );
         holder.abort();
+    }
+
+    #[tokio::test]
+    async fn a_blocked_broker_costs_one_connection_not_one_per_timeout() {
+        let broker = testkit::private::PrivateBroker::start(None).await;
+        let publisher = Publisher::with_options(
+            broker.amqp_url(),
+            "test-publisher-blocked".into(),
+            fast_options(),
+            None,
+        );
+        let publish = |id: &str| {
+            let publisher = publisher.clone();
+            let id = id.to_owned();
+            async move {
+                publisher
+                    .publish(
+                        "amq.topic",
+                        "x",
+                        b"{}",
+                        message(&id),
+                        Duration::from_secs(2),
+                    )
+                    .await
+            }
+        };
+        publish("before").await.unwrap();
+        assert_eq!(publisher.connections_opened(), 1);
+
+        // A disk alarm: the broker blocks every connection that publishes. The first publish
+        // after it gets the connection blocked (and no confirm); four more follow.
+        broker.rabbitmqctl(&["set_disk_free_limit", "1000000GB"]);
+        wait_until(Duration::from_secs(30), "a publish is refused", || {
+            let publish = publish("during-0");
+            async move { publish.await.is_err() }
+        })
+        .await;
+        for n in 1..5 {
+            let err = publish(&format!("during-{n}")).await.unwrap_err();
+            assert!(
+                matches!(err, PublisherError::Unavailable(_)),
+                "publish {n}: {err}"
+            );
+        }
+        assert_eq!(
+            publisher.connections_opened(),
+            1,
+            "the blocked connection is kept, not replaced after each timeout"
+        );
+        assert!(
+            !publisher.is_connected(),
+            "a blocked publisher is not ready"
+        );
+
+        // The alarm clears: the same connection publishes again.
+        broker.rabbitmqctl(&["set_disk_free_limit", "1MB"]);
+        wait_until(Duration::from_secs(30), "publishing again", || {
+            let publish = publish("after");
+            async move { publish.await.is_ok() }
+        })
+        .await;
+        assert_eq!(publisher.connections_opened(), 1);
+        publisher.close().await;
     }
 
     #[tokio::test]

@@ -4,8 +4,10 @@
 //! in parallel on the shared servers.
 #![allow(clippy::unwrap_used)]
 
+mod amqp_tls;
 mod database;
 mod deploy_files;
+mod pg_tls;
 mod process;
 mod runtime;
 mod topology;

@@ -227,3 +227,45 @@ async fn sigterm_with_messages_in_flight_exits_in_time_and_loses_nothing() {
         "every message is committed-and-acked or back in the queue, once"
     );
 }
+
+#[tokio::test]
+async fn the_ops_server_answers_while_migrations_wait_for_their_lock() {
+    let env = TestEnv::new().await;
+    env.track_queue(&probe_queue(&env.names));
+    // Another replica (here: the test) is migrating: the probe's migrations must wait.
+    let (holder, driver) = platform::db::DatabaseTarget::parse(&env.database_url)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    holder
+        .execute(
+            "SELECT pg_advisory_lock($1)",
+            &[&platform::db::MIGRATION_LOCK_KEY],
+        )
+        .await
+        .unwrap();
+    let (mut probe, base) = spawn_probe(&env, &[]);
+
+    wait_until(
+        Duration::from_secs(30),
+        "/healthz answers while the migrations wait",
+        || async {
+            get(&format!("{base}/healthz"))
+                .await
+                .is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+        },
+    )
+    .await;
+    let readiness = get(&format!("{base}/readyz")).await.unwrap();
+    assert!(
+        readiness.starts_with("HTTP/1.1 503"),
+        "not ready before its migrations ran: {readiness}"
+    );
+
+    drop(holder);
+    let _ = driver.await;
+    wait_ready(&base).await;
+    probe.kill().unwrap();
+    probe.wait().unwrap();
+}

@@ -50,6 +50,14 @@ impl Running {
 }
 
 async fn start<H: Handler>(env: &TestEnv, handler: H) -> Running {
+    start_with(env, handler, env.settings().consumer).await
+}
+
+async fn start_with<H: Handler>(
+    env: &TestEnv,
+    handler: H,
+    consumer: platform::amqp::consumer::ConsumerSettings,
+) -> Running {
     let settings = env.settings();
     let queue = env.names.item_ingest_queue();
     let config = ConsumerConfig {
@@ -57,7 +65,7 @@ async fn start<H: Handler>(env: &TestEnv, handler: H) -> Running {
         amqp_url: settings.amqp.url.clone(),
         names: env.names.clone(),
         queue: queue.clone(),
-        settings: settings.consumer.clone(),
+        settings: consumer,
         retry: settings.retry.clone(),
     };
     let metrics = Metrics::new();
@@ -327,6 +335,65 @@ async fn a_malformed_message_goes_straight_to_the_dlq() {
     assert_eq!(header_u64(headers, "x-attempts"), Some(1));
     assert_eq!(consumer.count("retried"), 0);
     assert_eq!(consumer.count("dead_lettered"), 1);
+    consumer.stop().await;
+}
+
+/// Records the size of every body it is given, and acknowledges.
+#[derive(Clone, Default)]
+struct SizeRecorder {
+    seen: Arc<Mutex<Vec<usize>>>,
+}
+
+impl Handler for SizeRecorder {
+    async fn handle(&self, message: &Incoming) -> Disposition {
+        self.seen.lock().unwrap().push(message.body.len());
+        Disposition::Ack
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_message_is_dead_lettered_before_the_handler_sees_it() {
+    let env = TestEnv::new().await;
+    let recorder = SizeRecorder::default();
+    let mut settings = env.settings().consumer;
+    settings.max_message_bytes = 1024;
+    let consumer = start_with(&env, recorder.clone(), settings).await;
+    let exchange = env.names.name("shopify.events");
+    env.publish(&exchange, "products.update", &[b'x'; 1025], message("big"))
+        .await;
+    env.publish(&exchange, "products.update", &[b'x'; 1024], message("fits"))
+        .await;
+
+    let dlq = consumer.queue.dead_letter_queue();
+    let dead = env
+        .wait_and_drain(&dlq, 1, Duration::from_secs(10))
+        .await
+        .remove(0)
+        .delivery;
+    let headers = dead.properties.headers().as_ref();
+    assert_eq!(header_str(headers, "x-error-kind"), Some("malformed"));
+    assert_eq!(
+        header_str(headers, "x-error"),
+        Some(
+            "message of 1025 bytes is over the limit of 1024 bytes (consumer.max_message_bytes); \
+             not parsed"
+        )
+    );
+    assert_eq!(dead.data.len(), 1025, "the original body is kept");
+    wait_until(
+        Duration::from_secs(10),
+        "the fitting message handled",
+        || {
+            let seen = recorder.seen.clone();
+            async move { !seen.lock().unwrap().is_empty() }
+        },
+    )
+    .await;
+    assert_eq!(
+        *recorder.seen.lock().unwrap(),
+        [1024],
+        "the handler never saw the oversized message"
+    );
     consumer.stop().await;
 }
 

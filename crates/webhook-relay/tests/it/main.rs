@@ -6,6 +6,7 @@
 //! between the relay and the shared broker; the broker itself is never stopped.
 #![allow(clippy::unwrap_used)]
 
+mod exposure;
 mod outage;
 mod process;
 mod publishing;

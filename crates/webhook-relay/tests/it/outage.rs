@@ -23,7 +23,7 @@ async fn deliver(relay: &Harness, id: &str) -> (u16, Duration) {
 }
 
 async fn readyz(relay: &Harness) -> u16 {
-    relay.client.get("/readyz").await.unwrap().status.as_u16()
+    relay.ops.get("/readyz").await.unwrap().status.as_u16()
 }
 
 /// Delivers fresh webhooks until one is accepted; returns the accepted ids.
@@ -54,7 +54,7 @@ async fn broker_away_is_503_and_back_is_200_without_a_restart() {
     // The broker is unreachable from the start: the relay must start anyway.
     proxy.cut();
     let relay = start_relay(env, &url, BUDGETS).await;
-    assert_eq!(relay.client.get("/healthz").await.unwrap().status, 200);
+    assert_eq!(relay.ops.get("/healthz").await.unwrap().status, 200);
     assert_eq!(readyz(&relay).await, 503);
     let (status, took) = deliver(&relay, "while-down-at-start").await;
     assert_eq!(status, 503);

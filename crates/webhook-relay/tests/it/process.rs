@@ -25,10 +25,25 @@ fn config_file(env: &TestEnv, shops: &[(&str, &str)]) -> std::path::PathBuf {
     path
 }
 
-fn relay_command(config: &std::path::Path, listen: &str, amqp_url: &str) -> Command {
+fn free_address() -> String {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+fn relay_command(
+    config: &std::path::Path,
+    listen: &str,
+    ops_listen: &str,
+    amqp_url: &str,
+) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_webhook-relay"));
     command
         .args(["--config", config.to_str().unwrap(), "--listen", listen])
+        .env("OPS_LISTEN_ADDR", ops_listen)
         .env("AMQP_URL", amqp_url)
         .env("LOG_FORMAT", "text")
         .stdout(Stdio::null());
@@ -47,7 +62,7 @@ async fn refuses_to_start_without_a_shops_secret_naming_shop_and_variable_only()
             ("second.myshopify.com", &unset),
         ],
     );
-    let output = relay_command(&config, "127.0.0.1:0", &env.amqp_url)
+    let output = relay_command(&config, "127.0.0.1:0", "127.0.0.1:0", &env.amqp_url)
         .env("RUST_LOG", "debug")
         .env(&set, "value-that-must-never-be-printed")
         .env_remove(&unset)
@@ -75,26 +90,31 @@ async fn serves_webhooks_and_stops_cleanly_on_sigterm() {
     let env = TestEnv::new().await;
     let secret_env = format!("RELAY_TEST_SECRET_{}", env.id);
     let config = config_file(&env, &[("process.myshopify.com", &secret_env)]);
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
+    let listen = free_address();
+    let ops_listen = free_address();
     // The relay declares the exchanges itself; the queue is item-ingest's to declare.
-    let mut child = relay_command(&config, &listen, &env.amqp_url)
+    let mut child = relay_command(&config, &listen, &ops_listen, &env.amqp_url)
         .env(&secret_env, "process-secret")
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let client = RelayClient::new(listen.parse().unwrap(), 1);
+    let ops = RelayClient::new(ops_listen.parse().unwrap(), 1);
     wait_until(Duration::from_secs(20), "relay process ready", || async {
-        client
-            .get("/readyz")
+        ops.get("/readyz")
             .await
             .is_ok_and(|reply| reply.status == 200)
     })
     .await;
+    // The public listener serves the webhook route and nothing else.
+    for path in ["/readyz", "/metrics", "/healthz"] {
+        let reply = client.get(path).await.unwrap();
+        assert_eq!(
+            reply.status, 404,
+            "{path} on the public listener: {reply:?}"
+        );
+    }
+    assert_eq!(ops.get("/metrics").await.unwrap().status, 200);
     let queue = env.names.item_ingest_queue();
     platform::amqp::topology::declare_work_queue(env.channel(), &queue, &env.settings().retry)
         .await

@@ -99,15 +99,15 @@ async fn a_confirmed_webhook_arrives_byte_identical_with_all_headers() {
 
     // Counted, timed and exposed.
     assert_eq!(relay.webhooks("products/update", "accepted"), 1);
-    let metrics = relay.client.get("/metrics").await.unwrap().body;
+    let metrics = relay.ops.get("/metrics").await.unwrap().body;
     for line in [
         "wos_sync_webhooks_total{outcome=\"accepted\",topic=\"products/update\"} 1",
         "wos_sync_webhook_request_seconds_count{outcome=\"accepted\"} 1",
     ] {
         assert!(metrics.contains(line), "missing `{line}` in:\n{metrics}");
     }
-    assert_eq!(relay.client.get("/healthz").await.unwrap().status, 200);
-    let ready = relay.client.get("/readyz").await.unwrap();
+    assert_eq!(relay.ops.get("/healthz").await.unwrap().status, 200);
+    let ready = relay.ops.get("/readyz").await.unwrap();
     assert_eq!(ready.status, 200);
     assert!(ready.body.contains("\"broker\":\"ok\""), "{ready:?}");
     relay.stop().await;
@@ -115,7 +115,12 @@ async fn a_confirmed_webhook_arrives_byte_identical_with_all_headers() {
 
 #[tokio::test]
 async fn a_topic_no_queue_is_bound_to_is_accepted_and_counted() {
-    let relay = connected_relay("").await;
+    // A deployment that also publishes inventory level changes (nobody consumes them yet).
+    let relay = connected_relay(
+        "[webhook_relay]\ntopics = [\"products/create\", \"products/update\", \
+         \"products/delete\", \"inventory_levels/update\"]\n",
+    )
+    .await;
     let body = br#"{"inventory_item_id":1,"location_id":2,"available":3}"#;
     let reply = relay
         .deliver(

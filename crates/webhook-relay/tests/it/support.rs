@@ -79,7 +79,10 @@ fn secrets(settings: &Settings) -> ShopSecrets {
 pub struct Harness {
     pub env: TestEnv,
     pub relay: Relay,
+    /// The public (webhook) listener.
     pub client: RelayClient,
+    /// The ops listener (`/metrics`, `/healthz`, `/readyz`).
+    pub ops: RelayClient,
     /// `item-ingest.shopify-products` under the test's prefix (bound to `products.*`).
     pub queue: String,
     shutdown: CancellationToken,
@@ -96,6 +99,7 @@ pub async fn start_relay(env: TestEnv, amqp_url: &str, relay_toml: &str) -> Harn
     settings.retry = base.retry;
     settings.database = base.database;
     settings.http.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    settings.http.ops_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
 
     // The contract topology under the test's prefix, as item-ingest would declare it.
     declare_exchanges(env.channel(), &env.names).await.unwrap();
@@ -110,9 +114,11 @@ pub async fn start_relay(env: TestEnv, amqp_url: &str, relay_toml: &str) -> Harn
         .await
         .unwrap();
     let client = RelayClient::new(relay.addr, 16);
+    let ops = RelayClient::new(relay.ops_addr, 2);
     Harness {
         env,
         client,
+        ops,
         queue: queue.name,
         relay,
         shutdown,
@@ -132,7 +138,7 @@ impl Harness {
     /// Waits until `/readyz` says 200.
     pub async fn wait_ready(&self) {
         wait_until(Duration::from_secs(10), "relay ready", || async {
-            self.client.get("/readyz").await.unwrap().status == 200
+            self.ops.get("/readyz").await.unwrap().status == 200
         })
         .await;
     }
@@ -165,6 +171,24 @@ impl Harness {
             .webhooks_total
             .with_label_values(&[topic, outcome])
             .get()
+    }
+
+    /// `wos_sync_webhook_requests_in_flight{kind}`.
+    pub fn in_flight(&self, kind: &str) -> i64 {
+        self.relay
+            .metrics
+            .registry
+            .gather()
+            .iter()
+            .filter(|family| family.name() == "wos_sync_webhook_requests_in_flight")
+            .flat_map(|family| family.get_metric())
+            .find(|metric| {
+                metric
+                    .get_label()
+                    .iter()
+                    .any(|label| label.name() == "kind" && label.value() == kind)
+            })
+            .map_or(0, |metric| metric.get_gauge().get_value() as i64)
     }
 
     /// Waits until the work queue holds `count` messages, then takes them all.
