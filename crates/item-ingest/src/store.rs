@@ -16,9 +16,9 @@ use deadpool_postgres::{GenericClient, Pool, Transaction};
 use model::{
     announcement::{MappingAnnouncement, MappingChange},
     catalog::{
-        Candidate, CatalogChange, CurrentMapping, ItemFields, MappingDecision, MirroredVariant,
-        ProductRecord, Version, apply_product_event, item_fields, merge_item_fields,
-        resolve_mapping,
+        Candidate, CatalogChange, CurrentMapping, EventClock, EventKind, ItemFields,
+        MappingDecision, MirroredVariant, ProductRecord, Version, apply_product_event, item_fields,
+        merge_item_fields, resolve_mapping,
     },
     config::ShopConfig,
     ids::{InventoryItemId, ProductId, VariantId},
@@ -121,13 +121,12 @@ pub async fn ingest(
     lock(&tx, &format!("product:{shop}/{product_key}")).await?;
     let known = load_product_variants(&tx, shop, product_key).await?;
     let record = load_product(&tx, shop, product_key).await?;
-    let change = apply_product_event(
-        &webhook.event,
-        webhook.event_time,
-        webhook.triggered_at,
-        &known,
-        record.as_ref(),
-    );
+    let clock = EventClock {
+        event_time: webhook.event_time,
+        triggered_at: webhook.triggered_at,
+        kind: webhook.kind,
+    };
+    let change = apply_product_event(&webhook.event, &clock, &known, record.as_ref());
 
     // Sorted (BTreeSet) after the product lock: see the module header on deadlocks.
     for sku in &change.affected_skus {
@@ -163,7 +162,7 @@ async fn lock(tx: &Transaction<'_>, key: &str) -> Result<(), tokio_postgres::Err
 
 const VARIANT_COLUMNS: &str = "variant_id, product_id, sku, inventory_item_id, product_title, \
      variant_title, barcode, price, vendor, product_type, created_at, version, deleted, \
-     version_triggered_at";
+     version_triggered_at, version_kind";
 
 fn variant_from_row(row: &Row) -> MirroredVariant {
     MirroredVariant {
@@ -180,7 +179,7 @@ fn variant_from_row(row: &Row) -> MirroredVariant {
         vendor: row.get(8),
         product_type: row.get(9),
         created_at: row.get(10),
-        version: Version::at(row.get(11), row.get(13)),
+        version: Version::of(row.get(11), row.get(13), EventKind::from_i16(row.get(14))),
         deleted: row.get(12),
     }
 }
@@ -208,14 +207,15 @@ async fn load_product(
 ) -> Result<Option<ProductRecord>, tokio_postgres::Error> {
     let row = tx
         .query_opt(
-            "SELECT version, listed_variants, deleted, version_triggered_at FROM shopify_products \
+            "SELECT version, listed_variants, deleted, version_triggered_at, version_kind \
+             FROM shopify_products \
              WHERE shop_domain = $1 AND product_id = $2",
             &[&shop, &product],
         )
         .await?;
     Ok(row.map(|row| ProductRecord {
         product_id: ProductId(from_db(product)),
-        version: Version::at(row.get(0), row.get(3)),
+        version: Version::of(row.get(0), row.get(3), EventKind::from_i16(row.get(4))),
         listed_variants: row
             .get::<_, Option<Vec<i64>>>(1)
             .map(|ids| ids.into_iter().map(|id| VariantId(from_db(id))).collect()),
@@ -232,8 +232,8 @@ async fn write_mirror(
         .prepare_cached(
             "INSERT INTO shopify_variants (shop_domain, variant_id, product_id, sku, \
                  inventory_item_id, product_title, variant_title, barcode, price, vendor, \
-                 product_type, created_at, version, deleted, version_triggered_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+                 product_type, created_at, version, deleted, version_triggered_at, version_kind) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
              ON CONFLICT (shop_domain, variant_id) DO UPDATE SET \
                  product_id = EXCLUDED.product_id, sku = EXCLUDED.sku, \
                  inventory_item_id = EXCLUDED.inventory_item_id, \
@@ -241,7 +241,8 @@ async fn write_mirror(
                  barcode = EXCLUDED.barcode, price = EXCLUDED.price, vendor = EXCLUDED.vendor, \
                  product_type = EXCLUDED.product_type, created_at = EXCLUDED.created_at, \
                  version = EXCLUDED.version, deleted = EXCLUDED.deleted, \
-                 version_triggered_at = EXCLUDED.version_triggered_at, mirrored_at = now()",
+                 version_triggered_at = EXCLUDED.version_triggered_at, \
+                 version_kind = EXCLUDED.version_kind, mirrored_at = now()",
         )
         .await?;
     for v in &change.upserts {
@@ -267,6 +268,7 @@ async fn write_mirror(
                 &v.version.updated_at,
                 &v.deleted,
                 &v.version.triggered_at,
+                &v.version.kind.as_i16(),
             ],
         )
         .await?;
@@ -283,11 +285,12 @@ async fn write_mirror(
             .transpose()?;
         tx.execute(
             "INSERT INTO shopify_products (shop_domain, product_id, version, listed_variants, \
-                 deleted, version_triggered_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
+                 deleted, version_triggered_at, version_kind) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT (shop_domain, product_id) DO UPDATE SET version = EXCLUDED.version, \
                  listed_variants = EXCLUDED.listed_variants, deleted = EXCLUDED.deleted, \
-                 version_triggered_at = EXCLUDED.version_triggered_at",
+                 version_triggered_at = EXCLUDED.version_triggered_at, \
+                 version_kind = EXCLUDED.version_kind",
             &[
                 &shop,
                 &db_id(record.product_id.0, "product id")?,
@@ -295,6 +298,7 @@ async fn write_mirror(
                 &listed,
                 &record.deleted,
                 &record.version.triggered_at,
+                &record.version.kind.as_i16(),
             ],
         )
         .await?;
@@ -518,7 +522,7 @@ pub async fn list_conflicts(pool: &Pool, shop: &str) -> Result<Vec<SkuConflict>,
     for row in client.query(&sql, &[&shop]).await? {
         let variant = variant_from_row(&row);
         let mapped = row
-            .get::<_, Option<i64>>(14)
+            .get::<_, Option<i64>>(15)
             .map(|id| InventoryItemId(from_db(id)));
         let sku = variant.sku.clone().unwrap_or_default();
         match conflicts.last_mut() {

@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use crate::{
     config::{FieldPolicies, ItemField},
     ids::{InventoryItemId, ProductId, VariantId},
-    webhook::{ProductEvent, ProductPayload, VariantPayload},
+    webhook::{ProductEvent, ProductPayload, ProductTopic, VariantPayload},
 };
 
 /// Shopify's title of the only variant of a product without options.
@@ -34,20 +34,86 @@ pub const MAX_DETAILED_VARIANTS: usize = 100;
 
 /// When an event happened, as far as ordering events goes: the payload's `updated_at` (whole
 /// seconds in Shopify's payloads), then `X-Shopify-Triggered-At` (finer, and the same on every
-/// redelivery of one webhook) to order events of the same second. An event without the header
-/// sorts before one with it in the same second.
+/// redelivery of one webhook) to order events of the same second, then the topic: a product's
+/// `products/create` is its first event, so it sorts before any `products/update` of the same
+/// instant. An event without the header sorts before one with it in the same second.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Version {
     pub updated_at: DateTime<Utc>,
     pub triggered_at: Option<DateTime<Utc>>,
+    pub kind: EventKind,
 }
 
 impl Version {
+    /// The version of an update (or of state read from Shopify).
     pub fn at(updated_at: DateTime<Utc>, triggered_at: Option<DateTime<Utc>>) -> Self {
+        Self::of(updated_at, triggered_at, EventKind::Update)
+    }
+
+    pub fn of(
+        updated_at: DateTime<Utc>,
+        triggered_at: Option<DateTime<Utc>>,
+        kind: EventKind,
+    ) -> Self {
         Self {
             updated_at,
             triggered_at,
+            kind,
         }
+    }
+}
+
+/// Which kind of event a version comes from; orders events that agree on everything else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EventKind {
+    /// `products/create`: the product's first event.
+    Create,
+    /// `products/update`, `products/delete`, or state read from Shopify.
+    Update,
+}
+
+impl EventKind {
+    /// The kind of a product topic's events.
+    pub fn of_topic(topic: ProductTopic) -> Self {
+        match topic {
+            ProductTopic::Create => Self::Create,
+            ProductTopic::Update | ProductTopic::Delete => Self::Update,
+        }
+    }
+
+    /// Stored as a smallint (`version_kind`).
+    pub fn as_i16(self) -> i16 {
+        match self {
+            Self::Create => 0,
+            Self::Update => 1,
+        }
+    }
+
+    /// Reads the stored smallint; anything but 0 is an update.
+    pub fn from_i16(value: i16) -> Self {
+        if value == 0 {
+            Self::Create
+        } else {
+            Self::Update
+        }
+    }
+}
+
+/// What orders one event against the others, besides its payload's `updated_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventClock {
+    /// Stands in for a missing `updated_at` (deletes, payloads without it): the webhook's
+    /// `X-Shopify-Triggered-At`, or the time of receipt.
+    pub event_time: DateTime<Utc>,
+    /// `X-Shopify-Triggered-At`, when present: it orders events of the same second.
+    pub triggered_at: Option<DateTime<Utc>>,
+    /// Create or update.
+    pub kind: EventKind,
+}
+
+impl EventClock {
+    fn version(&self, updated_at: DateTime<Utc>) -> Version {
+        Version::of(updated_at, self.triggered_at, self.kind)
     }
 }
 
@@ -103,24 +169,18 @@ pub struct CatalogChange {
 
 /// Applies `event` to the mirrored state of its product.
 ///
-/// `known` holds every mirrored variant of the product (live or deleted); `product` its record.
-/// `event_time` stands in for a missing `updated_at` (deletes, payloads without it): the
-/// webhook's `X-Shopify-Triggered-At`, or the time of receipt. `triggered_at` is the header
-/// itself, when present: it orders events of the same second.
+/// `known` holds every mirrored variant of the product (live or deleted); `product` its record;
+/// `clock` what orders the event besides its payload (see [`EventClock`]).
 pub fn apply_product_event(
     event: &ProductEvent,
-    event_time: DateTime<Utc>,
-    triggered_at: Option<DateTime<Utc>>,
+    clock: &EventClock,
     known: &[MirroredVariant],
     product: Option<&ProductRecord>,
 ) -> CatalogChange {
     match event {
-        ProductEvent::Upsert(payload) => {
-            apply_upsert(payload, event_time, triggered_at, known, product)
-        }
+        ProductEvent::Upsert(payload) => apply_upsert(payload, clock, known, product),
         ProductEvent::Delete { product_id } => {
-            let version = Version::at(event_time, triggered_at);
-            apply_delete(*product_id, version, known, product)
+            apply_delete(*product_id, clock.version(clock.event_time), known, product)
         }
     }
 }
@@ -154,8 +214,7 @@ fn apply_delete(
 
 fn apply_upsert(
     payload: &ProductPayload,
-    event_time: DateTime<Utc>,
-    triggered_at: Option<DateTime<Utc>>,
+    clock: &EventClock,
     known: &[MirroredVariant],
     product: Option<&ProductRecord>,
 ) -> CatalogChange {
@@ -166,8 +225,8 @@ fn apply_upsert(
     }
     let product_updated = payload
         .updated_at
-        .map_or(event_time, |t| t.with_timezone(&Utc));
-    let product_version = Version::at(product_updated, triggered_at);
+        .map_or(clock.event_time, |t| t.with_timezone(&Utc));
+    let product_version = clock.version(product_updated);
     let newest_for_product = product.is_none_or(|p| product_version >= p.version);
     let known_by_id: BTreeMap<VariantId, &MirroredVariant> =
         known.iter().map(|v| (v.variant_id, v)).collect();
@@ -179,7 +238,7 @@ fn apply_upsert(
         let updated = variant.updated_at.map_or(product_updated, |t| {
             t.with_timezone(&Utc).max(product_updated)
         });
-        let version = Version::at(updated, triggered_at);
+        let version = clock.version(updated);
         let fresh = mirrored_from(payload, variant, version);
         match known_by_id.get(&variant.id) {
             Some(old) if version < old.version => change.stale.push(variant.id),
@@ -228,8 +287,9 @@ fn apply_upsert(
                 .iter()
                 .filter(|v| !v.deleted && !in_event.contains(&v.variant_id))
             {
-                // Strictly newer only: two events of the same second without
-                // `X-Shopify-Triggered-At` cannot tell which is later.
+                // Strictly newer only: two updates of the same second without
+                // `X-Shopify-Triggered-At` cannot tell which is later (an update is later
+                // than the product's create).
                 if product_version > old.version {
                     change.affected_skus.extend(old.sku.clone());
                     change.upserts.push(MirroredVariant {

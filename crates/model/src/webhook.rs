@@ -123,9 +123,9 @@ pub struct VariantPayload {
     pub product_id: Option<ProductId>,
     /// Variant title, e.g. `Small`.
     pub title: Option<String>,
-    /// The SKU, verbatim (no trimming: it is the WOS item key). An empty string is read as
-    /// `None`: Shopify stores a cleared SKU as `""`, and an empty key would merge every
-    /// SKU-less variant into one WOS item.
+    /// The SKU, verbatim (no trimming: it is the WOS item key). An empty or whitespace-only
+    /// string is read as `None` ([`sku_or_none`]): Shopify stores a cleared SKU as `""`, and
+    /// such a key would merge every SKU-less variant into one WOS item.
     pub sku: Option<String>,
     /// The barcode as given (`None` when null or absent).
     pub barcode: Option<String>,
@@ -271,9 +271,7 @@ fn parse_variant(value: &Value, path: String) -> Result<VariantPayload, WebhookE
         id: VariantId(variant.required_id("id")?),
         product_id: variant.optional_id("product_id")?.map(ProductId),
         title: variant.optional_string("title")?,
-        sku: variant
-            .optional_string("sku")?
-            .filter(|sku| !sku.is_empty()),
+        sku: sku_or_none(variant.optional_string("sku")?),
         barcode: variant.optional_string("barcode")?,
         price: variant.optional_price("price")?,
         inventory_item_id: variant
@@ -283,6 +281,11 @@ fn parse_variant(value: &Value, path: String) -> Result<VariantPayload, WebhookE
         created_at: variant.optional_timestamp("created_at")?,
         updated_at: variant.optional_timestamp("updated_at")?,
     })
+}
+
+/// A SKU as the WOS item key: verbatim, but `None` when empty or only whitespace (no SKU).
+pub fn sku_or_none(sku: Option<String>) -> Option<String> {
+    sku.filter(|sku| !sku.trim().is_empty())
 }
 
 /// `variant_gids` (current versions) or else `variant_ids` (older versions); a null list is
@@ -1029,6 +1032,7 @@ mod tests {
             json!({"id": 2}),
             json!({"id": 3, "sku": "", "barcode": "", "created_at": ""}),
             json!({"id": 4, "sku": " A B ", "barcode": "0123", "price": "0.00"}),
+            json!({"id": 5, "sku": " \t\n "}),
         ]);
         let p = upsert("products/create", &body);
         let empty = |id| VariantPayload {
@@ -1045,6 +1049,7 @@ mod tests {
         };
         assert_eq!(p.variants[0], empty(1));
         assert_eq!(p.variants[1], empty(2));
+        assert_eq!(p.variants[4], empty(5), "a whitespace-only SKU is no SKU");
         assert_eq!(
             p.variants[2],
             VariantPayload {

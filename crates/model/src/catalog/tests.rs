@@ -42,10 +42,21 @@ fn with_listing(event: ProductEvent, listed: &[u64]) -> ProductEvent {
 }
 
 /// Applies events one after another to an in-memory mirror, as item-ingest does.
-#[derive(Default)]
 struct Mirror {
     variants: BTreeMap<VariantId, MirroredVariant>,
     products: BTreeMap<ProductId, ProductRecord>,
+    /// The kind of the next events applied.
+    kind: EventKind,
+}
+
+impl Default for Mirror {
+    fn default() -> Self {
+        Self {
+            variants: BTreeMap::new(),
+            products: BTreeMap::new(),
+            kind: EventKind::Update,
+        }
+    }
 }
 
 impl Mirror {
@@ -68,13 +79,12 @@ impl Mirror {
             .filter(|v| v.product_id == product_id)
             .cloned()
             .collect();
-        let change = apply_product_event(
-            event,
-            at(time),
-            triggered,
-            &known,
-            self.products.get(&product_id),
-        );
+        let clock = EventClock {
+            event_time: at(time),
+            triggered_at: triggered,
+            kind: self.kind,
+        };
+        let change = apply_product_event(event, &clock, &known, self.products.get(&product_id));
         for variant in &change.upserts {
             self.variants.insert(variant.variant_id, variant.clone());
         }
@@ -173,6 +183,28 @@ fn events_of_the_same_second_are_ordered_by_their_trigger_time() {
     mirror.apply(&product(2, 5, &[(20, Some("20B611-XL"), 200)]), 5);
     mirror.apply(&product(2, 5, &[(20, Some("20A642-XL"), 200)]), 5);
     assert_eq!(mirror.sku(20).as_deref(), Some("20A642-XL"));
+}
+
+#[test]
+fn a_create_of_the_same_second_never_undoes_an_update() {
+    // No X-Shopify-Triggered-At on either; the update (a rename) is applied first.
+    let mut mirror = Mirror::default();
+    mirror.apply(&product(2, 5, &[(20, Some("NEW"), 200)]), 5);
+    mirror.kind = EventKind::Create;
+    let late = mirror.apply(&product(2, 5, &[(20, Some("OLD"), 200)]), 5);
+    assert_eq!(late.stale, [VariantId(20)], "the create is the older event");
+    assert!(late.product.is_none());
+    assert_eq!(mirror.sku(20).as_deref(), Some("NEW"));
+    // The other way round, the update applies over the create.
+    let mut mirror = Mirror {
+        kind: EventKind::Create,
+        ..Mirror::default()
+    };
+    mirror.apply(&product(2, 5, &[(20, Some("OLD"), 200)]), 5);
+    mirror.kind = EventKind::Update;
+    let change = mirror.apply(&product(2, 5, &[(20, Some("NEW"), 200)]), 5);
+    assert!(change.stale.is_empty());
+    assert_eq!(mirror.sku(20).as_deref(), Some("NEW"));
 }
 
 #[test]
