@@ -52,6 +52,7 @@ pub struct ItemIngest {
     shops: ShopDirectory,
     metrics: Metrics,
     variants_without_sku: IntCounterVec,
+    unreadable_fields: IntCounterVec,
     announce_exchange: String,
     outbox_wake: Arc<Notify>,
 }
@@ -100,6 +101,17 @@ impl ItemIngest {
                 .items_total
                 .with_label_values(&[shop, "stale"])
                 .inc_by(report.stale.len() as u64);
+        }
+        for unreadable in &report.unreadable {
+            tracing::warn!(
+                field = unreadable.field.as_str(),
+                path = %unreadable.path,
+                problem = %unreadable.problem,
+                "descriptive field does not parse: kept as it was (null when new)"
+            );
+            self.unreadable_fields
+                .with_label_values(&[shop, unreadable.field.as_str()])
+                .inc();
         }
         if !report.without_sku.is_empty() {
             tracing::info!(variants = ?report.without_sku, "variants without SKU map to no WOS item");
@@ -159,11 +171,22 @@ pub async fn serve(
     metrics
         .registry
         .register(Box::new(variants_without_sku.clone()))?;
+    let unreadable_fields = IntCounterVec::new(
+        prometheus::Opts::new(
+            "wos_sync_unreadable_fields_total",
+            "Descriptive fields of product webhooks that did not parse (kept as they were).",
+        ),
+        &["shop", "field"],
+    )?;
+    metrics
+        .registry
+        .register(Box::new(unreadable_fields.clone()))?;
     let handler = Arc::new(ItemIngest {
         pool: pool.clone(),
         shops: settings.shops.clone(),
         metrics: metrics.clone(),
         variants_without_sku,
+        unreadable_fields,
         announce_exchange: settings.names().name(ITEM_MAPPINGS),
         outbox_wake: Arc::new(Notify::new()),
     });

@@ -22,6 +22,7 @@ use model::{
     },
     config::ShopConfig,
     ids::{InventoryItemId, ProductId, VariantId},
+    webhook::{ProductEvent, UnreadableField},
 };
 use platform::{
     db::DbError,
@@ -61,6 +62,8 @@ pub struct IngestReport {
     pub items: Vec<(String, ItemOutcome)>,
     pub stale: Vec<VariantId>,
     pub without_sku: Vec<VariantId>,
+    /// Descriptive fields of the payload that did not parse (kept as they were).
+    pub unreadable: Vec<UnreadableField>,
     pub announcements: usize,
 }
 
@@ -137,6 +140,10 @@ pub async fn ingest(
     let mut report = IngestReport {
         stale: change.stale.clone(),
         without_sku: change.without_sku.clone(),
+        unreadable: match &webhook.event {
+            ProductEvent::Upsert(payload) => payload.unreadable.clone(),
+            ProductEvent::Delete { .. } => Vec::new(),
+        },
         ..IngestReport::default()
     };
     for sku in &change.affected_skus {

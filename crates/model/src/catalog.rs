@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use crate::{
     config::{FieldPolicies, ItemField},
     ids::{InventoryItemId, ProductId, VariantId},
-    webhook::{ProductEvent, ProductPayload, ProductTopic, VariantPayload},
+    webhook::{DescriptiveField, ProductEvent, ProductPayload, ProductTopic, VariantPayload},
 };
 
 /// Shopify's title of the only variant of a product without options.
@@ -125,7 +125,8 @@ pub struct MirroredVariant {
     /// `None`: the variant has no SKU (it maps to no WOS item).
     pub sku: Option<String>,
     pub inventory_item_id: Option<InventoryItemId>,
-    pub product_title: String,
+    /// `None` only when no event has given a readable title yet.
+    pub product_title: Option<String>,
     pub variant_title: Option<String>,
     pub barcode: Option<String>,
     pub price: Option<String>,
@@ -239,8 +240,9 @@ fn apply_upsert(
             t.with_timezone(&Utc).max(product_updated)
         });
         let version = clock.version(updated);
-        let fresh = mirrored_from(payload, variant, version);
-        match known_by_id.get(&variant.id) {
+        let old = known_by_id.get(&variant.id).copied();
+        let fresh = mirrored_from(payload, variant, version, old);
+        match old {
             Some(old) if version < old.version => change.stale.push(variant.id),
             Some(old) => {
                 let updated = MirroredVariant {
@@ -253,7 +255,7 @@ fn apply_upsert(
                 let content_changed = MirroredVariant {
                     version: old.version,
                     ..updated.clone()
-                } != **old;
+                } != *old;
                 if content_changed {
                     change.affected_skus.extend(old.sku.clone());
                     change.affected_skus.extend(updated.sku.clone());
@@ -332,22 +334,60 @@ fn complete_listing(payload: &ProductPayload) -> Option<Vec<VariantId>> {
     }
 }
 
+/// The mirror row an event's variant makes. A descriptive field the payload could not read
+/// keeps the value `old` had (unknown for a variant seen for the first time).
 fn mirrored_from(
     product: &ProductPayload,
     variant: &VariantPayload,
     version: Version,
+    old: Option<&MirroredVariant>,
 ) -> MirroredVariant {
+    let product_unreadable = |field| product.unreadable.iter().any(|u| u.field == field);
+    let variant_unreadable = |field| variant.unreadable.contains(&field);
+    let keep = |unreadable: bool,
+                fresh: &Option<String>,
+                kept: fn(&MirroredVariant) -> &Option<String>| {
+        if unreadable {
+            old.and_then(|old| kept(old).clone())
+        } else {
+            fresh.clone()
+        }
+    };
     MirroredVariant {
         variant_id: variant.id,
         product_id: product.id,
         sku: variant.sku.clone(),
         inventory_item_id: variant.inventory_item_id,
-        product_title: product.title.clone(),
-        variant_title: variant.title.clone(),
-        barcode: variant.barcode.clone(),
-        price: variant.price.clone(),
-        vendor: product.vendor.clone(),
-        product_type: product.product_type.clone(),
+        product_title: keep(
+            product_unreadable(DescriptiveField::ProductTitle),
+            &product.title,
+            |v| &v.product_title,
+        ),
+        variant_title: keep(
+            variant_unreadable(DescriptiveField::VariantTitle),
+            &variant.title,
+            |v| &v.variant_title,
+        ),
+        barcode: keep(
+            variant_unreadable(DescriptiveField::Barcode),
+            &variant.barcode,
+            |v| &v.barcode,
+        ),
+        price: keep(
+            variant_unreadable(DescriptiveField::Price),
+            &variant.price,
+            |v| &v.price,
+        ),
+        vendor: keep(
+            product_unreadable(DescriptiveField::Vendor),
+            &product.vendor,
+            |v| &v.vendor,
+        ),
+        product_type: keep(
+            product_unreadable(DescriptiveField::ProductType),
+            &product.product_type,
+            |v| &v.product_type,
+        ),
         created_at: variant.created_at.map(|t| t.with_timezone(&Utc)),
         version,
         deleted: false,
@@ -500,16 +540,18 @@ impl ItemFields {
 }
 
 /// The item columns a variant supplies: the description is the product title, plus the variant
-/// title unless it is Shopify's "Default Title".
+/// title unless it is Shopify's "Default Title" (none while the product title is unknown).
 pub fn item_fields(variant: &MirroredVariant) -> ItemFields {
-    let description = match variant.variant_title.as_deref().map(str::trim) {
-        Some(title) if !title.is_empty() && title != DEFAULT_VARIANT_TITLE => {
-            format!("{} - {title}", variant.product_title)
+    let description = variant.product_title.as_ref().map(|product_title| {
+        match variant.variant_title.as_deref().map(str::trim) {
+            Some(title) if !title.is_empty() && title != DEFAULT_VARIANT_TITLE => {
+                format!("{product_title} - {title}")
+            }
+            _ => product_title.clone(),
         }
-        _ => variant.product_title.clone(),
-    };
+    });
     ItemFields {
-        description: Some(description),
+        description,
         barcode: variant.barcode.clone(),
         price: variant.price.clone(),
         vendor: variant.vendor.clone(),

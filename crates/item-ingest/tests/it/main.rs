@@ -5,6 +5,7 @@
 
 mod clone_walkthrough;
 mod delivery;
+mod fields;
 mod harness;
 mod lifecycle;
 mod policies;

@@ -123,7 +123,7 @@ fn a_new_product_mirrors_every_variant_and_affects_their_skus() {
     assert!(change.stale.is_empty());
     let v = &mirror.variants[&VariantId(10)];
     assert_eq!(v.inventory_item_id, Some(InventoryItemId(100)));
-    assert_eq!(v.product_title, "Tee");
+    assert_eq!(v.product_title.as_deref(), Some("Tee"));
     assert_eq!(v.vendor.as_deref(), Some("Acme"));
     assert_eq!(v.version, Version::at(at(5), None));
     assert_eq!(
@@ -582,4 +582,42 @@ fn field_policies_decide_what_shopify_writes() {
     );
     assert_eq!(updated.vendor.as_deref(), Some("V"));
     assert_eq!(updated.product_type.as_deref(), Some("T"));
+}
+
+#[test]
+fn an_unreadable_descriptive_field_keeps_the_mirrored_value() {
+    let mut mirror = Mirror::default();
+    mirror.apply(&product(1, 5, &[(10, Some("A"), 100)]), 5);
+    let body = serde_json::json!({
+        "id": 1, "title": 42, "vendor": "Acme 2", "product_type": ["x"], "updated_at": ts(6),
+        "variants": [{"id": 10, "sku": "A", "inventory_item_id": 100, "title": "L",
+                      "price": "example string", "barcode": false, "updated_at": ts(6)}],
+    });
+    let event = parse_product_event("products/update", body.to_string().as_bytes()).unwrap();
+    mirror.apply(&event, 6);
+    let v = &mirror.variants[&VariantId(10)];
+    assert_eq!(v.price.as_deref(), Some("19.99"), "kept");
+    assert_eq!(v.barcode.as_deref(), Some("bc-10"), "kept");
+    assert_eq!(v.product_title.as_deref(), Some("Tee"), "kept");
+    assert_eq!(v.product_type.as_deref(), Some("Shirts"), "kept");
+    assert_eq!(
+        v.vendor.as_deref(),
+        Some("Acme 2"),
+        "readable fields update"
+    );
+    assert_eq!(v.variant_title.as_deref(), Some("L"));
+    assert_eq!(v.inventory_item_id, Some(InventoryItemId(100)));
+    // A variant seen for the first time with unreadable fields: unknown (null).
+    let body = serde_json::json!({
+        "id": 2, "title": null, "updated_at": ts(7),
+        "variants": [{"id": 20, "sku": "B", "inventory_item_id": 200, "price": "?"}],
+    });
+    let event = parse_product_event("products/create", body.to_string().as_bytes()).unwrap();
+    mirror.apply(&event, 7);
+    let v = &mirror.variants[&VariantId(20)];
+    assert_eq!(
+        (v.price.as_deref(), v.product_title.as_deref()),
+        (None, None)
+    );
+    assert_eq!(item_fields(v).description, None);
 }
