@@ -83,6 +83,7 @@ impl Handler for ItemIngest {
             }
             Err(IngestError::Unstorable(reason)) => Disposition::malformed(reason),
             Err(IngestError::Database(err)) => Disposition::retry(err),
+            Err(IngestError::Contended(reason)) => Disposition::retry(reason),
         }
     }
 }

@@ -11,6 +11,8 @@
 //!    fields under the shop's policies, written only when something changed;
 //! 5. an outbox row for every change of an item's `inventory_item_id`.
 
+use std::collections::BTreeSet;
+
 use chrono::Utc;
 use deadpool_postgres::{GenericClient, Pool, Transaction};
 use model::{
@@ -18,7 +20,7 @@ use model::{
     catalog::{
         Candidate, CatalogChange, CurrentMapping, EventClock, EventKind, ItemFields,
         MappingDecision, MirroredVariant, ProductRecord, Version, apply_product_event, item_fields,
-        merge_item_fields, resolve_mapping,
+        merge_item_fields, resolve_mapping, resolve_mapping_under,
     },
     config::ShopConfig,
     ids::{InventoryItemId, ProductId, VariantId},
@@ -76,6 +78,9 @@ pub enum IngestError {
     /// The payload carries something the database cannot hold (an id beyond bigint).
     #[error("{0}")]
     Unstorable(String),
+    /// Another writer kept inserting and removing an item we were settling: transient.
+    #[error("{0}")]
+    Contended(String),
 }
 
 impl From<tokio_postgres::Error> for IngestError {
@@ -131,12 +136,6 @@ pub async fn ingest(
     };
     let change = apply_product_event(&webhook.event, &clock, &known, record.as_ref());
 
-    // Sorted (BTreeSet) after the product lock: see the module header on deadlocks.
-    for sku in &change.affected_skus {
-        lock(&tx, &format!("sku:{shop}/{sku}")).await?;
-    }
-    write_mirror(&tx, shop, &change).await?;
-
     let mut report = IngestReport {
         stale: change.stale.clone(),
         without_sku: change.without_sku.clone(),
@@ -146,15 +145,79 @@ pub async fn ingest(
         },
         ..IngestReport::default()
     };
-    for sku in &change.affected_skus {
-        if let Some(outcome) =
-            settle_item(&tx, webhook.shop, sku, announce_exchange, &mut report).await?
-        {
+    apply_change(&tx, webhook.shop, &change, announce_exchange, &mut report).await?;
+    tx.commit().await?;
+    Ok(report)
+}
+
+/// Writes `change` to the mirror and settles every item it may have moved or that it can
+/// vouch for: the SKUs the change affects, the SKU of every variant it writes (even with
+/// unchanged content: a mapping WOS emptied is filled again), and every other item on an
+/// inventory item it writes (a stale mapping left by WOS or an earlier integration heals as
+/// soon as the variant that owns the inventory item is seen). The caller holds the product's
+/// lock.
+async fn apply_change(
+    tx: &Transaction<'_>,
+    shop: &ShopConfig,
+    change: &CatalogChange,
+    announce_exchange: &str,
+    report: &mut IngestReport,
+) -> Result<(), IngestError> {
+    let domain = shop.domain.as_str();
+    let mut skus = change.affected_skus.clone();
+    skus.extend(
+        change
+            .upserts
+            .iter()
+            .filter(|variant| !variant.deleted)
+            .filter_map(|variant| variant.sku.clone()),
+    );
+    skus.extend(items_elsewhere_on(tx, domain, &change.upserts).await?);
+    // Sorted (BTreeSet) after the product lock: see the module header on deadlocks.
+    for sku in &skus {
+        lock(tx, &format!("sku:{domain}/{sku}")).await?;
+    }
+    write_mirror(tx, domain, change).await?;
+    for sku in &skus {
+        if let Some(outcome) = settle_item(tx, shop, sku, announce_exchange, report).await? {
             report.items.push((sku.clone(), outcome));
         }
     }
-    tx.commit().await?;
-    Ok(report)
+    Ok(())
+}
+
+/// The items of `shop` on an inventory item one of `written` has, other than the SKU that
+/// variant carries (for a deleted variant: every item on its inventory item).
+async fn items_elsewhere_on(
+    tx: &Transaction<'_>,
+    shop: &str,
+    written: &[MirroredVariant],
+) -> Result<BTreeSet<String>, IngestError> {
+    let mut inventory_items = Vec::new();
+    let mut carried = Vec::new();
+    for variant in written {
+        if let Some(item) = variant.inventory_item_id {
+            inventory_items.push(db_id(item.0, "inventory item id")?);
+            carried.push(if variant.deleted {
+                None
+            } else {
+                variant.sku.clone()
+            });
+        }
+    }
+    if inventory_items.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    let rows = tx
+        .query(
+            "SELECT DISTINCT i.sku FROM items i \
+             JOIN unnest($2::bigint[], $3::text[]) AS written (inventory_item_id, sku) \
+                 ON i.inventory_item_id = written.inventory_item_id \
+             WHERE i.shop_domain = $1 AND i.sku IS DISTINCT FROM written.sku",
+            &[&shop, &inventory_items, &carried],
+        )
+        .await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
 /// Transaction-scoped advisory lock on a text key.
@@ -319,8 +382,15 @@ struct ItemRow {
     inventory_item_id: Option<InventoryItemId>,
 }
 
+/// How often an item is settled again when WOS inserts it between our read and our insert.
+const SETTLE_ATTEMPTS: usize = 3;
+
 /// Resolves `sku`'s mapping and writes the item if anything changed; announces a changed
 /// mapping. `None` when there is no item and nothing to create.
+///
+/// An absent item is inserted only if still absent (`ON CONFLICT DO NOTHING`): WOS may insert
+/// it between our read and our insert, and then its row is settled like any existing one
+/// (its fields under the policies, its mapping under the rules), never overwritten as new.
 async fn settle_item(
     tx: &Transaction<'_>,
     shop: &ShopConfig,
@@ -328,6 +398,25 @@ async fn settle_item(
     announce_exchange: &str,
     report: &mut IngestReport,
 ) -> Result<Option<ItemOutcome>, IngestError> {
+    for _ in 0..SETTLE_ATTEMPTS {
+        if let Some(settled) = settle_item_once(tx, shop, sku, announce_exchange, report).await? {
+            return Ok(settled);
+        }
+    }
+    Err(IngestError::Contended(format!(
+        "item {sku:?} was inserted and removed concurrently {SETTLE_ATTEMPTS} times"
+    )))
+}
+
+/// One attempt of [`settle_item`]: `None` when the item appeared between the read and the
+/// insert (settle again).
+async fn settle_item_once(
+    tx: &Transaction<'_>,
+    shop: &ShopConfig,
+    sku: &str,
+    announce_exchange: &str,
+    report: &mut IngestReport,
+) -> Result<Option<Option<ItemOutcome>>, IngestError> {
     let domain = shop.domain.as_str();
     let existing = tx
         .query_opt(
@@ -363,18 +452,21 @@ async fn settle_item(
         .iter()
         .filter_map(Candidate::from_variant)
         .collect();
-    let current = current_mapping(
-        tx,
-        domain,
-        existing.as_ref().and_then(|i| i.inventory_item_id),
-    )
-    .await?;
-    let decision = resolve_mapping(current, &candidates);
+    let previous = existing.as_ref().and_then(|i| i.inventory_item_id);
+    let current = current_mapping(tx, domain, previous).await?;
+    let policy = shop.fields.mapping();
+    let decision = resolve_mapping_under(policy, current, &candidates);
 
-    let mapped = decision
-        .variant_id
-        .and_then(|id| carriers.iter().find(|v| v.variant_id == id));
-    let fields = match (mapped, &existing) {
+    // Fields come from the variant the item is mapped to; a new item whose mapping is left to
+    // WOS takes them from the variant the rules would choose.
+    let source = decision.variant_id.or_else(|| {
+        existing
+            .is_none()
+            .then(|| resolve_mapping(current, &candidates).variant_id)
+            .flatten()
+    });
+    let source = source.and_then(|id| carriers.iter().find(|v| v.variant_id == id));
+    let fields = match (source, &existing) {
         (Some(variant), existing) => merge_item_fields(
             existing.as_ref().map(|i| &i.fields),
             &item_fields(variant),
@@ -382,7 +474,7 @@ async fn settle_item(
         ),
         (None, Some(existing)) => existing.fields.clone(),
         // No item and nothing that carries the SKU: nothing to create.
-        (None, None) => return Ok(None),
+        (None, None) => return Ok(Some(None)),
     };
     if decision.conflict {
         tracing::warn!(
@@ -390,44 +482,69 @@ async fn settle_item(
             sku,
             basis = decision.basis.as_str(),
             candidates = candidates.len(),
-            "SKU carried by several live variants"
+            inventory_item_id = ?decision.inventory_item_id,
+            "SKU mapping conflict: several live variants carry the SKU, or the item is kept on \
+             an inventory item no live variant carrying the SKU has"
         );
     }
 
-    let previous = existing.as_ref().and_then(|i| i.inventory_item_id);
     let outcome = match &existing {
-        None => ItemOutcome::Created,
+        None => {
+            let inserted = tx
+                .query_opt(
+                    "INSERT INTO items (shop_domain, sku, description, barcode, price, vendor, \
+                         product_type, inventory_item_id) \
+                     VALUES ($1, $2, $3, $4, $5::text::numeric, $6, $7, $8) \
+                     ON CONFLICT (shop_domain, sku) DO NOTHING RETURNING 1",
+                    &[
+                        &domain,
+                        &sku,
+                        &fields.description,
+                        &fields.barcode,
+                        &fields.price,
+                        &fields.vendor,
+                        &fields.product_type,
+                        &inventory_item_param(decision.inventory_item_id)?,
+                    ],
+                )
+                .await?;
+            if inserted.is_none() {
+                // WOS inserted it since our read (we waited for its commit): settle its row.
+                tracing::info!(
+                    shop = domain,
+                    sku,
+                    "item inserted concurrently by another writer: settling it again"
+                );
+                return Ok(None);
+            }
+            ItemOutcome::Created
+        }
         Some(item)
             if item.fields == fields && item.inventory_item_id == decision.inventory_item_id =>
         {
             ItemOutcome::Unchanged
         }
-        Some(_) => ItemOutcome::Updated,
+        Some(_) => {
+            // The row is locked (FOR UPDATE above).
+            tx.execute(
+                "UPDATE items SET description = $3, barcode = $4, price = $5::text::numeric, \
+                     vendor = $6, product_type = $7, inventory_item_id = $8, updated_at = now() \
+                 WHERE shop_domain = $1 AND sku = $2",
+                &[
+                    &domain,
+                    &sku,
+                    &fields.description,
+                    &fields.barcode,
+                    &fields.price,
+                    &fields.vendor,
+                    &fields.product_type,
+                    &inventory_item_param(decision.inventory_item_id)?,
+                ],
+            )
+            .await?;
+            ItemOutcome::Updated
+        }
     };
-    if outcome != ItemOutcome::Unchanged {
-        // One statement for both: the row is locked (FOR UPDATE above) or known absent under the
-        // SKU's advisory lock, so the conflict arm runs exactly when the item exists.
-        tx.execute(
-            "INSERT INTO items (shop_domain, sku, description, barcode, price, vendor, \
-                 product_type, inventory_item_id) \
-             VALUES ($1, $2, $3, $4, $5::text::numeric, $6, $7, $8) \
-             ON CONFLICT (shop_domain, sku) DO UPDATE SET description = EXCLUDED.description, \
-                 barcode = EXCLUDED.barcode, price = EXCLUDED.price, vendor = EXCLUDED.vendor, \
-                 product_type = EXCLUDED.product_type, \
-                 inventory_item_id = EXCLUDED.inventory_item_id, updated_at = now()",
-            &[
-                &domain,
-                &sku,
-                &fields.description,
-                &fields.barcode,
-                &fields.price,
-                &fields.vendor,
-                &fields.product_type,
-                &inventory_item_param(decision.inventory_item_id)?,
-            ],
-        )
-        .await?;
-    }
     if let Some(change) = MappingChange::between(previous, decision.inventory_item_id) {
         announce(
             tx,
@@ -441,7 +558,7 @@ async fn settle_item(
         .await?;
         report.announcements += 1;
     }
-    Ok(Some(outcome))
+    Ok(Some(Some(outcome)))
 }
 
 fn inventory_item_param(id: Option<InventoryItemId>) -> Result<Option<i64>, IngestError> {
@@ -502,44 +619,113 @@ async fn announce(
     Ok(())
 }
 
-/// A SKU that more than one live variant carries.
+/// Why a SKU is listed as a conflict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ConflictReason {
+    /// Several live variants (with an inventory item) carry the SKU: a clone, or a
+    /// duplicated SKU.
+    SharedSku,
+    /// The item points at an inventory item the mirror has never seen (set by WOS or a
+    /// backfill; kept as it is) while a live variant carries the SKU.
+    Unverified,
+    /// The item points at an inventory item the mirror knows, but no live variant with it
+    /// carries the SKU any more (renamed or deleted): a pinned mapping, or one WOS wrote.
+    NotCarried,
+}
+
+impl ConflictReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SharedSku => "shared_sku",
+            Self::Unverified => "unverified",
+            Self::NotCarried => "not_carried",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        [Self::SharedSku, Self::Unverified, Self::NotCarried]
+            .into_iter()
+            .find(|reason| reason.as_str() == text)
+    }
+}
+
+/// A SKU whose mapping an operator should look at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SkuConflict {
     pub sku: String,
+    /// Why it is listed (at least one).
+    pub reasons: Vec<ConflictReason>,
     /// The inventory item the WOS item points at.
     pub mapped_inventory_item_id: Option<InventoryItemId>,
     /// Every live variant carrying the SKU, oldest first.
     pub variants: Vec<MirroredVariant>,
 }
 
-/// Every SKU conflict of `shop`, for operators (`wos-sync conflicts`).
+/// Every conflicted SKU of shop `$1` with one row per reason (see [`ConflictReason`]). The
+/// parts scan the shop's live variants and its mirror (index lookups into `items`), never the
+/// whole `items` table: WOS may hold many items Shopify has never had.
+const CONFLICTED_SKUS: &str = "\
+    WITH live AS MATERIALIZED ( \
+        SELECT sku, inventory_item_id FROM shopify_variants \
+        WHERE shop_domain = $1 AND NOT deleted AND sku IS NOT NULL \
+            AND inventory_item_id IS NOT NULL) \
+    SELECT sku, 'shared_sku' AS reason FROM live GROUP BY sku HAVING count(*) > 1 \
+    UNION \
+    SELECT i.sku, 'unverified' FROM live \
+        JOIN items i ON i.shop_domain = $1 AND i.sku = live.sku \
+        WHERE i.inventory_item_id IS NOT NULL AND NOT EXISTS ( \
+            SELECT 1 FROM shopify_variants m \
+            WHERE m.shop_domain = $1 AND m.inventory_item_id = i.inventory_item_id) \
+    UNION \
+    SELECT i.sku, 'not_carried' FROM shopify_variants m \
+        JOIN items i ON i.shop_domain = $1 AND i.inventory_item_id = m.inventory_item_id \
+        WHERE m.shop_domain = $1 AND m.inventory_item_id IS NOT NULL AND NOT EXISTS ( \
+            SELECT 1 FROM live \
+            WHERE live.inventory_item_id = i.inventory_item_id AND live.sku = i.sku)";
+
+/// Every SKU conflict of `shop`, for operators (`wos-sync conflicts`), by SKU.
 pub async fn list_conflicts(pool: &Pool, shop: &str) -> Result<Vec<SkuConflict>, IngestError> {
     let client = pool.get().await?;
-    let sql = format!(
-        "SELECT {VARIANT_COLUMNS}, (SELECT inventory_item_id FROM items i \
-                 WHERE i.shop_domain = v.shop_domain AND i.sku = v.sku) \
-         FROM shopify_variants v \
-         WHERE shop_domain = $1 AND NOT deleted AND inventory_item_id IS NOT NULL AND sku IN ( \
-             SELECT sku FROM shopify_variants WHERE shop_domain = $1 AND NOT deleted \
-                 AND sku IS NOT NULL AND inventory_item_id IS NOT NULL \
-             GROUP BY sku HAVING count(*) > 1) \
-         ORDER BY sku, created_at NULLS LAST, variant_id"
-    );
     let mut conflicts: Vec<SkuConflict> = Vec::new();
-    for row in client.query(&sql, &[&shop]).await? {
-        let variant = variant_from_row(&row);
-        let mapped = row
-            .get::<_, Option<i64>>(15)
-            .map(|id| InventoryItemId(from_db(id)));
-        let sku = variant.sku.clone().unwrap_or_default();
+    let rows = client
+        .query(
+            &format!("SELECT sku, reason FROM ({CONFLICTED_SKUS}) c ORDER BY sku, reason"),
+            &[&shop],
+        )
+        .await?;
+    for row in rows {
+        let sku: String = row.get(0);
+        let reason = ConflictReason::parse(row.get(1));
         match conflicts.last_mut() {
-            Some(last) if last.sku == sku => last.variants.push(variant),
+            Some(last) if last.sku == sku => last.reasons.extend(reason),
             _ => conflicts.push(SkuConflict {
                 sku,
-                mapped_inventory_item_id: mapped,
-                variants: vec![variant],
+                reasons: reason.into_iter().collect(),
+                mapped_inventory_item_id: None,
+                variants: Vec::new(),
             }),
         }
+    }
+    let variants_sql = format!(
+        "SELECT {VARIANT_COLUMNS} FROM shopify_variants \
+         WHERE shop_domain = $1 AND sku = $2 AND NOT deleted AND inventory_item_id IS NOT NULL \
+         ORDER BY created_at NULLS LAST, variant_id"
+    );
+    for conflict in &mut conflicts {
+        conflict.variants = client
+            .query(&variants_sql, &[&shop, &conflict.sku])
+            .await?
+            .iter()
+            .map(variant_from_row)
+            .collect();
+        conflict.mapped_inventory_item_id = client
+            .query_opt(
+                "SELECT inventory_item_id FROM items WHERE shop_domain = $1 AND sku = $2",
+                &[&shop, &conflict.sku],
+            )
+            .await?
+            .and_then(|row| row.get::<_, Option<i64>>(0))
+            .map(|id| InventoryItemId(from_db(id)));
     }
     Ok(conflicts)
 }
@@ -551,10 +737,7 @@ pub async fn count_conflicts<C: GenericClient>(
 ) -> Result<i64, tokio_postgres::Error> {
     let row = client
         .query_one(
-            "SELECT count(*) FROM (SELECT sku FROM shopify_variants \
-                 WHERE shop_domain = $1 AND NOT deleted AND sku IS NOT NULL \
-                     AND inventory_item_id IS NOT NULL \
-                 GROUP BY sku HAVING count(*) > 1) conflicts",
+            &format!("SELECT count(DISTINCT sku) FROM ({CONFLICTED_SKUS}) c"),
             &[&shop],
         )
         .await?;

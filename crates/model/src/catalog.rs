@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 
 use crate::{
-    config::{FieldPolicies, ItemField},
+    config::{FieldPolicies, FieldPolicy, ItemField},
     ids::{InventoryItemId, ProductId, VariantId},
     webhook::{DescriptiveField, ProductEvent, ProductPayload, ProductTopic, VariantPayload},
 };
@@ -441,6 +441,10 @@ pub enum MappingBasis {
     Oldest,
     /// None does: the item has no mapping.
     NoCandidate,
+    /// The shop pins `inventory_item_id` (`shopify_initial` once filled, or `wos`) and the
+    /// pinned inventory item is not a live variant carrying the SKU (or is empty under `wos`):
+    /// it stays as WOS has it.
+    Pinned,
 }
 
 impl MappingBasis {
@@ -451,6 +455,7 @@ impl MappingBasis {
             Self::OnlyCandidate => "only_candidate",
             Self::Oldest => "oldest",
             Self::NoCandidate => "no_candidate",
+            Self::Pinned => "pinned",
         }
     }
 }
@@ -512,6 +517,45 @@ pub fn resolve_mapping(current: CurrentMapping, candidates: &[Candidate]) -> Map
                 MappingBasis::Oldest
             },
             conflict,
+        },
+    }
+}
+
+/// [`resolve_mapping`] under the shop's policy for `inventory_item_id`
+/// ([`FieldPolicies::mapping`]): `shopify` follows the rules; `shopify_initial` follows them
+/// while the item has no inventory item, then keeps the one it has; `wos` always keeps what
+/// the item has. A kept (pinned) inventory item that no live variant carrying the SKU has (its
+/// variant was renamed, deleted, or never seen while another variant carries the SKU) is a
+/// conflict: reported, never repointed.
+pub fn resolve_mapping_under(
+    policy: FieldPolicy,
+    current: CurrentMapping,
+    candidates: &[Candidate],
+) -> MappingDecision {
+    let pinned = match (policy, current) {
+        (FieldPolicy::Shopify, _) | (FieldPolicy::ShopifyInitial, CurrentMapping::None) => {
+            return resolve_mapping(current, candidates);
+        }
+        (_, CurrentMapping::None) => None,
+        (_, CurrentMapping::Known(item) | CurrentMapping::Unverified(item)) => Some(item),
+    };
+    let carrier = pinned.and_then(|item| candidates.iter().find(|c| c.inventory_item_id == item));
+    match carrier {
+        Some(kept) => MappingDecision {
+            inventory_item_id: pinned,
+            variant_id: Some(kept.variant_id),
+            basis: MappingBasis::Kept,
+            conflict: candidates.len() > 1,
+        },
+        None => MappingDecision {
+            inventory_item_id: pinned,
+            variant_id: None,
+            basis: MappingBasis::Pinned,
+            conflict: match current {
+                CurrentMapping::None => false,
+                CurrentMapping::Known(_) => true,
+                CurrentMapping::Unverified(_) => !candidates.is_empty(),
+            },
         },
     }
 }

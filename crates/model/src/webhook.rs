@@ -68,8 +68,8 @@ impl ProductTopic {
 pub enum ProductEvent {
     /// `products/create` or `products/update`: the product as it is now. Create and update
     /// are handled alike because delivery is unordered and at least once (an update can
-    /// arrive before its create).
-    Upsert(ProductPayload),
+    /// arrive before its create). Boxed: a payload is large next to a delete.
+    Upsert(Box<ProductPayload>),
     /// `products/delete`: Shopify sends only the id.
     Delete {
         /// The deleted product.
@@ -285,7 +285,7 @@ pub fn parse_product_event(topic: &str, bytes: &[u8]) -> Result<ProductEvent, We
             product_id: ProductId(product.required_id("id")?),
         }),
         ProductTopic::Create | ProductTopic::Update => {
-            parse_product(&product).map(ProductEvent::Upsert)
+            parse_product(&product).map(|payload| ProductEvent::Upsert(Box::new(payload)))
         }
     }
 }
@@ -681,7 +681,7 @@ mod tests {
 
     fn upsert(topic: &str, body: &Value) -> ProductPayload {
         match parse_product_event(topic, &serde_json::to_vec(body).expect("ser")) {
-            Ok(ProductEvent::Upsert(p)) => p,
+            Ok(ProductEvent::Upsert(p)) => *p,
             other => panic!("expected an upsert, got {other:?}"),
         }
     }

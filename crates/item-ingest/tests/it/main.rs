@@ -7,5 +7,8 @@ mod clone_walkthrough;
 mod delivery;
 mod fields;
 mod harness;
+mod healing;
 mod lifecycle;
+mod mappings;
 mod policies;
+mod stack;

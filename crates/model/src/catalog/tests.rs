@@ -621,3 +621,72 @@ fn an_unreadable_descriptive_field_keeps_the_mirrored_value() {
     );
     assert_eq!(item_fields(v).description, None);
 }
+
+#[test]
+fn a_pinned_mapping_is_filled_once_then_kept_and_reported() {
+    let live = [candidate(10, 100, Some(1)), candidate(20, 200, Some(2))];
+    // Under `shopify` the rules apply, whatever the item has.
+    assert_eq!(
+        resolve_mapping_under(
+            FieldPolicy::Shopify,
+            CurrentMapping::Known(InventoryItemId(900)),
+            &live
+        ),
+        resolve_mapping(CurrentMapping::Known(InventoryItemId(900)), &live)
+    );
+    // `shopify_initial` fills an empty mapping by the rules...
+    let filled = resolve_mapping_under(FieldPolicy::ShopifyInitial, CurrentMapping::None, &live);
+    assert_eq!(filled.inventory_item_id, Some(InventoryItemId(100)));
+    assert_eq!(filled.basis, MappingBasis::Oldest);
+    for policy in [FieldPolicy::ShopifyInitial, FieldPolicy::Wos] {
+        // ...and, like `wos`, keeps a filled one: on a live carrier (no conflict of its own)...
+        let kept = resolve_mapping_under(
+            policy,
+            CurrentMapping::Known(InventoryItemId(200)),
+            &live[1..],
+        );
+        assert_eq!(
+            (
+                kept.inventory_item_id,
+                kept.variant_id,
+                kept.basis,
+                kept.conflict
+            ),
+            (
+                Some(InventoryItemId(200)),
+                Some(VariantId(20)),
+                MappingBasis::Kept,
+                false
+            ),
+            "{policy}"
+        );
+        // ...on a variant that no longer carries the SKU or is gone (a conflict)...
+        let gone =
+            resolve_mapping_under(policy, CurrentMapping::Known(InventoryItemId(900)), &live);
+        assert_eq!(
+            (
+                gone.inventory_item_id,
+                gone.variant_id,
+                gone.basis,
+                gone.conflict
+            ),
+            (Some(InventoryItemId(900)), None, MappingBasis::Pinned, true),
+            "{policy}"
+        );
+        assert!(
+            resolve_mapping_under(policy, CurrentMapping::Known(InventoryItemId(900)), &[])
+                .conflict,
+            "{policy}: nothing carries the SKU any more"
+        );
+        // ...or one the mirror never saw (a conflict while a live variant carries the SKU).
+        let unverified = CurrentMapping::Unverified(InventoryItemId(555));
+        assert!(resolve_mapping_under(policy, unverified, &live).conflict);
+        assert!(!resolve_mapping_under(policy, unverified, &[]).conflict);
+    }
+    // `wos` never fills an empty mapping.
+    let empty = resolve_mapping_under(FieldPolicy::Wos, CurrentMapping::None, &live);
+    assert_eq!(
+        (empty.inventory_item_id, empty.basis, empty.conflict),
+        (None, MappingBasis::Pinned, false)
+    );
+}
