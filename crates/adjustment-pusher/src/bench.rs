@@ -77,7 +77,6 @@ struct ModeFigures {
 
 /// Runs every measurement and prints the figures.
 pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<()> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let free = ThrottleConfig {
         enabled: false,
         ..ThrottleConfig::default()
@@ -404,8 +403,9 @@ async fn measure_call_cost(
     item: &model::ids::InventoryItemId,
     location: LocationId,
 ) -> anyhow::Result<f64> {
-    let client = crate::shopify::ShopClient::new(
-        reqwest::Client::new(),
+    let client = shopify_admin::ShopClient::for_url(
+        shopify_admin::http_client()?,
+        SHOP,
         format!("{}/admin/api/2026-04/graphql.json", sandbox.base_url()),
         TOKEN.to_owned(),
     );
@@ -413,13 +413,13 @@ async fn measure_call_cost(
         "name": "available", "reason": "correction", "referenceDocumentUri": "wos-sync://bench/cost-probe",
         "changes": [{"delta": 1, "inventoryItemId": item.gid(), "locationId": location.gid(), "changeFromQuantity": null}],
     });
-    let result = client
-        .adjust(
-            &input,
-            &uuid::Uuid::new_v4().to_string(),
-            Duration::from_secs(10),
-        )
-        .await;
+    let result = crate::shopify::adjust(
+        &client,
+        &input,
+        &uuid::Uuid::new_v4().to_string(),
+        Duration::from_secs(10),
+    )
+    .await;
     anyhow::ensure!(
         matches!(result.outcome, crate::shopify::CallOutcome::Applied { .. }),
         "the cost probe call failed: {:?}",

@@ -10,19 +10,21 @@
 //!   calls persisted with their idempotency key before sending, and resends each unchanged until
 //!   Shopify answers definitely;
 //! - [`ledger`]: all of that state in PostgreSQL; [`shopify`]: the GraphQL call and how its
-//!   answers are sorted; [`pacing`]: per-shop rate limiting from `throttleStatus`.
+//!   answers are sorted. The transport, each shop's token and its rate limiting from
+//!   `throttleStatus` are the shared `shopify_admin` crate.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod bench;
 pub mod intake;
 pub mod ledger;
-pub mod pacing;
 pub mod push;
 pub mod release;
 pub mod shopify;
 
 use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
+
+pub use shopify_admin::ShopTokens;
 
 use anyhow::Context as _;
 use platform::{
@@ -40,12 +42,12 @@ use platform::{
 use serde::Deserialize;
 use tokio::sync::Notify;
 
+use shopify_admin::ShopClient;
+
 use crate::{
     intake::Intake,
-    pacing::Pacer,
     push::ShopPusher,
     release::{MappingReleases, Sweeper},
-    shopify::ShopClient,
 };
 
 /// The service name (metric label, `x-service`, connection names).
@@ -123,45 +125,9 @@ impl PusherSettings {
     }
 }
 
-/// Each shop's Admin API access token. Secrets: never printed.
-#[derive(Clone, Default)]
-pub struct ShopTokens(BTreeMap<String, String>);
-
-impl std::fmt::Debug for ShopTokens {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_set().entries(self.0.keys()).finish()
-    }
-}
-
-impl ShopTokens {
-    /// Reads every configured shop's token from the environment variable its configuration
-    /// names; a missing one is an error naming the shop and the variable (never a value).
-    pub fn from_env(settings: &Settings) -> anyhow::Result<Self> {
-        let mut tokens = BTreeMap::new();
-        for shop in settings.shops.iter() {
-            let token = std::env::var(&shop.access_token_env)
-                .ok()
-                .filter(|t| !t.is_empty());
-            let token = token.with_context(|| {
-                format!(
-                    "shop {}: environment variable {} (its Admin API access token) is not set",
-                    shop.domain, shop.access_token_env
-                )
-            })?;
-            tokens.insert(shop.domain.clone(), token);
-        }
-        Ok(Self(tokens))
-    }
-
-    /// Tokens given directly (tests, benchmarks).
-    pub fn new(tokens: impl IntoIterator<Item = (String, String)>) -> Self {
-        Self(tokens.into_iter().collect())
-    }
-}
-
 /// Runs the adjustment-pusher until `shutdown`, with tokens from the environment.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let tokens = ShopTokens::from_env(&settings)?;
+    let tokens = ShopTokens::from_env(&settings.shops)?;
     serve(settings, tokens, Metrics::new(), shutdown).await
 }
 
@@ -178,21 +144,14 @@ pub async fn serve(
         !settings.shops.is_empty(),
         "no [[shops]] configured: nothing to push to"
     );
-    // reqwest is built without a default TLS provider; Shopify is reached over HTTPS with rustls
-    // and ring. Installing twice (several services in one process) is harmless.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http_client = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .pool_idle_timeout(Duration::from_secs(60))
-        .build()
-        .context("building the HTTP client")?;
+    let http_client = shopify_admin::http_client().context("building the HTTP client")?;
     let mut clients = BTreeMap::new();
     for shop in settings.shops.iter() {
-        let token = tokens.0.get(&shop.domain).cloned();
+        let token = tokens.get(&shop.domain).map(str::to_owned);
         let token = token.with_context(|| format!("shop {}: no access token", shop.domain))?;
         clients.insert(
             shop.domain.clone(),
-            ShopClient::new(http_client.clone(), shop.graphql_url(), token),
+            ShopClient::new(http_client.clone(), shop, token).with_metrics(metrics.clone()),
         );
     }
 
@@ -235,7 +194,6 @@ pub async fn serve(
             shop,
             client,
             pool: pool.clone(),
-            pacer: Pacer::new(std::time::Instant::now()),
             settings: pusher.clone(),
             metrics: metrics.clone(),
             dead_letter_queue: dead_letter_queue.clone(),

@@ -19,20 +19,21 @@ use deadpool_postgres::Pool;
 use platform::{db::DbError, metrics::Metrics, shutdown::CancellationToken};
 use tokio::sync::Notify;
 
+use shopify_admin::ShopClient;
+
 use crate::{
     PusherSettings,
     ledger::{self, Batch, BatchRules},
-    pacing::Pacer,
-    shopify::{CallOutcome, OPERATION, ShopClient},
+    shopify::{self, CallOutcome},
 };
 
 /// Everything one shop's loop needs.
 #[derive(Debug)]
 pub struct ShopPusher {
     pub shop: String,
+    /// The shop's Admin API client; it paces and records every call.
     pub client: ShopClient,
     pub pool: Pool,
-    pub pacer: Pacer,
     pub settings: PusherSettings,
     pub metrics: Metrics,
     /// Notified when the shop has new pending work.
@@ -83,7 +84,7 @@ impl ShopPusher {
 
     /// One unit of work: send the due open batch, or form a new one. `false` when idle.
     async fn step(&self, shutdown: &CancellationToken) -> Result<bool, DbError> {
-        let pause = self.pacer.delay_before_call(Instant::now());
+        let pause = self.client.pacer().delay_before_call(Instant::now());
         if !pause.is_zero() {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(false),
@@ -129,27 +130,10 @@ impl ShopPusher {
     /// Sends a claimed batch and records Shopify's answer.
     async fn send(&self, batch: Batch) -> Result<(), DbError> {
         let timeout = Duration::from_millis(self.settings.request_timeout_ms);
-        self.pacer.spend(Instant::now());
-        let result = self
-            .client
-            .adjust(&batch.input, &batch.idempotency_key, timeout)
-            .await;
+        let result =
+            shopify::adjust(&self.client, &batch.input, &batch.idempotency_key, timeout).await;
         let now = Instant::now();
-        self.pacer
-            .observe(result.throttle, result.requested_cost, now);
         let shop = self.shop.as_str();
-        self.metrics
-            .shopify_requests_total
-            .with_label_values(&[shop, OPERATION, &result.status])
-            .inc();
-        self.metrics
-            .shopify_request_seconds
-            .with_label_values(&[shop, OPERATION])
-            .observe(result.elapsed.as_secs_f64());
-        self.metrics
-            .shopify_throttle_available
-            .with_label_values(&[shop])
-            .set(self.pacer.estimated_available(now) as i64);
 
         match result.outcome {
             CallOutcome::Applied { group_id } => {
@@ -179,11 +163,11 @@ impl ShopPusher {
             CallOutcome::Rejected { errors } => {
                 let by_change: BTreeMap<usize, String> = errors
                     .iter()
-                    .filter_map(|e| Some((e.change_index()?, e.describe())))
+                    .filter_map(|e| Some((shopify::change_index(e)?, e.describe())))
                     .collect();
                 let unattributed: Vec<String> = errors
                     .iter()
-                    .filter(|e| e.change_index().is_none())
+                    .filter(|e| shopify::change_index(e).is_none())
                     .map(|e| e.describe())
                     .collect();
                 let summary = errors
@@ -235,7 +219,7 @@ impl ShopPusher {
                 // this batch.
                 let delay = retry_after.unwrap_or_else(|| self.backoff(batch.attempts));
                 if let Some(wait) = retry_after {
-                    self.pacer.block_for(wait, now);
+                    self.client.pacer().block_for(wait, now);
                 }
                 tracing::warn!(shop, batch = batch.id, attempt = batch.attempts, maybe_applied, error = %reason, retry_in_ms = delay.as_millis() as u64, "transient failure; resending the same batch with the same key");
                 ledger::schedule_resend(&self.pool, &batch, delay, &reason, maybe_applied).await?;

@@ -12,10 +12,13 @@
 //!   `IDEMPOTENCY_CONCURRENT_REQUEST`): the outcome may be unknown, so the batch is resent
 //!   unchanged, with the same key, until one of the answers above arrives.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde::Deserialize;
 use serde_json::{Value, json};
+use shopify_admin::{
+    Answer, ShopClient, ShopifyError, ThrottleStatus,
+    answer::{clamp_wait, describe_all, errors_of, throttled_wait},
+};
 
 /// The mutation, with `@idempotent` (required from 2026-04) and the fields we audit.
 /// `staffMember` is deliberately not selected (CONTRACT 4).
@@ -30,32 +33,13 @@ pub const ADJUST_MUTATION: &str =
 /// The operation label of metrics.
 pub const OPERATION: &str = "inventoryAdjustQuantities";
 
-/// A user error or GraphQL error Shopify returned.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShopifyError {
-    pub code: Option<String>,
-    pub message: String,
-    /// For user errors: the path into the input, e.g. `["input","changes","3","inventoryItemId"]`.
-    pub field: Vec<String>,
-}
-
-impl ShopifyError {
-    /// The index into `input.changes` the error is about, if any.
-    pub fn change_index(&self) -> Option<usize> {
-        match self.field.as_slice() {
-            [input, changes, index, ..] if input == "input" && changes == "changes" => {
-                index.parse().ok()
-            }
-            _ => None,
+/// The index into `input.changes` a user error is about, if any.
+pub fn change_index(error: &ShopifyError) -> Option<usize> {
+    match error.field.as_slice() {
+        [input, changes, index, ..] if input == "input" && changes == "changes" => {
+            index.parse().ok()
         }
-    }
-
-    /// One line for logs and `x-error`.
-    pub fn describe(&self) -> String {
-        match &self.code {
-            Some(code) => format!("{code}: {}", self.message),
-            None => self.message.clone(),
-        }
+        _ => None,
     }
 }
 
@@ -79,159 +63,55 @@ pub enum CallOutcome {
     },
 }
 
-/// `extensions.cost.throttleStatus`.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ThrottleStatus {
-    pub maximum_available: f64,
-    pub currently_available: f64,
-    pub restore_rate: f64,
-}
-
 /// One call's answer.
 #[derive(Debug, Clone)]
 pub struct CallResult {
     pub outcome: CallOutcome,
-    /// `status` label: the HTTP status, or `timeout` / `connection`.
-    pub status: String,
     pub throttle: Option<ThrottleStatus>,
     pub requested_cost: Option<f64>,
-    pub elapsed: Duration,
 }
 
-/// A shop's Admin API endpoint and credentials.
-#[derive(Clone)]
-pub struct ShopClient {
-    http: reqwest::Client,
-    url: String,
-    token: String,
-}
-
-impl std::fmt::Debug for ShopClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never the token.
-        f.debug_struct("ShopClient")
-            .field("url", &self.url)
-            .finish_non_exhaustive()
+/// Sends one batch through the shop's client (which paces and records it): `input` is the
+/// mutation's input, `key` its idempotency key.
+pub async fn adjust(
+    client: &ShopClient,
+    input: &Value,
+    key: &str,
+    timeout: Duration,
+) -> CallResult {
+    let request = json!({
+        "query": ADJUST_MUTATION,
+        "operationName": "AdjustInventory",
+        "variables": { "input": input, "idempotencyKey": key },
+    });
+    let Answer { reply, .. } = client.send(OPERATION, &request, timeout).await;
+    match reply {
+        Ok(reply) => interpret(reply.status, reply.retry_after, &reply.body),
+        Err(failure) => CallResult {
+            // A refused connection sent nothing; anything later may have been applied.
+            outcome: CallOutcome::Transient {
+                reason: failure.reason,
+                retry_after: None,
+                maybe_applied: !failure.not_sent,
+            },
+            throttle: None,
+            requested_cost: None,
+        },
     }
-}
-
-impl ShopClient {
-    pub fn new(http: reqwest::Client, graphql_url: String, token: String) -> Self {
-        Self {
-            http,
-            url: graphql_url,
-            token,
-        }
-    }
-
-    /// Sends one batch: `input` is the mutation's input, `key` its idempotency key.
-    pub async fn adjust(&self, input: &Value, key: &str, timeout: Duration) -> CallResult {
-        let started = Instant::now();
-        let body = json!({
-            "query": ADJUST_MUTATION,
-            "operationName": "AdjustInventory",
-            "variables": { "input": input, "idempotencyKey": key },
-        });
-        let response = self
-            .http
-            .post(&self.url)
-            .header("X-Shopify-Access-Token", &self.token)
-            .json(&body)
-            .timeout(timeout)
-            .send()
-            .await;
-        let response = match response {
-            Ok(response) => response,
-            Err(err) => {
-                let status = if err.is_timeout() {
-                    "timeout"
-                } else {
-                    "connection"
-                };
-                // A refused connection sent nothing; anything later may have been applied.
-                let maybe_applied = !err.is_connect();
-                return CallResult {
-                    outcome: CallOutcome::Transient {
-                        reason: transport_error(err),
-                        retry_after: None,
-                        maybe_applied,
-                    },
-                    status: status.to_owned(),
-                    throttle: None,
-                    requested_cost: None,
-                    elapsed: started.elapsed(),
-                };
-            }
-        };
-        let status = response.status();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .filter(|secs| secs.is_finite() && *secs >= 0.0)
-            .map(|secs| Duration::from_secs_f64(secs.min(300.0)));
-        let text = match response.text().await {
-            Ok(text) => text,
-            Err(err) => {
-                return CallResult {
-                    outcome: CallOutcome::Transient {
-                        reason: transport_error(err),
-                        retry_after,
-                        maybe_applied: true,
-                    },
-                    status: "connection".to_owned(),
-                    throttle: None,
-                    requested_cost: None,
-                    elapsed: started.elapsed(),
-                };
-            }
-        };
-        let mut result = interpret(status.as_u16(), retry_after, &text);
-        result.elapsed = started.elapsed();
-        result
-    }
-}
-
-/// A transport error in one line, without the URL's query or anything secret.
-fn transport_error(err: reqwest::Error) -> String {
-    let kind = if err.is_timeout() {
-        "timed out"
-    } else if err.is_connect() {
-        "cannot connect"
-    } else if err.is_body() || err.is_decode() {
-        "connection dropped while reading the answer"
-    } else {
-        "request failed"
-    };
-    format!("{kind}: {}", err.without_url())
 }
 
 /// Sorts an HTTP answer into a [`CallResult`] (pure; unit-tested on Shopify's shapes).
 pub fn interpret(status: u16, retry_after: Option<Duration>, body: &str) -> CallResult {
     let document: Option<Value> = serde_json::from_str(body).ok();
-    let cost = document
+    let (throttle, requested_cost) = document
         .as_ref()
-        .and_then(|d| d.pointer("/extensions/cost"));
-    let throttle = cost
-        .and_then(|c| c.get("throttleStatus"))
-        .and_then(|t| serde_json::from_value::<ThrottleStatus>(t.clone()).ok());
-    let requested_cost = cost
-        .and_then(|c| c.get("requestedQueryCost"))
-        .and_then(Value::as_f64);
+        .map(shopify_admin::answer::cost_of)
+        .unwrap_or_default();
     let retry_after = retry_after.map(clamp_wait);
     let result = |outcome| CallResult {
-        status: match &outcome {
-            CallOutcome::Transient { reason, .. } if reason == "THROTTLED" => {
-                "throttled".to_owned()
-            }
-            _ => status.to_string(),
-        },
         outcome,
         throttle,
         requested_cost,
-        elapsed: Duration::ZERO,
     };
     let transient = |reason: String, retry_after: Option<Duration>, maybe_applied: bool| {
         result(CallOutcome::Transient {
@@ -265,12 +145,7 @@ pub fn interpret(status: u16, retry_after: Option<Duration>, body: &str) -> Call
     let top_level = errors_of(document.get("errors"));
     let has_top = |code: &str| top_level.iter().any(|e| e.code.as_deref() == Some(code));
     if has_top("THROTTLED") {
-        let wait = throttle.map(|t| {
-            let needed = requested_cost.unwrap_or(10.0) - t.currently_available;
-            clamp_wait(Duration::from_secs_f64(
-                needed.max(1.0) / t.restore_rate.max(1.0),
-            ))
-        });
+        let wait = throttled_wait(throttle, requested_cost);
         return transient("THROTTLED".to_owned(), wait, false);
     }
     // `null` (the mutation did not run or failed) is no payload at all.
@@ -354,49 +229,6 @@ pub fn interpret(status: u16, retry_after: Option<Duration>, body: &str) -> Call
     transient(reason, None, true)
 }
 
-/// Shopify's waits are honoured, within reason: a huge `Retry-After` would stall the shop for
-/// ever (or overflow), a zero one would spin.
-fn clamp_wait(wait: Duration) -> Duration {
-    wait.clamp(Duration::from_millis(50), Duration::from_secs(300))
-}
-
-fn describe_all(errors: &[ShopifyError]) -> String {
-    errors
-        .iter()
-        .map(ShopifyError::describe)
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-fn errors_of(list: Option<&Value>) -> Vec<ShopifyError> {
-    list.and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .map(|error| ShopifyError {
-            code: error
-                .get("code")
-                .or_else(|| error.pointer("/extensions/code"))
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            message: error
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("(no message)")
-                .to_owned(),
-            field: error
-                .get("field")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .map(|part| match part {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                })
-                .collect(),
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -436,7 +268,7 @@ mod tests {
         let CallOutcome::Rejected { errors } = outcome(200, body) else {
             panic!("rejected")
         };
-        assert_eq!(errors[0].change_index(), Some(3));
+        assert_eq!(change_index(&errors[0]), Some(3));
         assert_eq!(
             errors[0].describe(),
             "INVALID_INVENTORY_ITEM: The specified inventory item could not be found."

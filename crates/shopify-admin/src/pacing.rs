@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::shopify::ThrottleStatus;
+use crate::answer::ThrottleStatus;
 
 /// Points kept in reserve on top of a call's cost (other apps of the shop share the bucket).
 const MARGIN: f64 = 5.0;
