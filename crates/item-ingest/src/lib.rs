@@ -4,13 +4,15 @@
 //! message: [`event`] reads the relay's headers and Shopify's payload (anything unusable is a
 //! `malformed` dead letter), [`store`] applies it in one transaction (inbox, catalog mirror,
 //! SKU mapping, items, outbox), and this module records the outcome in metrics and wakes the
-//! outbox relay that publishes mapping announcements on `wos-sync.item-mappings`.
+//! outbox relay that publishes mapping announcements on `wos-sync.item-mappings`. [`refresh`]
+//! reads from the shop's Admin API the variants a webhook lists beyond the 100 it details.
 
 pub mod bench;
 pub mod event;
+pub mod refresh;
 pub mod store;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{collections::BTreeMap, net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
 use chrono::Utc;
@@ -33,8 +35,11 @@ use prometheus::IntCounterVec;
 use tokio::sync::Notify;
 use tracing::Instrument;
 
+pub use shopify_admin::ShopTokens;
+
 use crate::{
     event::read_event,
+    refresh::ShopRefresher,
     store::{IngestError, IngestReport, count_conflicts, ingest},
 };
 
@@ -55,6 +60,8 @@ pub struct ItemIngest {
     unreadable_fields: IntCounterVec,
     announce_exchange: String,
     outbox_wake: Arc<Notify>,
+    /// Each shop's refresh task, woken when an event asks for variant reads.
+    refresh_wakers: BTreeMap<String, Arc<Notify>>,
 }
 
 impl Handler for ItemIngest {
@@ -78,6 +85,11 @@ impl Handler for ItemIngest {
                 self.record(&webhook.shop.domain, &report).await;
                 if report.announcements > 0 {
                     self.outbox_wake.notify_one();
+                }
+                if report.refreshes_requested > 0
+                    && let Some(wake) = self.refresh_wakers.get(&webhook.shop.domain)
+                {
+                    wake.notify_one();
                 }
                 Disposition::Ack
             }
@@ -120,35 +132,46 @@ impl ItemIngest {
                 .with_label_values(&[shop])
                 .inc_by(report.without_sku.len() as u64);
         }
-        if !report.items.is_empty() {
-            self.refresh_conflicts(shop).await;
-        }
-    }
-
-    async fn refresh_conflicts(&self, shop: &str) {
-        let count = async {
-            count_conflicts(&self.pool.get().await.ok()?, shop)
-                .await
-                .ok()
-        }
-        .await;
-        if let Some(count) = count {
-            self.metrics
-                .sku_conflicts
-                .with_label_values(&[shop])
-                .set(count);
+        if !report.items.is_empty() || report.refreshes_requested > 0 {
+            refresh_conflicts(&self.pool, &self.metrics, shop).await;
         }
     }
 }
 
-/// Runs item-ingest until `shutdown`.
+/// Recounts `wos_sync_sku_conflicts` for `shop` (a failure leaves the last count).
+pub(crate) async fn refresh_conflicts(pool: &Pool, metrics: &Metrics, shop: &str) {
+    let count = async { count_conflicts(&pool.get().await.ok()?, shop).await.ok() }.await;
+    if let Some(count) = count {
+        metrics.sku_conflicts.with_label_values(&[shop]).set(count);
+    }
+}
+
+/// The access token of every shop whose `access_token_env` is set. A shop without one still
+/// ingests webhooks (see [`serve`]).
+pub fn tokens_from_env(shops: &ShopDirectory) -> ShopTokens {
+    ShopTokens::new(shops.iter().filter_map(|shop| {
+        std::env::var(&shop.access_token_env)
+            .ok()
+            .filter(|token| !token.is_empty())
+            .map(|token| (shop.domain.clone(), token))
+    }))
+}
+
+/// Runs item-ingest until `shutdown`, with each shop's access token from the environment.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    serve(settings, Metrics::new(), shutdown).await
+    let tokens = tokens_from_env(&settings.shops);
+    serve(settings, tokens, Metrics::new(), shutdown).await
 }
 
-/// [`run`] with the caller's metrics registry (tests read it).
+/// [`run`] with the tokens and the metrics registry given (tests read the registry).
+///
+/// A shop without a token is served: webhooks need no token, only reading the variants a
+/// webhook lists beyond the 100 it details does. Its absence is logged at start, and each such
+/// read fails with the reason, leaving those SKUs unmapped and listed as conflicts
+/// (`awaiting_shopify`) until the token is set and the service restarted.
 pub async fn serve(
     settings: Settings,
+    tokens: ShopTokens,
     metrics: Metrics,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -182,6 +205,21 @@ pub async fn serve(
     metrics
         .registry
         .register(Box::new(unreadable_fields.clone()))?;
+    let refreshes = IntCounterVec::new(
+        prometheus::Opts::new(
+            "wos_sync_variant_refreshes_total",
+            "Variants beyond the 100 a product webhook details, read from the Admin API, by \
+             outcome (read, gone, superseded, failed).",
+        ),
+        &["shop", "outcome"],
+    )?;
+    metrics.registry.register(Box::new(refreshes.clone()))?;
+    let http = shopify_admin::http_client().context("building the HTTP client")?;
+    let refresh_wakers: BTreeMap<String, Arc<Notify>> = settings
+        .shops
+        .iter()
+        .map(|shop| (shop.domain.clone(), Arc::new(Notify::new())))
+        .collect();
     let handler = Arc::new(ItemIngest {
         pool: pool.clone(),
         shops: settings.shops.clone(),
@@ -190,9 +228,10 @@ pub async fn serve(
         unreadable_fields,
         announce_exchange: settings.names().name(ITEM_MAPPINGS),
         outbox_wake: Arc::new(Notify::new()),
+        refresh_wakers: refresh_wakers.clone(),
     });
     for shop in settings.shops.iter() {
-        handler.refresh_conflicts(&shop.domain).await;
+        refresh_conflicts(&pool, &metrics, &shop.domain).await;
     }
 
     let health = Health::new(Some(pool.clone()));
@@ -211,6 +250,39 @@ pub async fn serve(
         handler.outbox_wake.clone(),
         shutdown.clone(),
     ));
+    let mut refreshers = tokio::task::JoinSet::new();
+    for shop in settings.shops.iter() {
+        let client = match tokens.get(&shop.domain) {
+            Some(token) => Some(
+                shopify_admin::ShopClient::new(http.clone(), shop, token.to_owned())
+                    .with_metrics(metrics.clone()),
+            ),
+            None => {
+                tracing::error!(
+                    shop = %shop.domain,
+                    variable = %shop.access_token_env,
+                    "no Admin API access token (environment variable not set): webhooks are \
+                     ingested, but variants beyond the 100 a product webhook details cannot be \
+                     read; their SKUs stay unmapped and are listed as conflicts \
+                     (awaiting_shopify) until the token is set and item-ingest restarted"
+                );
+                None
+            }
+        };
+        refreshers.spawn(
+            ShopRefresher {
+                pool: pool.clone(),
+                shop: shop.clone(),
+                client,
+                metrics: metrics.clone(),
+                refreshes: refreshes.clone(),
+                announce_exchange: handler.announce_exchange.clone(),
+                wake: refresh_wakers[&shop.domain].clone(),
+                outbox_wake: handler.outbox_wake.clone(),
+            }
+            .run(shutdown.clone()),
+        );
+    }
 
     let config = ConsumerConfig {
         service: SERVICE.to_owned(),
@@ -221,6 +293,7 @@ pub async fn serve(
         retry: settings.retry.clone(),
     };
     run_consumer(config, handler, metrics, health, shutdown).await;
+    while refreshers.join_next().await.is_some() {}
     relay.await.context("outbox relay task")?;
     server.await.context("HTTP server task")?;
     Ok(())

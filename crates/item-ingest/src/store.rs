@@ -11,16 +11,17 @@
 //!    fields under the shop's policies, written only when something changed;
 //! 5. an outbox row for every change of an item's `inventory_item_id`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::Utc;
 use deadpool_postgres::{GenericClient, Pool, Transaction};
 use model::{
     announcement::{MappingAnnouncement, MappingChange},
     catalog::{
-        Candidate, CatalogChange, CurrentMapping, EventClock, EventKind, ItemFields,
-        MappingDecision, MirroredVariant, ProductRecord, Version, apply_product_event, item_fields,
-        merge_item_fields, resolve_mapping, resolve_mapping_under,
+        Candidate, CatalogChange, CurrentMapping, EventClock, EventKind, FetchedVariant,
+        ItemFields, MappingDecision, MirroredVariant, ProductRecord, RefreshRequest, Version,
+        apply_fetched, apply_product_event, item_fields, merge_item_fields, resolve_mapping,
+        resolve_mapping_under,
     },
     config::ShopConfig,
     ids::{InventoryItemId, ProductId, VariantId},
@@ -66,6 +67,8 @@ pub struct IngestReport {
     pub without_sku: Vec<VariantId>,
     /// Descriptive fields of the payload that did not parse (kept as they were).
     pub unreadable: Vec<UnreadableField>,
+    /// Variants beyond the detailed ones this event asked to read from Shopify.
+    pub refreshes_requested: usize,
     pub announcements: usize,
 }
 
@@ -129,12 +132,13 @@ pub async fn ingest(
     lock(&tx, &format!("product:{shop}/{product_key}")).await?;
     let known = load_product_variants(&tx, shop, product_key).await?;
     let record = load_product(&tx, shop, product_key).await?;
+    let pending = load_pending_refreshes(&tx, shop, product_key).await?;
     let clock = EventClock {
         event_time: webhook.event_time,
         triggered_at: webhook.triggered_at,
         kind: webhook.kind,
     };
-    let change = apply_product_event(&webhook.event, &clock, &known, record.as_ref());
+    let change = apply_product_event(&webhook.event, &clock, &known, record.as_ref(), &pending);
 
     let mut report = IngestReport {
         stale: change.stale.clone(),
@@ -143,6 +147,7 @@ pub async fn ingest(
             ProductEvent::Upsert(payload) => payload.unreadable.clone(),
             ProductEvent::Delete { .. } => Vec::new(),
         },
+        refreshes_requested: change.refresh.len(),
         ..IngestReport::default()
     };
     apply_change(&tx, webhook.shop, &change, announce_exchange, &mut report).await?;
@@ -178,6 +183,7 @@ async fn apply_change(
         lock(tx, &format!("sku:{domain}/{sku}")).await?;
     }
     write_mirror(tx, domain, change).await?;
+    write_refreshes(tx, domain, change).await?;
     for sku in &skus {
         if let Some(outcome) = settle_item(tx, shop, sku, announce_exchange, report).await? {
             report.items.push((sku.clone(), outcome));
@@ -230,9 +236,13 @@ async fn lock(tx: &Transaction<'_>, key: &str) -> Result<(), tokio_postgres::Err
     Ok(())
 }
 
-const VARIANT_COLUMNS: &str = "variant_id, product_id, sku, inventory_item_id, product_title, \
-     variant_title, barcode, price, vendor, product_type, created_at, version, deleted, \
-     version_triggered_at, version_kind";
+/// A mirror row's columns, read from `shopify_variants v`, and whether a refresh of the variant
+/// is pending.
+const VARIANT_COLUMNS: &str = "v.variant_id, v.product_id, v.sku, v.inventory_item_id, \
+     v.product_title, v.variant_title, v.barcode, v.price, v.vendor, v.product_type, \
+     v.created_at, v.version, v.deleted, v.version_triggered_at, v.version_kind, \
+     v.listed_updated_at, EXISTS (SELECT 1 FROM variant_refreshes r \
+         WHERE r.shop_domain = v.shop_domain AND r.variant_id = v.variant_id)";
 
 fn variant_from_row(row: &Row) -> MirroredVariant {
     MirroredVariant {
@@ -250,7 +260,9 @@ fn variant_from_row(row: &Row) -> MirroredVariant {
         product_type: row.get(9),
         created_at: row.get(10),
         version: Version::of(row.get(11), row.get(13), EventKind::from_i16(row.get(14))),
+        listed_at: row.get(15),
         deleted: row.get(12),
+        awaiting_refresh: row.get(16),
     }
 }
 
@@ -260,7 +272,8 @@ async fn load_product_variants(
     product: i64,
 ) -> Result<Vec<MirroredVariant>, tokio_postgres::Error> {
     let sql = format!(
-        "SELECT {VARIANT_COLUMNS} FROM shopify_variants WHERE shop_domain = $1 AND product_id = $2"
+        "SELECT {VARIANT_COLUMNS} FROM shopify_variants v \
+         WHERE v.shop_domain = $1 AND v.product_id = $2"
     );
     Ok(tx
         .query(&sql, &[&shop, &product])
@@ -302,8 +315,10 @@ async fn write_mirror(
         .prepare_cached(
             "INSERT INTO shopify_variants (shop_domain, variant_id, product_id, sku, \
                  inventory_item_id, product_title, variant_title, barcode, price, vendor, \
-                 product_type, created_at, version, deleted, version_triggered_at, version_kind) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+                 product_type, created_at, version, deleted, version_triggered_at, version_kind, \
+                 listed_updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+                 $17) \
              ON CONFLICT (shop_domain, variant_id) DO UPDATE SET \
                  product_id = EXCLUDED.product_id, sku = EXCLUDED.sku, \
                  inventory_item_id = EXCLUDED.inventory_item_id, \
@@ -312,7 +327,8 @@ async fn write_mirror(
                  product_type = EXCLUDED.product_type, created_at = EXCLUDED.created_at, \
                  version = EXCLUDED.version, deleted = EXCLUDED.deleted, \
                  version_triggered_at = EXCLUDED.version_triggered_at, \
-                 version_kind = EXCLUDED.version_kind, mirrored_at = now()",
+                 version_kind = EXCLUDED.version_kind, \
+                 listed_updated_at = EXCLUDED.listed_updated_at, mirrored_at = now()",
         )
         .await?;
     for v in &change.upserts {
@@ -339,6 +355,7 @@ async fn write_mirror(
                 &v.deleted,
                 &v.version.triggered_at,
                 &v.version.kind.as_i16(),
+                &v.listed_at,
             ],
         )
         .await?;
@@ -374,6 +391,216 @@ async fn write_mirror(
         .await?;
     }
     Ok(())
+}
+
+/// The product's refreshes not done yet.
+async fn load_pending_refreshes(
+    tx: &Transaction<'_>,
+    shop: &str,
+    product: i64,
+) -> Result<Vec<RefreshRequest>, tokio_postgres::Error> {
+    Ok(tx
+        .query(
+            "SELECT variant_id, listed_at FROM variant_refreshes \
+             WHERE shop_domain = $1 AND product_id = $2",
+            &[&shop, &product],
+        )
+        .await?
+        .iter()
+        .map(|row| RefreshRequest {
+            variant_id: VariantId(from_db(row.get(0))),
+            product_id: ProductId(from_db(product)),
+            listed_at: row.get(1),
+        })
+        .collect())
+}
+
+/// Records the refreshes `change` asks for (a newer listing asks again: a new generation) and
+/// removes the ones it completes.
+async fn write_refreshes(
+    tx: &Transaction<'_>,
+    shop: &str,
+    change: &CatalogChange,
+) -> Result<(), IngestError> {
+    if !change.refreshed.is_empty() {
+        let done = change
+            .refreshed
+            .iter()
+            .map(|id| db_id(id.0, "variant id"))
+            .collect::<Result<Vec<_>, _>>()?;
+        tx.execute(
+            "DELETE FROM variant_refreshes WHERE shop_domain = $1 AND variant_id = ANY($2)",
+            &[&shop, &done],
+        )
+        .await?;
+    }
+    for request in &change.refresh {
+        tx.execute(
+            "INSERT INTO variant_refreshes (shop_domain, variant_id, product_id, listed_at) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (shop_domain, variant_id) DO UPDATE SET \
+                 listed_at = GREATEST(variant_refreshes.listed_at, EXCLUDED.listed_at), \
+                 generation = EXCLUDED.generation, requested_at = now(), \
+                 next_attempt_at = now()",
+            &[
+                &shop,
+                &db_id(request.variant_id.0, "variant id")?,
+                &db_id(request.product_id.0, "product id")?,
+                &request.listed_at,
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// A refresh claimed by this process (leased until it is done or fails).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimedRefresh {
+    pub request: RefreshRequest,
+    generation: i64,
+}
+
+/// Claims up to `limit` due refreshes of `shop` for `lease` (replicas claim disjoint rows; a
+/// claim left by a crash is taken again once its lease ends).
+pub async fn claim_refreshes(
+    pool: &Pool,
+    shop: &str,
+    limit: i64,
+    lease: std::time::Duration,
+) -> Result<Vec<ClaimedRefresh>, IngestError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "UPDATE variant_refreshes r SET leased_until = now() + make_interval(secs => $3) \
+             WHERE (r.shop_domain, r.variant_id) IN ( \
+                 SELECT shop_domain, variant_id FROM variant_refreshes \
+                 WHERE shop_domain = $1 AND next_attempt_at <= now() \
+                     AND (leased_until IS NULL OR leased_until < now()) \
+                 ORDER BY next_attempt_at, variant_id LIMIT $2 FOR UPDATE SKIP LOCKED) \
+             RETURNING r.variant_id, r.product_id, r.listed_at, r.generation",
+            &[&shop, &limit, &lease.as_secs_f64()],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| ClaimedRefresh {
+            request: RefreshRequest {
+                variant_id: VariantId(from_db(row.get(0))),
+                product_id: ProductId(from_db(row.get(1))),
+                listed_at: row.get(2),
+            },
+            generation: row.get(3),
+        })
+        .collect())
+}
+
+/// Records a failed read of `claimed`: retried later, with a backoff doubling per attempt up to
+/// five minutes; the SKUs they hold are listed as conflicts meanwhile.
+pub async fn refresh_failed(
+    pool: &Pool,
+    shop: &str,
+    claimed: &[ClaimedRefresh],
+    error: &str,
+) -> Result<(), IngestError> {
+    let ids = claimed_ids(claimed)?;
+    pool.get()
+        .await?
+        .execute(
+            "UPDATE variant_refreshes SET attempts = attempts + 1, last_error = $3, \
+                 leased_until = NULL, \
+                 next_attempt_at = now() + make_interval(secs => least(300, 2 ^ least(attempts, 9))) \
+             WHERE shop_domain = $1 AND variant_id = ANY($2)",
+            &[&shop, &ids, &error],
+        )
+        .await?;
+    Ok(())
+}
+
+fn claimed_ids(claimed: &[ClaimedRefresh]) -> Result<Vec<i64>, IngestError> {
+    claimed
+        .iter()
+        .map(|c| db_id(c.request.variant_id.0, "variant id"))
+        .collect()
+}
+
+/// What applying Shopify's answers did.
+#[derive(Debug, Clone, Default)]
+pub struct RefreshReport {
+    /// Requests completed (read, found gone, or covered by newer state meanwhile).
+    pub done: usize,
+    /// Requests asked again by a newer listing while they were read: read again.
+    pub superseded: usize,
+    pub items: IngestReport,
+}
+
+/// Applies Shopify's answers for `claimed` (`answers[id]`: `None` when Shopify has no such
+/// variant), one transaction per product under the same locks as a webhook: the mirror, the
+/// SKUs the variants carried and carry, the items, the announcements. A request asked again
+/// since it was claimed (a newer generation) is left for the next read.
+pub async fn apply_refreshes(
+    pool: &Pool,
+    shop: &ShopConfig,
+    claimed: &[ClaimedRefresh],
+    answers: &BTreeMap<VariantId, Option<FetchedVariant>>,
+    announce_exchange: &str,
+) -> Result<RefreshReport, IngestError> {
+    let domain = shop.domain.as_str();
+    let mut by_product: BTreeMap<ProductId, Vec<ClaimedRefresh>> = BTreeMap::new();
+    for claim in claimed {
+        by_product
+            .entry(claim.request.product_id)
+            .or_default()
+            .push(*claim);
+    }
+    let mut report = RefreshReport::default();
+    for (product_id, claims) in by_product {
+        let product_key = db_id(product_id.0, "product id")?;
+        let mut client = pool.get().await?;
+        let tx = client.transaction().await?;
+        lock(&tx, &format!("product:{domain}/{product_key}")).await?;
+        let generations: BTreeMap<VariantId, i64> = tx
+            .query(
+                "SELECT variant_id, generation FROM variant_refreshes \
+                 WHERE shop_domain = $1 AND product_id = $2",
+                &[&domain, &product_key],
+            )
+            .await?
+            .iter()
+            .map(|row| (VariantId(from_db(row.get(0))), row.get(1)))
+            .collect();
+        let (current, superseded): (Vec<ClaimedRefresh>, Vec<ClaimedRefresh>) =
+            claims.into_iter().partition(|claim| {
+                generations
+                    .get(&claim.request.variant_id)
+                    .is_none_or(|generation| *generation == claim.generation)
+            });
+        if !superseded.is_empty() {
+            tx.execute(
+                "UPDATE variant_refreshes SET leased_until = NULL \
+                 WHERE shop_domain = $1 AND variant_id = ANY($2)",
+                &[&domain, &claimed_ids(&superseded)?],
+            )
+            .await?;
+        }
+        // A request whose row is gone was completed by a webhook's details meanwhile.
+        let requests: Vec<RefreshRequest> = current
+            .iter()
+            .filter(|claim| generations.contains_key(&claim.request.variant_id))
+            .map(|claim| claim.request)
+            .collect();
+        let known = load_product_variants(&tx, domain, product_key).await?;
+        let change = apply_fetched(&requests, answers, &known, Utc::now());
+        report.done += current.len();
+        report.superseded += superseded.len();
+        report
+            .items
+            .without_sku
+            .extend(change.without_sku.iter().copied());
+        apply_change(&tx, shop, &change, announce_exchange, &mut report.items).await?;
+        tx.commit().await?;
+    }
+    Ok(report)
 }
 
 /// An item row as read for update.
@@ -439,8 +666,8 @@ async fn settle_item_once(
         });
 
     let sql = format!(
-        "SELECT {VARIANT_COLUMNS} FROM shopify_variants \
-         WHERE shop_domain = $1 AND sku = $2 AND NOT deleted"
+        "SELECT {VARIANT_COLUMNS} FROM shopify_variants v \
+         WHERE v.shop_domain = $1 AND v.sku = $2 AND NOT v.deleted"
     );
     let carriers: Vec<MirroredVariant> = tx
         .query(&sql, &[&domain, &sku])
@@ -452,10 +679,11 @@ async fn settle_item_once(
         .iter()
         .filter_map(Candidate::from_variant)
         .collect();
+    let awaiting = carriers.iter().any(|v| v.awaiting_refresh);
     let previous = existing.as_ref().and_then(|i| i.inventory_item_id);
     let current = current_mapping(tx, domain, previous).await?;
     let policy = shop.fields.mapping();
-    let decision = resolve_mapping_under(policy, current, &candidates);
+    let decision = resolve_mapping_under(policy, current, &candidates, awaiting);
 
     // Fields come from the variant the item is mapped to; a new item whose mapping is left to
     // WOS takes them from the variant the rules would choose.
@@ -631,6 +859,10 @@ pub enum ConflictReason {
     /// The item points at an inventory item the mirror knows, but no live variant with it
     /// carries the SKU any more (renamed or deleted): a pinned mapping, or one WOS wrote.
     NotCarried,
+    /// A variant that carried the SKU must be read from Shopify (it changed beyond the 100
+    /// variants a webhook details) and the read has failed at least once (Shopify
+    /// unavailable, or no access token): the SKU is held, unmapped, until it succeeds.
+    AwaitingShopify,
 }
 
 impl ConflictReason {
@@ -639,13 +871,19 @@ impl ConflictReason {
             Self::SharedSku => "shared_sku",
             Self::Unverified => "unverified",
             Self::NotCarried => "not_carried",
+            Self::AwaitingShopify => "awaiting_shopify",
         }
     }
 
     fn parse(text: &str) -> Option<Self> {
-        [Self::SharedSku, Self::Unverified, Self::NotCarried]
-            .into_iter()
-            .find(|reason| reason.as_str() == text)
+        [
+            Self::SharedSku,
+            Self::Unverified,
+            Self::NotCarried,
+            Self::AwaitingShopify,
+        ]
+        .into_iter()
+        .find(|reason| reason.as_str() == text)
     }
 }
 
@@ -681,7 +919,11 @@ const CONFLICTED_SKUS: &str = "\
         JOIN items i ON i.shop_domain = $1 AND i.inventory_item_id = m.inventory_item_id \
         WHERE m.shop_domain = $1 AND m.inventory_item_id IS NOT NULL AND NOT EXISTS ( \
             SELECT 1 FROM live \
-            WHERE live.inventory_item_id = i.inventory_item_id AND live.sku = i.sku)";
+            WHERE live.inventory_item_id = i.inventory_item_id AND live.sku = i.sku) \
+    UNION \
+    SELECT v.sku, 'awaiting_shopify' FROM variant_refreshes r \
+        JOIN shopify_variants v ON v.shop_domain = r.shop_domain AND v.variant_id = r.variant_id \
+        WHERE r.shop_domain = $1 AND r.attempts > 0 AND NOT v.deleted AND v.sku IS NOT NULL";
 
 /// Every SKU conflict of `shop`, for operators (`wos-sync conflicts`), by SKU.
 pub async fn list_conflicts(pool: &Pool, shop: &str) -> Result<Vec<SkuConflict>, IngestError> {
@@ -707,9 +949,10 @@ pub async fn list_conflicts(pool: &Pool, shop: &str) -> Result<Vec<SkuConflict>,
         }
     }
     let variants_sql = format!(
-        "SELECT {VARIANT_COLUMNS} FROM shopify_variants \
-         WHERE shop_domain = $1 AND sku = $2 AND NOT deleted AND inventory_item_id IS NOT NULL \
-         ORDER BY created_at NULLS LAST, variant_id"
+        "SELECT {VARIANT_COLUMNS} FROM shopify_variants v \
+         WHERE v.shop_domain = $1 AND v.sku = $2 AND NOT v.deleted \
+             AND v.inventory_item_id IS NOT NULL \
+         ORDER BY v.created_at NULLS LAST, v.variant_id"
     );
     for conflict in &mut conflicts {
         conflict.variants = client

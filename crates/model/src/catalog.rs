@@ -136,8 +136,37 @@ pub struct MirroredVariant {
     pub created_at: Option<DateTime<Utc>>,
     /// The version of the newest event applied to this variant.
     pub version: Version,
+    /// The newest `variant_gids` `updated_at` of this variant whose state the mirror holds
+    /// (a listing entry newer than this means the variant changed since).
+    pub listed_at: Option<DateTime<Utc>>,
     /// Deleted in Shopify (explicitly, or missing from a newer complete listing).
     pub deleted: bool,
+    /// Not part of the mirrored state: a read of this variant from Shopify is pending (it was
+    /// listed as changed beyond the detailed 100), so it is no mapping candidate meanwhile.
+    pub awaiting_refresh: bool,
+}
+
+impl MirroredVariant {
+    /// Whether two rows describe the same variant content (versions and bookkeeping aside).
+    fn same_content(&self, other: &Self) -> bool {
+        let normalized = |v: &Self| Self {
+            version: other.version,
+            listed_at: None,
+            awaiting_refresh: false,
+            ..v.clone()
+        };
+        normalized(self) == normalized(other)
+    }
+}
+
+/// A variant item-ingest must read from Shopify's Admin API: listed in a product event beyond
+/// the variants it details, and newer than the mirror or unknown to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshRequest {
+    pub variant_id: VariantId,
+    pub product_id: ProductId,
+    /// The listing's `updated_at` that asked for it, when the listing had one.
+    pub listed_at: Option<DateTime<Utc>>,
 }
 
 /// What the mirror remembers of one product.
@@ -164,24 +193,34 @@ pub struct CatalogChange {
     /// Variants of the event without a SKU (counted and logged, never failed).
     pub without_sku: Vec<VariantId>,
     /// SKUs whose mapping must be resolved again: every SKU a changed variant carried before or
-    /// carries now.
+    /// carries now, and the SKU of a variant that starts or stops awaiting a refresh.
     pub affected_skus: BTreeSet<String>,
+    /// Variants to read from Shopify (new requests, or newer than a pending one).
+    pub refresh: Vec<RefreshRequest>,
+    /// Pending refreshes this change satisfies (the variant's state is now known as of the
+    /// request, or it is gone).
+    pub refreshed: Vec<VariantId>,
 }
 
 /// Applies `event` to the mirrored state of its product.
 ///
 /// `known` holds every mirrored variant of the product (live or deleted); `product` its record;
-/// `clock` what orders the event besides its payload (see [`EventClock`]).
+/// `pending` the product's refreshes not done yet; `clock` what orders the event besides its
+/// payload (see [`EventClock`]).
 pub fn apply_product_event(
     event: &ProductEvent,
     clock: &EventClock,
     known: &[MirroredVariant],
     product: Option<&ProductRecord>,
+    pending: &[RefreshRequest],
 ) -> CatalogChange {
     match event {
-        ProductEvent::Upsert(payload) => apply_upsert(payload, clock, known, product),
+        ProductEvent::Upsert(payload) => apply_upsert(payload, clock, known, product, pending),
         ProductEvent::Delete { product_id } => {
-            apply_delete(*product_id, clock.version(clock.event_time), known, product)
+            let mut change =
+                apply_delete(*product_id, clock.version(clock.event_time), known, product);
+            change.refreshed = pending.iter().map(|r| r.variant_id).collect();
+            change
         }
     }
 }
@@ -218,6 +257,7 @@ fn apply_upsert(
     clock: &EventClock,
     known: &[MirroredVariant],
     product: Option<&ProductRecord>,
+    pending: &[RefreshRequest],
 ) -> CatalogChange {
     let mut change = CatalogChange::default();
     if product.is_some_and(|p| p.deleted) {
@@ -231,6 +271,8 @@ fn apply_upsert(
     let newest_for_product = product.is_none_or(|p| product_version >= p.version);
     let known_by_id: BTreeMap<VariantId, &MirroredVariant> =
         known.iter().map(|v| (v.variant_id, v)).collect();
+    let pending_by_id: BTreeMap<VariantId, &RefreshRequest> =
+        pending.iter().map(|r| (r.variant_id, r)).collect();
 
     for variant in &payload.variants {
         if variant.sku.is_none() {
@@ -242,25 +284,39 @@ fn apply_upsert(
         let version = clock.version(updated);
         let old = known_by_id.get(&variant.id).copied();
         let fresh = mirrored_from(payload, variant, version, old);
+        let covers_pending = |row: &MirroredVariant| {
+            pending_by_id.get(&variant.id).is_some_and(|request| {
+                request.listed_at.is_none_or(|asked| {
+                    row.listed_at.is_some_and(|seen| seen >= asked)
+                        || row.version.updated_at >= asked
+                })
+            })
+        };
         match old {
             Some(old) if version < old.version => change.stale.push(variant.id),
             Some(old) => {
                 let updated = MirroredVariant {
                     // Shopify's created_at never changes; keep the first one we learned.
                     created_at: old.created_at.or(fresh.created_at),
+                    listed_at: old.listed_at.max(fresh.listed_at),
                     ..fresh
                 };
-                // A newer version alone is written (later events compare against it) but
-                // changes no item; changed content re-resolves the old and the new SKU.
-                let content_changed = MirroredVariant {
-                    version: old.version,
-                    ..updated.clone()
-                } != *old;
+                // A newer version alone is written (later events compare against it); changed
+                // content re-resolves the old and the new SKU.
+                let content_changed = !updated.same_content(old);
                 if content_changed {
                     change.affected_skus.extend(old.sku.clone());
                     change.affected_skus.extend(updated.sku.clone());
                 }
-                if content_changed || updated.version != old.version {
+                if covers_pending(&updated) {
+                    change.refreshed.push(variant.id);
+                    change.affected_skus.extend(old.sku.clone());
+                    change.affected_skus.extend(updated.sku.clone());
+                }
+                if content_changed
+                    || updated.version != old.version
+                    || updated.listed_at != old.listed_at
+                {
                     change.upserts.push(updated);
                 }
             }
@@ -274,12 +330,23 @@ fn apply_upsert(
                 if gone_since {
                     change.stale.push(variant.id);
                 } else {
+                    if covers_pending(&fresh) {
+                        change.refreshed.push(variant.id);
+                    }
                     change.affected_skus.extend(fresh.sku.clone());
                     change.upserts.push(fresh);
                 }
             }
         }
     }
+    request_refreshes(
+        payload,
+        newest_for_product,
+        &known_by_id,
+        product,
+        &pending_by_id,
+        &mut change,
+    );
 
     if newest_for_product {
         let listing = complete_listing(payload);
@@ -294,6 +361,9 @@ fn apply_upsert(
                 // than the product's create).
                 if product_version > old.version {
                     change.affected_skus.extend(old.sku.clone());
+                    if pending_by_id.contains_key(&old.variant_id) {
+                        change.refreshed.push(old.variant_id);
+                    }
                     change.upserts.push(MirroredVariant {
                         deleted: true,
                         version: product_version,
@@ -310,6 +380,67 @@ fn apply_upsert(
         });
     }
     change
+}
+
+/// Variants the payload lists without detailing them (beyond Shopify's 100) that must be read
+/// from Shopify: a known live variant whose listed `updated_at` is newer than the state the
+/// mirror holds (its SKU is then held until the read), and a variant the mirror has never
+/// seen (unless a newer listing of the product shows it gone since). A listed entry without
+/// `updated_at` (older payloads) cannot say a known variant changed: it keeps its state.
+fn request_refreshes(
+    payload: &ProductPayload,
+    newest_for_product: bool,
+    known_by_id: &BTreeMap<VariantId, &MirroredVariant>,
+    product: Option<&ProductRecord>,
+    pending_by_id: &BTreeMap<VariantId, &RefreshRequest>,
+    change: &mut CatalogChange,
+) {
+    let Some(listed) = &payload.listed_variant_ids else {
+        return;
+    };
+    let detailed: BTreeSet<VariantId> = payload.variants.iter().map(|v| v.id).collect();
+    let mut seen = BTreeSet::new();
+    for &id in listed {
+        if detailed.contains(&id) || !seen.insert(id) {
+            continue;
+        }
+        let listed_at = payload.listed_updated_at.get(&id).copied();
+        // A pending request already covers this listing unless the listing is newer.
+        let already_pending =
+            pending_by_id
+                .get(&id)
+                .is_some_and(|request| match (request.listed_at, listed_at) {
+                    (Some(asked), Some(listed)) => asked >= listed,
+                    (_, None) => true,
+                    (None, Some(_)) => false,
+                });
+        let request = RefreshRequest {
+            variant_id: id,
+            product_id: payload.id,
+            listed_at,
+        };
+        match known_by_id.get(&id) {
+            // Shopify never brings a variant back.
+            Some(old) if old.deleted => {}
+            Some(old) => {
+                let Some(listed) = listed_at else { continue };
+                let mirrored = old.listed_at.unwrap_or(old.version.updated_at);
+                if listed > mirrored && !already_pending {
+                    change.affected_skus.extend(old.sku.clone());
+                    change.refresh.push(request);
+                }
+            }
+            None => {
+                let gone_since = !newest_for_product
+                    && product
+                        .and_then(|p| p.listed_variants.as_ref())
+                        .is_some_and(|all| !all.contains(&id));
+                if !gone_since && !already_pending {
+                    change.refresh.push(request);
+                }
+            }
+        }
+    }
 }
 
 /// Every variant id of the product, when the payload tells: `variant_gids`/`variant_ids`, or
@@ -390,8 +521,103 @@ fn mirrored_from(
         ),
         created_at: variant.created_at.map(|t| t.with_timezone(&Utc)),
         version,
+        listed_at: product.listed_updated_at.get(&variant.id).copied(),
         deleted: false,
+        awaiting_refresh: false,
     }
+}
+
+/// A variant as Shopify's Admin API answers it (`nodes(ids:)`): the current state, read after
+/// the event that asked for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedVariant {
+    pub variant_id: VariantId,
+    pub product_id: ProductId,
+    pub sku: Option<String>,
+    pub inventory_item_id: Option<InventoryItemId>,
+    pub product_title: Option<String>,
+    pub variant_title: Option<String>,
+    pub barcode: Option<String>,
+    pub price: Option<String>,
+    pub vendor: Option<String>,
+    pub product_type: Option<String>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+    pub product_updated_at: Option<DateTime<Utc>>,
+}
+
+/// Applies what Shopify answered for claimed refresh `requests` (all of one product):
+/// `fetched[id]` is `Some(None)` when Shopify has no such variant any more, absent when it was
+/// not read. A read variant is mirrored with the version an event of the same state would have
+/// (the later of its and its product's `updated_at`), unless the mirror already holds newer
+/// state; a variant Shopify no longer has is deleted. Either way the request is done and the
+/// SKUs involved are settled again (their hold is lifted).
+pub fn apply_fetched(
+    requests: &[RefreshRequest],
+    fetched: &BTreeMap<VariantId, Option<FetchedVariant>>,
+    known: &[MirroredVariant],
+    now: DateTime<Utc>,
+) -> CatalogChange {
+    let mut change = CatalogChange::default();
+    let known_by_id: BTreeMap<VariantId, &MirroredVariant> =
+        known.iter().map(|v| (v.variant_id, v)).collect();
+    for request in requests {
+        let Some(answer) = fetched.get(&request.variant_id) else {
+            continue;
+        };
+        let old = known_by_id.get(&request.variant_id).copied();
+        change.refreshed.push(request.variant_id);
+        if let Some(old) = old {
+            change.affected_skus.extend(old.sku.clone());
+        }
+        match answer {
+            None => {
+                if let Some(old) = old.filter(|old| !old.deleted) {
+                    change.upserts.push(MirroredVariant {
+                        deleted: true,
+                        version: old.version.max(Version::at(now, None)),
+                        ..old.clone()
+                    });
+                }
+            }
+            Some(variant) => {
+                let updated_at = variant
+                    .product_updated_at
+                    .map_or(variant.updated_at, |p| p.max(variant.updated_at));
+                let version = match old {
+                    Some(old) if updated_at < old.version.updated_at => {
+                        // The mirror already holds newer state than this read.
+                        continue;
+                    }
+                    // The same second as the mirrored state: keep its finer ordering.
+                    Some(old) if updated_at == old.version.updated_at => old.version,
+                    _ => Version::at(updated_at, None),
+                };
+                if variant.sku.is_none() {
+                    change.without_sku.push(variant.variant_id);
+                }
+                change.affected_skus.extend(variant.sku.clone());
+                change.upserts.push(MirroredVariant {
+                    variant_id: variant.variant_id,
+                    product_id: variant.product_id,
+                    sku: variant.sku.clone(),
+                    inventory_item_id: variant.inventory_item_id,
+                    product_title: variant.product_title.clone(),
+                    variant_title: variant.variant_title.clone(),
+                    barcode: variant.barcode.clone(),
+                    price: variant.price.clone(),
+                    vendor: variant.vendor.clone(),
+                    product_type: variant.product_type.clone(),
+                    created_at: old.and_then(|o| o.created_at).or(variant.created_at),
+                    version,
+                    listed_at: old.and_then(|o| o.listed_at).max(request.listed_at),
+                    deleted: false,
+                    awaiting_refresh: false,
+                });
+            }
+        }
+    }
+    change
 }
 
 /// A live variant carrying a SKU, as a mapping candidate.
@@ -404,9 +630,10 @@ pub struct Candidate {
 
 impl Candidate {
     /// The candidate a live mirrored variant makes, if it has an inventory item (one without
-    /// cannot take adjustments, so it cannot be a mapping target).
+    /// cannot take adjustments, so it cannot be a mapping target) and is not awaiting a read
+    /// from Shopify (its SKU may have changed).
     pub fn from_variant(variant: &MirroredVariant) -> Option<Self> {
-        (!variant.deleted).then_some(())?;
+        (!variant.deleted && !variant.awaiting_refresh).then_some(())?;
         Some(Self {
             variant_id: variant.variant_id,
             inventory_item_id: variant.inventory_item_id?,
@@ -445,6 +672,9 @@ pub enum MappingBasis {
     /// pinned inventory item is not a live variant carrying the SKU (or is empty under `wos`):
     /// it stays as WOS has it.
     Pinned,
+    /// A variant that carried the SKU is being read from Shopify (it changed beyond the
+    /// detailed 100): no variant is chosen until Shopify says what it carries now.
+    AwaitingShopify,
 }
 
 impl MappingBasis {
@@ -456,6 +686,7 @@ impl MappingBasis {
             Self::Oldest => "oldest",
             Self::NoCandidate => "no_candidate",
             Self::Pinned => "pinned",
+            Self::AwaitingShopify => "awaiting_shopify",
         }
     }
 }
@@ -527,14 +758,30 @@ pub fn resolve_mapping(current: CurrentMapping, candidates: &[Candidate]) -> Map
 /// the item has. A kept (pinned) inventory item that no live variant carrying the SKU has (its
 /// variant was renamed, deleted, or never seen while another variant carries the SKU) is a
 /// conflict: reported, never repointed.
+///
+/// `awaiting`: a variant that carried the SKU is being read from Shopify. The rules then keep
+/// only what rule 1 keeps (or an unverified mapping) and choose nothing else until the read:
+/// the variant being read may still carry the SKU and be the rightful (oldest) one, so
+/// choosing another now could hand the SKU to a clone for good.
 pub fn resolve_mapping_under(
     policy: FieldPolicy,
     current: CurrentMapping,
     candidates: &[Candidate],
+    awaiting: bool,
 ) -> MappingDecision {
     let pinned = match (policy, current) {
         (FieldPolicy::Shopify, _) | (FieldPolicy::ShopifyInitial, CurrentMapping::None) => {
-            return resolve_mapping(current, candidates);
+            let decision = resolve_mapping(current, candidates);
+            return match decision.basis {
+                MappingBasis::Kept | MappingBasis::KeptUnverified => decision,
+                _ if awaiting => MappingDecision {
+                    inventory_item_id: None,
+                    variant_id: None,
+                    basis: MappingBasis::AwaitingShopify,
+                    conflict: false,
+                },
+                _ => decision,
+            };
         }
         (_, CurrentMapping::None) => None,
         (_, CurrentMapping::Known(item) | CurrentMapping::Unverified(item)) => Some(item),

@@ -11,7 +11,9 @@
 //! costs nothing else: it is read as unknown and reported in [`ProductPayload::unreadable`],
 //! so one bad price never costs a variant its mapping.
 
-use chrono::{DateTime, FixedOffset};
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, FixedOffset, Utc};
 use serde_json::{Map, Value};
 
 use crate::ids::{InventoryItemId, ProductId, VariantId, parse_positive_decimal};
@@ -116,6 +118,10 @@ pub struct ProductPayload {
     /// [`variants`](Self::variants) still exists and must not be treated as deleted.
     /// Kept in payload order (Shopify sorts it by variant `updated_at`, newest first).
     pub listed_variant_ids: Option<Vec<VariantId>>,
+    /// The `updated_at` each `variant_gids` entry carries (milliseconds; the newest when a
+    /// variant is listed twice): how item-ingest sees that a variant beyond the detailed 100
+    /// changed.
+    pub listed_updated_at: BTreeMap<VariantId, DateTime<Utc>>,
     /// Descriptive fields of the product and its variants that did not parse (read as
     /// unknown), in payload order.
     pub unreadable: Vec<UnreadableField>,
@@ -320,7 +326,10 @@ fn parse_product(product: &Obj<'_>) -> Result<ProductPayload, WebhookError> {
         .enumerate()
         .map(|(i, v)| parse_variant(v, format!("variants[{i}]"), &mut unreadable))
         .collect::<Result<Vec<_>, _>>()?;
-    let listed_variant_ids = listed_variant_ids(product)?;
+    let (listed_variant_ids, listed_updated_at) = match listed_variant_ids(product)? {
+        Some((ids, updated)) => (Some(ids), updated),
+        None => (None, BTreeMap::new()),
+    };
     Ok(ProductPayload {
         id,
         title,
@@ -332,6 +341,7 @@ fn parse_product(product: &Obj<'_>) -> Result<ProductPayload, WebhookError> {
         updated_at,
         variants,
         listed_variant_ids,
+        listed_updated_at,
         unreadable,
     })
 }
@@ -384,9 +394,13 @@ pub fn sku_or_none(sku: Option<String>) -> Option<String> {
     sku.filter(|sku| !sku.trim().is_empty())
 }
 
+/// Every variant of a product as the payload lists it, with the `updated_at` of the entries
+/// that carry one.
+type Listing = (Vec<VariantId>, BTreeMap<VariantId, DateTime<Utc>>);
+
 /// `variant_gids` (current versions) or else `variant_ids` (older versions); a null list is
 /// treated as absent so the other one is still consulted.
-fn listed_variant_ids(product: &Obj<'_>) -> Result<Option<Vec<VariantId>>, WebhookError> {
+fn listed_variant_ids(product: &Obj<'_>) -> Result<Option<Listing>, WebhookError> {
     for key in ["variant_gids", "variant_ids"] {
         let Some(value) = product.non_null(key) else {
             continue;
@@ -398,36 +412,52 @@ fn listed_variant_ids(product: &Obj<'_>) -> Result<Option<Vec<VariantId>>, Webho
                 format!("expected an array, got {}", describe_json(value)),
             ));
         };
-        return items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| variant_reference(item, &format!("{path}[{i}]")))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some);
+        let mut ids = Vec::with_capacity(items.len());
+        let mut updated = BTreeMap::new();
+        for (i, item) in items.iter().enumerate() {
+            let (id, updated_at) = variant_reference(item, &format!("{path}[{i}]"))?;
+            ids.push(id);
+            if let Some(updated_at) = updated_at {
+                // Listed twice: the newer time holds.
+                let entry = updated.entry(id).or_insert(updated_at);
+                *entry = (*entry).max(updated_at);
+            }
+        }
+        return Ok(Some((ids, updated)));
     }
     Ok(None)
 }
 
-/// One entry of `variant_gids`/`variant_ids`. Shopify has used several shapes over the
-/// versions; all of them are accepted: `{"admin_graphql_api_id": "gid://…", "updated_at": …}`,
-/// `{"id": 123}`, a bare integer, a numeric string, or a bare gid string.
-fn variant_reference(item: &Value, path: &str) -> Result<VariantId, WebhookError> {
+/// One entry of `variant_gids`/`variant_ids`, with its `updated_at` when it has one. Shopify
+/// has used several shapes over the versions; all of them are accepted:
+/// `{"admin_graphql_api_id": "gid://…", "updated_at": …}`, `{"id": 123}`, a bare integer, a
+/// numeric string, or a bare gid string.
+fn variant_reference(
+    item: &Value,
+    path: &str,
+) -> Result<(VariantId, Option<DateTime<Utc>>), WebhookError> {
     match item {
         Value::Object(map) => {
             let entry = Obj {
                 map,
                 path: path.to_owned(),
             };
-            match (entry.non_null("admin_graphql_api_id"), entry.non_null("id")) {
-                (Some(gid), _) => variant_gid(gid, &entry.path_of("admin_graphql_api_id")),
-                (None, Some(_)) => entry.required_id("id").map(VariantId),
-                (None, None) => Err(WebhookError::MissingField {
-                    path: entry.path_of("admin_graphql_api_id"),
-                }),
-            }
+            let id = match (entry.non_null("admin_graphql_api_id"), entry.non_null("id")) {
+                (Some(gid), _) => variant_gid(gid, &entry.path_of("admin_graphql_api_id"))?,
+                (None, Some(_)) => VariantId(entry.required_id("id")?),
+                (None, None) => {
+                    return Err(WebhookError::MissingField {
+                        path: entry.path_of("admin_graphql_api_id"),
+                    });
+                }
+            };
+            let updated_at = entry
+                .optional_timestamp("updated_at")?
+                .map(|t| t.with_timezone(&Utc));
+            Ok((id, updated_at))
         }
-        Value::String(s) if s.starts_with("gid://") => variant_gid(item, path),
-        other => id_value(other, path).map(VariantId),
+        Value::String(s) if s.starts_with("gid://") => Ok((variant_gid(item, path)?, None)),
+        other => Ok((VariantId(id_value(other, path)?), None)),
     }
 }
 
@@ -470,8 +500,9 @@ fn invalid(path: String, problem: String) -> WebhookError {
     WebhookError::InvalidField { path, problem }
 }
 
-/// Whether `s` is a plain non-negative decimal: digits, optionally `.` and more digits.
-fn is_decimal(s: &str) -> bool {
+/// Whether `s` is a plain non-negative decimal (a price as Shopify writes it): digits,
+/// optionally `.` and more digits.
+pub fn is_decimal(s: &str) -> bool {
     let (whole, fraction) = s.split_once('.').unwrap_or((s, "0"));
     let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
     digits(whole) && digits(fraction)
@@ -828,6 +859,11 @@ mod tests {
                 VariantId(642667041472713922)
             ])
         );
+        assert_eq!(
+            p.listed_updated_at.get(&VariantId(757650484644203962)),
+            Some(&ts("2022-01-01T00:00:00.000Z").with_timezone(&Utc))
+        );
+        assert_eq!(p.listed_updated_at.len(), 2);
     }
 
     fn sorted_dir(dir: &Path) -> Vec<PathBuf> {
@@ -1221,6 +1257,7 @@ mod tests {
                 updated_at: None,
                 variants: vec![],
                 listed_variant_ids: None,
+                listed_updated_at: BTreeMap::new(),
                 unreadable: vec![],
             }
         );

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use item_ingest::ShopTokens;
 use lapin::{BasicProperties, types::FieldTable};
 use model::config::{FieldPolicies, ShopConfig, ShopDirectory};
 use platform::{
@@ -21,6 +22,7 @@ pub struct Ingest {
     pub env: TestEnv,
     pub metrics: Metrics,
     pub settings: platform::settings::Settings,
+    tokens: ShopTokens,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     sent: u64,
@@ -50,11 +52,12 @@ impl Ingest {
     }
 
     pub async fn start_with(fields: FieldPolicies) -> Self {
-        Self::start_with_shop(shop(fields)).await
+        Self::start_with_shop(shop(fields), ShopTokens::default()).await
     }
 
-    /// item-ingest for one shop configured as given (e.g. pointing at a sandbox).
-    pub async fn start_with_shop(shop: ShopConfig) -> Self {
+    /// item-ingest for one shop configured as given (e.g. pointing at a sandbox), with these
+    /// access tokens.
+    pub async fn start_with_shop(shop: ShopConfig, tokens: ShopTokens) -> Self {
         // Logs show up in a failing test's output.
         platform::telemetry::init_test_tracing();
         let env = TestEnv::new().await;
@@ -74,6 +77,7 @@ impl Ingest {
             env,
             metrics: Metrics::new(),
             settings,
+            tokens,
             shutdown: CancellationToken::new(),
             task: None,
             sent: 0,
@@ -90,6 +94,7 @@ impl Ingest {
         self.sent = 0;
         self.task = Some(tokio::spawn(item_ingest::serve(
             self.settings.clone(),
+            self.tokens.clone(),
             self.metrics.clone(),
             self.shutdown.clone(),
         )));

@@ -3,6 +3,7 @@
 //! `items` table, the mirror, the dead-letter queue and the metrics.
 #![allow(clippy::unwrap_used)]
 
+mod big_products;
 mod clone_walkthrough;
 mod delivery;
 mod fields;

@@ -54,7 +54,11 @@ impl Stack {
             locations: [("MAIN".to_owned(), main)].into_iter().collect(),
             fields: FieldPolicies::default(),
         };
-        let ingest = Ingest::start_with_shop(config).await;
+        let ingest = Ingest::start_with_shop(
+            config,
+            ShopTokens::new([(SHOP.to_owned(), TOKEN.to_owned())]),
+        )
+        .await;
         Self {
             ingest,
             sandbox,
