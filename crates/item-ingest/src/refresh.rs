@@ -273,3 +273,66 @@ fn parse_variant_node(node: &Value) -> Result<FetchedVariant, String> {
         product_updated_at: time("/product/updatedAt")?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: u64, sku: serde_json::Value) -> Value {
+        json!({
+            "__typename": "ProductVariant",
+            "id": format!("gid://shopify/ProductVariant/{id}"),
+            "sku": sku, "title": "XL", "barcode": null, "price": "19.99",
+            "createdAt": "2026-11-27T10:00:00Z", "updatedAt": "2026-11-27T10:00:05Z",
+            "inventoryItem": {"id": format!("gid://shopify/InventoryItem/{}", id + 1000)},
+            "product": {"id": "gid://shopify/Product/7", "title": "Big", "vendor": "Acme",
+                        "productType": "Shirts", "updatedAt": "2026-11-27T10:00:06Z"},
+        })
+    }
+
+    #[test]
+    fn nodes_pair_with_the_ids_asked_and_null_means_gone() {
+        let asked = [VariantId(1), VariantId(2)];
+        let data = json!({"nodes": [node(1, json!("A")), null]});
+        let answers = parse_nodes(&asked, &data).unwrap();
+        let read = answers[&VariantId(1)].as_ref().unwrap();
+        assert_eq!(read.sku.as_deref(), Some("A"));
+        assert_eq!(read.inventory_item_id, Some(InventoryItemId(1001)));
+        assert_eq!(read.product_id, ProductId(7));
+        assert_eq!(read.product_title.as_deref(), Some("Big"));
+        assert_eq!(
+            read.product_updated_at.map(|t| t.to_rfc3339()),
+            Some("2026-11-27T10:00:06+00:00".into())
+        );
+        assert_eq!(answers[&VariantId(2)], None);
+    }
+
+    #[test]
+    fn a_whitespace_sku_is_none_and_an_unreadable_price_is_unknown() {
+        let mut variant = node(1, json!("  "));
+        variant["price"] = json!("example string");
+        let answers = parse_nodes(&[VariantId(1)], &json!({"nodes": [variant]})).unwrap();
+        let read = answers[&VariantId(1)].as_ref().unwrap();
+        assert_eq!((read.sku.as_deref(), read.price.as_deref()), (None, None));
+    }
+
+    #[test]
+    fn identity_fields_must_read() {
+        let asked = [VariantId(1)];
+        let mut bad = node(1, json!("A"));
+        bad["updatedAt"] = json!("yesterday");
+        assert_eq!(
+            parse_nodes(&asked, &json!({"nodes": [bad]})).unwrap_err(),
+            "nodes[0]: /updatedAt: not a timestamp"
+        );
+        let mut bad = node(1, json!("A"));
+        bad["inventoryItem"]["id"] = json!("gid://shopify/Product/1");
+        assert!(parse_nodes(&asked, &json!({"nodes": [bad]})).is_err());
+        assert_eq!(
+            parse_nodes(&asked, &json!({"nodes": [node(2, json!("A"))]})).unwrap_err(),
+            "nodes[0]: asked for variant 1, got 2"
+        );
+        assert!(parse_nodes(&asked, &json!({"nodes": []})).is_err());
+        assert!(parse_nodes(&asked, &json!({})).is_err());
+    }
+}
