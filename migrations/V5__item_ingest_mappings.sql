@@ -34,3 +34,14 @@ CREATE TABLE variant_refreshes (
 );
 CREATE INDEX variant_refreshes_by_product ON variant_refreshes (shop_domain, product_id);
 CREATE INDEX variant_refreshes_due ON variant_refreshes (shop_domain, next_attempt_at);
+
+-- The SKUs an operator should look at, and why (shared_sku, unverified, not_carried,
+-- awaiting_shopify): written for a SKU whenever item-ingest settles it, so counting them is
+-- cheap after every webhook; rebuilt from the mirror and items at start and periodically (which
+-- also catches mappings WOS wrote since).
+CREATE TABLE sku_conflicts (
+    shop_domain text NOT NULL,
+    sku         text NOT NULL,
+    reason      text NOT NULL,
+    PRIMARY KEY (shop_domain, sku, reason)
+);

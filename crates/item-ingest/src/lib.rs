@@ -138,11 +138,43 @@ impl ItemIngest {
     }
 }
 
-/// Recounts `wos_sync_sku_conflicts` for `shop` (a failure leaves the last count).
+/// Recounts `wos_sync_sku_conflicts` for `shop` from `sku_conflicts` (a failure leaves the
+/// last count).
 pub(crate) async fn refresh_conflicts(pool: &Pool, metrics: &Metrics, shop: &str) {
     let count = async { count_conflicts(&pool.get().await.ok()?, shop).await.ok() }.await;
     if let Some(count) = count {
         metrics.sku_conflicts.with_label_values(&[shop]).set(count);
+    }
+}
+
+/// How often every shop's conflicts are recomputed from the mirror and `items`: settling a SKU
+/// keeps its conflicts current; this catches mappings WOS wrote in between.
+const CONFLICT_REBUILD: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Recomputes every shop's conflicts every [`CONFLICT_REBUILD`] (start did it once), until
+/// `shutdown`.
+async fn rebuild_conflicts_periodically(
+    pool: Pool,
+    metrics: Metrics,
+    shops: ShopDirectory,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(CONFLICT_REBUILD) => {}
+        }
+        for shop in shops.iter() {
+            match store::rebuild_conflicts(&pool, &shop.domain).await {
+                Ok(count) => metrics
+                    .sku_conflicts
+                    .with_label_values(&[&shop.domain])
+                    .set(count),
+                Err(err) => {
+                    tracing::warn!(shop = %shop.domain, error = %err, "recomputing conflicts failed; retried later");
+                }
+            }
+        }
     }
 }
 
@@ -231,7 +263,13 @@ pub async fn serve(
         refresh_wakers: refresh_wakers.clone(),
     });
     for shop in settings.shops.iter() {
-        refresh_conflicts(&pool, &metrics, &shop.domain).await;
+        let count = store::rebuild_conflicts(&pool, &shop.domain)
+            .await
+            .context("computing SKU conflicts")?;
+        metrics
+            .sku_conflicts
+            .with_label_values(&[&shop.domain])
+            .set(count);
     }
 
     let health = Health::new(Some(pool.clone()));
@@ -250,7 +288,13 @@ pub async fn serve(
         handler.outbox_wake.clone(),
         shutdown.clone(),
     ));
-    let mut refreshers = tokio::task::JoinSet::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(rebuild_conflicts_periodically(
+        pool.clone(),
+        metrics.clone(),
+        settings.shops.clone(),
+        shutdown.clone(),
+    ));
     for shop in settings.shops.iter() {
         let client = match tokens.get(&shop.domain) {
             Some(token) => Some(
@@ -269,7 +313,7 @@ pub async fn serve(
                 None
             }
         };
-        refreshers.spawn(
+        tasks.spawn(
             ShopRefresher {
                 pool: pool.clone(),
                 shop: shop.clone(),
@@ -293,7 +337,7 @@ pub async fn serve(
         retry: settings.retry.clone(),
     };
     run_consumer(config, handler, metrics, health, shutdown).await;
-    while refreshers.join_next().await.is_some() {}
+    while tasks.join_next().await.is_some() {}
     relay.await.context("outbox relay task")?;
     server.await.context("HTTP server task")?;
     Ok(())

@@ -20,8 +20,8 @@ use model::{
     catalog::{
         Candidate, CatalogChange, CurrentMapping, EventClock, EventKind, FetchedVariant,
         ItemFields, MappingDecision, MirroredVariant, ProductRecord, RefreshRequest, Version,
-        apply_fetched, apply_product_event, item_fields, merge_item_fields, resolve_mapping,
-        resolve_mapping_under,
+        apply_fetched, apply_product_event, conflict_reasons, item_fields, merge_item_fields,
+        resolve_mapping, resolve_mapping_under,
     },
     config::ShopConfig,
     ids::{InventoryItemId, ProductId, VariantId},
@@ -69,6 +69,8 @@ pub struct IngestReport {
     pub unreadable: Vec<UnreadableField>,
     /// Variants beyond the detailed ones this event asked to read from Shopify.
     pub refreshes_requested: usize,
+    /// The conflicts of the SKUs settled so far in the transaction, written together.
+    settled_conflicts: Vec<(String, Vec<ConflictReason>)>,
     pub announcements: usize,
 }
 
@@ -189,6 +191,8 @@ async fn apply_change(
             report.items.push((sku.clone(), outcome));
         }
     }
+    write_conflicts(tx, domain, &report.settled_conflicts).await?;
+    report.settled_conflicts.clear();
     Ok(())
 }
 
@@ -504,16 +508,27 @@ pub async fn refresh_failed(
     error: &str,
 ) -> Result<(), IngestError> {
     let ids = claimed_ids(claimed)?;
-    pool.get()
-        .await?
-        .execute(
-            "UPDATE variant_refreshes SET attempts = attempts + 1, last_error = $3, \
-                 leased_until = NULL, \
-                 next_attempt_at = now() + make_interval(secs => least(300, 2 ^ least(attempts, 9))) \
-             WHERE shop_domain = $1 AND variant_id = ANY($2)",
-            &[&shop, &ids, &error],
-        )
-        .await?;
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    tx.execute(
+        "UPDATE variant_refreshes SET attempts = attempts + 1, last_error = $3, \
+             leased_until = NULL, \
+             next_attempt_at = now() + make_interval(secs => least(300, 2 ^ least(attempts, 9))) \
+         WHERE shop_domain = $1 AND variant_id = ANY($2)",
+        &[&shop, &ids, &error],
+    )
+    .await?;
+    lock_conflicts(&tx, shop, false).await?;
+    tx.execute(
+        "INSERT INTO sku_conflicts (shop_domain, sku, reason) \
+         SELECT v.shop_domain, v.sku, 'awaiting_shopify' FROM shopify_variants v \
+         WHERE v.shop_domain = $1 AND v.variant_id = ANY($2) AND NOT v.deleted \
+             AND v.sku IS NOT NULL \
+         ON CONFLICT DO NOTHING",
+        &[&shop, &ids],
+    )
+    .await?;
+    tx.commit().await?;
     Ok(())
 }
 
@@ -702,7 +717,10 @@ async fn settle_item_once(
         ),
         (None, Some(existing)) => existing.fields.clone(),
         // No item and nothing that carries the SKU: nothing to create.
-        (None, None) => return Ok(Some(None)),
+        (None, None) => {
+            report.settled_conflicts.push((sku.to_owned(), Vec::new()));
+            return Ok(Some(None));
+        }
     };
     if decision.conflict {
         tracing::warn!(
@@ -773,6 +791,9 @@ async fn settle_item_once(
             ItemOutcome::Updated
         }
     };
+    let read_failed = awaiting && read_failed_for(tx, domain, sku).await?;
+    let reasons = conflict_reasons(current, decision.inventory_item_id, &carriers, read_failed);
+    report.settled_conflicts.push((sku.to_owned(), reasons));
     if let Some(change) = MappingChange::between(previous, decision.inventory_item_id) {
         announce(
             tx,
@@ -791,6 +812,78 @@ async fn settle_item_once(
 
 fn inventory_item_param(id: Option<InventoryItemId>) -> Result<Option<i64>, IngestError> {
     id.map(|id| db_id(id.0, "inventory item id")).transpose()
+}
+
+/// Whether a read of a variant carrying `sku` has failed (a refresh with attempts).
+async fn read_failed_for(
+    tx: &Transaction<'_>,
+    shop: &str,
+    sku: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    Ok(tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM variant_refreshes r \
+                 JOIN shopify_variants v \
+                     ON v.shop_domain = r.shop_domain AND v.variant_id = r.variant_id \
+                 WHERE r.shop_domain = $1 AND v.sku = $2 AND r.attempts > 0 AND NOT v.deleted)",
+            &[&shop, &sku],
+        )
+        .await?
+        .get(0))
+}
+
+/// The advisory lock that orders writers of `sku_conflicts` against a rebuild: settles hold it
+/// shared, [`rebuild_conflicts`] exclusively (it is always taken last, after any product or SKU
+/// lock, and the rebuild takes no other: no deadlock).
+async fn lock_conflicts(
+    tx: &Transaction<'_>,
+    shop: &str,
+    exclusive: bool,
+) -> Result<(), tokio_postgres::Error> {
+    let function = if exclusive {
+        "pg_advisory_xact_lock"
+    } else {
+        "pg_advisory_xact_lock_shared"
+    };
+    tx.execute(
+        &format!("SELECT {function}(hashtextextended($1, 0))"),
+        &[&format!("conflicts:{shop}")],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Records the conflicts of the SKUs just settled (a SKU without reasons loses its rows), in
+/// three statements whatever their number.
+async fn write_conflicts(
+    tx: &Transaction<'_>,
+    shop: &str,
+    settled: &[(String, Vec<ConflictReason>)],
+) -> Result<(), tokio_postgres::Error> {
+    if settled.is_empty() {
+        return Ok(());
+    }
+    lock_conflicts(tx, shop, false).await?;
+    let skus: Vec<&str> = settled.iter().map(|(sku, _)| sku.as_str()).collect();
+    tx.execute(
+        "DELETE FROM sku_conflicts WHERE shop_domain = $1 AND sku = ANY($2)",
+        &[&shop, &skus],
+    )
+    .await?;
+    let (skus, reasons): (Vec<&str>, Vec<&str>) = settled
+        .iter()
+        .flat_map(|(sku, reasons)| reasons.iter().map(move |r| (sku.as_str(), r.as_str())))
+        .unzip();
+    if !skus.is_empty() {
+        tx.execute(
+            "INSERT INTO sku_conflicts (shop_domain, sku, reason) \
+             SELECT $1, sku, reason FROM unnest($2::text[], $3::text[]) AS c (sku, reason) \
+             ON CONFLICT DO NOTHING",
+            &[&shop, &skus, &reasons],
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Whether the item's current inventory item belongs to a variant the mirror knows.
@@ -847,45 +940,7 @@ async fn announce(
     Ok(())
 }
 
-/// Why a SKU is listed as a conflict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ConflictReason {
-    /// Several live variants (with an inventory item) carry the SKU: a clone, or a
-    /// duplicated SKU.
-    SharedSku,
-    /// The item points at an inventory item the mirror has never seen (set by WOS or a
-    /// backfill; kept as it is) while a live variant carries the SKU.
-    Unverified,
-    /// The item points at an inventory item the mirror knows, but no live variant with it
-    /// carries the SKU any more (renamed or deleted): a pinned mapping, or one WOS wrote.
-    NotCarried,
-    /// A variant that carried the SKU must be read from Shopify (it changed beyond the 100
-    /// variants a webhook details) and the read has failed at least once (Shopify
-    /// unavailable, or no access token): the SKU is held, unmapped, until it succeeds.
-    AwaitingShopify,
-}
-
-impl ConflictReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::SharedSku => "shared_sku",
-            Self::Unverified => "unverified",
-            Self::NotCarried => "not_carried",
-            Self::AwaitingShopify => "awaiting_shopify",
-        }
-    }
-
-    fn parse(text: &str) -> Option<Self> {
-        [
-            Self::SharedSku,
-            Self::Unverified,
-            Self::NotCarried,
-            Self::AwaitingShopify,
-        ]
-        .into_iter()
-        .find(|reason| reason.as_str() == text)
-    }
-}
+pub use model::catalog::ConflictReason;
 
 /// A SKU whose mapping an operator should look at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -899,9 +954,10 @@ pub struct SkuConflict {
     pub variants: Vec<MirroredVariant>,
 }
 
-/// Every conflicted SKU of shop `$1` with one row per reason (see [`ConflictReason`]). The
-/// parts scan the shop's live variants and its mirror (index lookups into `items`), never the
-/// whole `items` table: WOS may hold many items Shopify has never had.
+/// Every conflicted SKU of shop `$1` with one row per reason, computed from the mirror and
+/// `items` ([`rebuild_conflicts`]; settling a SKU computes the same for that SKU with
+/// `model::catalog::conflict_reasons`). The parts scan the shop's live variants and its mirror
+/// (index lookups into `items`), never the whole `items` table.
 const CONFLICTED_SKUS: &str = "\
     WITH live AS MATERIALIZED ( \
         SELECT sku, inventory_item_id FROM shopify_variants \
@@ -925,13 +981,35 @@ const CONFLICTED_SKUS: &str = "\
         JOIN shopify_variants v ON v.shop_domain = r.shop_domain AND v.variant_id = r.variant_id \
         WHERE r.shop_domain = $1 AND r.attempts > 0 AND NOT v.deleted AND v.sku IS NOT NULL";
 
+/// Recomputes `shop`'s conflicts from the mirror and `items` (at start and periodically: this
+/// also catches mappings WOS wrote since their SKU was last settled). Holds the conflicts lock
+/// exclusively, so no settle writes in between; returns how many SKUs are in conflict.
+pub async fn rebuild_conflicts(pool: &Pool, shop: &str) -> Result<i64, IngestError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    lock_conflicts(&tx, shop, true).await?;
+    tx.execute("DELETE FROM sku_conflicts WHERE shop_domain = $1", &[&shop])
+        .await?;
+    tx.execute(
+        &format!(
+            "INSERT INTO sku_conflicts (shop_domain, sku, reason) \
+             SELECT $1, sku, reason FROM ({CONFLICTED_SKUS}) c"
+        ),
+        &[&shop],
+    )
+    .await?;
+    let count = count_conflicts(&tx, shop).await?;
+    tx.commit().await?;
+    Ok(count)
+}
+
 /// Every SKU conflict of `shop`, for operators (`wos-sync conflicts`), by SKU.
 pub async fn list_conflicts(pool: &Pool, shop: &str) -> Result<Vec<SkuConflict>, IngestError> {
     let client = pool.get().await?;
     let mut conflicts: Vec<SkuConflict> = Vec::new();
     let rows = client
         .query(
-            &format!("SELECT sku, reason FROM ({CONFLICTED_SKUS}) c ORDER BY sku, reason"),
+            "SELECT sku, reason FROM sku_conflicts WHERE shop_domain = $1 ORDER BY sku",
             &[&shop],
         )
         .await?;
@@ -955,6 +1033,7 @@ pub async fn list_conflicts(pool: &Pool, shop: &str) -> Result<Vec<SkuConflict>,
          ORDER BY v.created_at NULLS LAST, v.variant_id"
     );
     for conflict in &mut conflicts {
+        conflict.reasons.sort();
         conflict.variants = client
             .query(&variants_sql, &[&shop, &conflict.sku])
             .await?
@@ -980,7 +1059,7 @@ pub async fn count_conflicts<C: GenericClient>(
 ) -> Result<i64, tokio_postgres::Error> {
     let row = client
         .query_one(
-            &format!("SELECT count(DISTINCT sku) FROM ({CONFLICTED_SKUS}) c"),
+            "SELECT count(DISTINCT sku) FROM sku_conflicts WHERE shop_domain = $1",
             &[&shop],
         )
         .await?;

@@ -807,6 +807,79 @@ pub fn resolve_mapping_under(
     }
 }
 
+/// Why a SKU is a conflict an operator should look at (`wos_sync_sku_conflicts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ConflictReason {
+    /// Several live variants (with an inventory item) carry the SKU: a clone, or a
+    /// duplicated SKU.
+    SharedSku,
+    /// The item points at an inventory item the mirror has never seen (set by WOS or a
+    /// backfill; kept as it is) while a live variant carries the SKU.
+    Unverified,
+    /// The item points at an inventory item the mirror knows, but no live variant with it
+    /// carries the SKU any more (renamed or deleted): a pinned mapping, or one WOS wrote.
+    NotCarried,
+    /// A variant that carried the SKU must be read from Shopify (it changed beyond the 100
+    /// variants a webhook details) and the read has failed at least once (Shopify
+    /// unavailable, or no access token): the SKU is held, unmapped, until it succeeds.
+    AwaitingShopify,
+}
+
+impl ConflictReason {
+    pub const ALL: [ConflictReason; 4] = [
+        Self::SharedSku,
+        Self::Unverified,
+        Self::NotCarried,
+        Self::AwaitingShopify,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SharedSku => "shared_sku",
+            Self::Unverified => "unverified",
+            Self::NotCarried => "not_carried",
+            Self::AwaitingShopify => "awaiting_shopify",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|reason| reason.as_str() == text)
+    }
+}
+
+/// The conflicts of one SKU once settled: `current` is what the item pointed at, `mapped` what
+/// it points at now, `carriers` the live variants carrying the SKU (awaiting a read or not),
+/// `read_failed` whether a read of one of them has failed.
+pub fn conflict_reasons(
+    current: CurrentMapping,
+    mapped: Option<InventoryItemId>,
+    carriers: &[MirroredVariant],
+    read_failed: bool,
+) -> Vec<ConflictReason> {
+    let with_item: Vec<InventoryItemId> = carriers
+        .iter()
+        .filter(|v| !v.deleted)
+        .filter_map(|v| v.inventory_item_id)
+        .collect();
+    let mut reasons = Vec::new();
+    if with_item.len() > 1 {
+        reasons.push(ConflictReason::SharedSku);
+    }
+    match current {
+        CurrentMapping::Unverified(item) if mapped == Some(item) && !with_item.is_empty() => {
+            reasons.push(ConflictReason::Unverified);
+        }
+        CurrentMapping::Known(item) if mapped == Some(item) && !with_item.contains(&item) => {
+            reasons.push(ConflictReason::NotCarried);
+        }
+        _ => {}
+    }
+    if read_failed {
+        reasons.push(ConflictReason::AwaitingShopify);
+    }
+    reasons
+}
+
 /// The policy-governed columns of a WOS item.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ItemFields {

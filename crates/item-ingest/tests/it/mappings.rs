@@ -242,3 +242,35 @@ async fn under_wos_item_ingest_never_writes_the_mapping() {
     );
     ingest.stop().await;
 }
+
+#[tokio::test]
+async fn a_mapping_wos_wrote_shows_as_a_conflict_at_the_next_rebuild_and_heals_at_the_next_webhook()
+{
+    let mut ingest = Ingest::start().await;
+    let tee = product(1, "Tee", 1, &[v(11, "TEE-S", 101), v(12, "TEE-M", 102)]);
+    ingest.send("products/create", &tee, "w-1").await;
+    // WOS points TEE-S at TEE-M's inventory item: two items on one variant.
+    set_mapping(&ingest, "TEE-S", Some(102)).await;
+    // Conflicts are recomputed from the mirror at start (and every 10 minutes).
+    ingest.stop_service().await;
+    ingest.start_service();
+    testkit::wait_until(Duration::from_secs(10), "the rebuild at start", || async {
+        ingest.conflicts() == 1
+    })
+    .await;
+    let conflicts = item_ingest::store::list_conflicts(&ingest.env.pool, SHOP)
+        .await
+        .unwrap();
+    assert_eq!(conflicts[0].sku, "TEE-S");
+    assert_eq!(
+        conflicts[0].reasons,
+        [item_ingest::store::ConflictReason::NotCarried]
+    );
+    // The next webhook of the product heals it.
+    let tee = product(1, "Tee", 2, &[v(11, "TEE-S", 101), v(12, "TEE-M", 102)]);
+    ingest.send("products/update", &tee, "w-2").await;
+    assert_eq!(ingest.mapping("TEE-S").await, Some(Some(101)));
+    assert_eq!(ingest.mapping("TEE-M").await, Some(Some(102)));
+    assert_eq!(ingest.conflicts(), 0);
+    ingest.stop().await;
+}

@@ -942,3 +942,39 @@ fn while_a_carrier_is_read_no_other_variant_takes_the_sku() {
     );
     assert_eq!(pinned.inventory_item_id, Some(InventoryItemId(100)));
 }
+
+#[test]
+fn conflict_reasons_of_a_settled_sku() {
+    let mut mirror = Mirror::default();
+    mirror.apply(
+        &product(1, 5, &[(10, Some("A"), 100), (11, Some("A"), 101)]),
+        5,
+    );
+    let both: Vec<MirroredVariant> = mirror.variants.values().cloned().collect();
+    let one = &both[..1];
+    let known = CurrentMapping::Known(InventoryItemId(100));
+    let item = Some(InventoryItemId(100));
+    assert_eq!(
+        conflict_reasons(known, item, &both, false),
+        [ConflictReason::SharedSku]
+    );
+    assert!(conflict_reasons(known, item, one, false).is_empty());
+    // Kept on an inventory item the mirror never saw, while a variant carries the SKU.
+    let unverified = CurrentMapping::Unverified(InventoryItemId(555));
+    assert_eq!(
+        conflict_reasons(unverified, Some(InventoryItemId(555)), one, false),
+        [ConflictReason::Unverified]
+    );
+    assert!(conflict_reasons(unverified, Some(InventoryItemId(555)), &[], false).is_empty());
+    // Pinned to a known inventory item no live carrier has.
+    let elsewhere = CurrentMapping::Known(InventoryItemId(900));
+    assert_eq!(
+        conflict_reasons(elsewhere, Some(InventoryItemId(900)), one, true),
+        [ConflictReason::NotCarried, ConflictReason::AwaitingShopify]
+    );
+    // Moved by the rules: nothing left to report.
+    assert!(conflict_reasons(elsewhere, item, one, false).is_empty());
+    for reason in ConflictReason::ALL {
+        assert_eq!(ConflictReason::parse(reason.as_str()), Some(reason));
+    }
+}
