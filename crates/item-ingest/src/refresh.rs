@@ -275,6 +275,7 @@ fn parse_variant_node(node: &Value) -> Result<FetchedVariant, String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
