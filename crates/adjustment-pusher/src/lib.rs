@@ -18,6 +18,7 @@
 pub mod bench;
 pub mod intake;
 pub mod ledger;
+pub mod operator;
 pub mod push;
 pub mod release;
 pub mod shopify;

@@ -9,6 +9,7 @@
 
 pub mod bench;
 pub mod event;
+pub mod operator;
 pub mod refresh;
 pub mod store;
 

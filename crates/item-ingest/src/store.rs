@@ -1003,13 +1003,15 @@ pub async fn rebuild_conflicts(pool: &Pool, shop: &str) -> Result<i64, IngestErr
     Ok(count)
 }
 
-/// Every SKU conflict of `shop`, for operators (`wos-sync conflicts`), by SKU.
+/// Every SKU conflict of `shop`, for operators (`wos-sync conflicts`), by SKU: computed from
+/// the mirror and `items` as they are now (so a mapping WOS just wrote is listed even before
+/// `sku_conflicts`, and the gauge, catch up with it).
 pub async fn list_conflicts(pool: &Pool, shop: &str) -> Result<Vec<SkuConflict>, IngestError> {
     let client = pool.get().await?;
     let mut conflicts: Vec<SkuConflict> = Vec::new();
     let rows = client
         .query(
-            "SELECT sku, reason FROM sku_conflicts WHERE shop_domain = $1 ORDER BY sku",
+            &format!("SELECT sku, reason FROM ({CONFLICTED_SKUS}) c ORDER BY sku, reason"),
             &[&shop],
         )
         .await?;

@@ -125,6 +125,40 @@ pub async fn migrate(pool: &Pool) -> Result<Vec<String>, DbError> {
         .collect())
 }
 
+/// The embedded migrations the database has not applied yet (`V<n>__<name>`), oldest first:
+/// what `migrate` would apply now. All of them on a database that was never migrated.
+pub async fn pending_migrations(pool: &Pool) -> Result<Vec<String>, DbError> {
+    let mut client = pool.get().await?;
+    let runner = embedded::migrations::runner();
+    let migrated = client
+        .query_one(
+            "SELECT to_regclass('refinery_schema_history') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get::<_, bool>(0);
+    let applied: Vec<i64> = if migrated {
+        let client_ref: &mut tokio_postgres::Client = &mut client;
+        runner
+            .get_applied_migrations_async(client_ref)
+            .await
+            .map_err(|err| DbError::Migration(err.to_string()))?
+            .iter()
+            .map(|m| i64::from(m.version()))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut pending: Vec<_> = runner
+        .get_migrations()
+        .iter()
+        .filter(|m| !applied.contains(&i64::from(m.version())))
+        .map(|m| (m.version(), m.to_string()))
+        .collect();
+    pending.sort();
+    Ok(pending.into_iter().map(|(_, name)| name).collect())
+}
+
 /// Creates the database `settings.url` names if it does not exist yet, so a fresh machine needs
 /// no manual `createdb`. Where the role may not create databases (typical in production, where
 /// the database is provisioned), the error says so and the service does not start.

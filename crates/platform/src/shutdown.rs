@@ -2,7 +2,7 @@
 //!
 //! Services take the token as an argument (`run(settings, shutdown)`) instead of listening for
 //! signals themselves, so tests can stop a service by cancelling the token, and a process that
-//! runs several services (`wos-sync run`) stops them all with one signal.
+//! runs several services (`wos-sync up`) stops them all with one signal.
 
 pub use tokio_util::sync::CancellationToken;
 

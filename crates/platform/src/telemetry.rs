@@ -21,7 +21,7 @@ pub enum LogFormat {
 /// Installs the global tracing subscriber. The filter comes from `RUST_LOG` (default `info`).
 ///
 /// Calling it twice is harmless (the second call keeps the first subscriber), which lets tests
-/// and `wos-sync run` start several services in one process.
+/// and `wos-sync up` start several services in one process.
 pub fn init_tracing(format: LogFormat) {
     let filter = default_filter();
     let json = match format {

@@ -172,6 +172,9 @@ struct NewApp {
     access_token: String,
     #[serde(default)]
     title: Option<String>,
+    /// Access scopes granted (default: `inventory::DEFAULT_APP_SCOPES`).
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
 }
 
 async fn add_app(
@@ -185,6 +188,9 @@ async fn add_app(
         &app.access_token,
         app.title.as_deref().unwrap_or("app"),
     )?;
+    if let Some(scopes) = &app.scopes {
+        core.set_app_scopes(&app.access_token, scopes)?;
+    }
     created(json!({ "app_id": app_id }))
 }
 

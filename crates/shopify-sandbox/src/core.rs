@@ -203,6 +203,11 @@ impl Core {
         self.store.add_app(domain, access_token, title)
     }
 
+    /// Replaces the access scopes of the app `access_token` authenticates.
+    pub fn set_app_scopes(&self, access_token: &str, scopes: &[String]) -> Result<(), StoreError> {
+        self.store.set_app_scopes(access_token, scopes)
+    }
+
     /// Sets (or clears) a shop's webhook secret.
     pub fn set_webhook_secret(
         &self,

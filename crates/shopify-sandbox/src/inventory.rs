@@ -133,7 +133,20 @@ pub struct App {
     /// The `X-Shopify-Access-Token` that authenticates it.
     #[serde(skip)]
     pub access_token: String,
+    /// The access scopes granted to it (`currentAppInstallation.accessScopes`).
+    pub scopes: Vec<String>,
 }
+
+/// The scopes a sandbox app is granted unless told otherwise: what wos-sync needs (adjust
+/// inventory, read products, variants and locations), as Shopify lists them for an app that
+/// requested `write_inventory,read_products,read_locations` (a write scope comes with its
+/// read scope).
+pub const DEFAULT_APP_SCOPES: [&str; 4] = [
+    "write_inventory",
+    "read_inventory",
+    "read_products",
+    "read_locations",
+];
 
 /// A location inventory is stocked at.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -1242,9 +1255,27 @@ impl Store {
             handle,
             api_key: uuid::Uuid::new_v4().simple().to_string(),
             access_token: access_token.to_owned(),
+            scopes: DEFAULT_APP_SCOPES.map(str::to_owned).to_vec(),
         });
         tokens.insert(access_token.to_owned(), (state.domain.clone(), app_id));
         Ok(app_id)
+    }
+
+    /// Replaces the access scopes of the app `access_token` authenticates.
+    pub fn set_app_scopes(&self, access_token: &str, scopes: &[String]) -> Result<(), StoreError> {
+        let (domain, app_id) = self
+            .tokens
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(access_token)
+            .cloned()
+            .ok_or_else(|| StoreError::Invalid("unknown access token".into()))?;
+        let shop = self.shop(&domain)?;
+        let mut state = shop.lock();
+        if let Some(app) = state.apps.iter_mut().find(|a| a.id == app_id) {
+            app.scopes = scopes.to_vec();
+        }
+        Ok(())
     }
 
     /// The shop with this domain.

@@ -177,6 +177,13 @@ impl SandboxHandle {
         Ok(self.core.add_app(domain, access_token, title)?)
     }
 
+    /// Replaces the access scopes granted to the app `access_token` authenticates (what
+    /// `currentAppInstallation.accessScopes` answers; by default every scope wos-sync needs).
+    pub fn set_app_scopes(&self, access_token: &str, scopes: &[&str]) -> Result<(), SandboxError> {
+        let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
+        Ok(self.core.set_app_scopes(access_token, &scopes)?)
+    }
+
     /// Sets the secret product webhooks of this shop are signed with (`None`: no webhooks).
     pub fn set_webhook_secret(
         &self,

@@ -688,8 +688,9 @@ pub fn dead_letter_headers(
 
 /// The message's properties for a copy we publish: everything kept but the expiration (which
 /// would let a dead letter vanish) and the user id (the broker refuses a publish whose user id
-/// is not the publishing user's; it is kept as the `x-original-user-id` header).
-fn republished(original: &BasicProperties, mut headers: FieldTable) -> BasicProperties {
+/// is not the publishing user's; it is kept as the `x-original-user-id` header). Also used by
+/// `wos-sync dlq replay` for the copy it puts back on a work queue.
+pub fn republished(original: &BasicProperties, mut headers: FieldTable) -> BasicProperties {
     if let Some(user_id) = original.user_id() {
         set_str(&mut headers, "x-original-user-id", user_id.as_str());
     }

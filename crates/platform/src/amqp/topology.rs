@@ -103,6 +103,16 @@ impl Names {
         }
     }
 
+    /// Every work queue of the system (with its retry tiers and DLQ): what `wos-sync topology`
+    /// declares and `wos-sync dlq` / `status` look at.
+    pub fn work_queues(&self) -> Vec<WorkQueue> {
+        vec![
+            self.item_ingest_queue(),
+            self.adjustment_pusher_queue(),
+            self.item_mappings_queue(),
+        ]
+    }
+
     /// Every exchange of the contract.
     pub fn exchanges(&self) -> Vec<String> {
         vec![

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod database;
+mod deploy_files;
 mod process;
 mod runtime;
 mod topology;

@@ -9,7 +9,9 @@ use std::time::Duration;
 use platform::metrics::Metrics;
 use serde_json::json;
 use shopify_admin::{ReadError, ReadPolicy, ShopClient, http_client};
-use shopify_sandbox::{FaultAction, FaultConfig, FaultRule, Sandbox, SandboxConfig, SandboxHandle};
+use shopify_sandbox::{
+    FaultAction, FaultConfig, FaultRule, Sandbox, SandboxConfig, SandboxHandle, ThrottleConfig,
+};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpListener,
@@ -103,14 +105,33 @@ async fn a_read_goes_through_5xx_429_and_throttling() {
     assert_eq!(requests(&metrics, "429"), 1);
     assert_eq!(requests(&metrics, "200"), 1);
 
-    // An empty bucket: Shopify answers THROTTLED until enough points are restored.
+    // An empty bucket restoring 4 points a second, and a read of about 12 points: Shopify
+    // answers THROTTLED until the bucket holds them, seconds after the read was first sent
+    // (so it is throttled however slowly this machine gets from here to the request).
+    sandbox.set_throttle(ThrottleConfig {
+        enabled: true,
+        bucket_size: 2000.0,
+        restore_rate: 4.0,
+    });
     sandbox.set_bucket_available(SHOP, 0.0).unwrap();
-    client
-        .read("ShopName", SHOP_QUERY, json!({}), &fast())
+    let data = client
+        .read(
+            "Locations",
+            "query Locations { locations(first: 10) { nodes { id name } } }",
+            json!({}),
+            &fast(),
+        )
         .await
         .unwrap();
-    assert!(requests(&metrics, "throttled") >= 1);
-    assert_eq!(requests(&metrics, "200"), 2);
+    assert!(data["locations"]["nodes"].is_array());
+    let locations = |status: &str| {
+        metrics
+            .shopify_requests_total
+            .with_label_values(&[SHOP, "Locations", status])
+            .get()
+    };
+    assert!(locations("throttled") >= 1);
+    assert_eq!(locations("200"), 1);
 }
 
 #[tokio::test]

@@ -59,6 +59,10 @@ pub enum Obj {
     Change(Arc<AppliedGroup>, usize),
     /// An app.
     App(u64),
+    /// The calling app's installation on the shop.
+    AppInstallation(u64),
+    /// One access scope of an app's installation.
+    AccessScope(u64, usize),
     /// A staff member (never readable: access denied).
     StaffMember,
     /// An inventory item (may have been deleted since: only its id resolves then).
@@ -97,6 +101,8 @@ impl Obj {
             Self::Group(_) => "InventoryAdjustmentGroup",
             Self::Change(..) => "InventoryChange",
             Self::App(_) => "App",
+            Self::AppInstallation(_) => "AppInstallation",
+            Self::AccessScope(..) => "AccessScope",
             Self::StaffMember => "StaffMember",
             Self::Item(_) => "InventoryItem",
             Self::Level(..) => "InventoryLevel",
@@ -157,6 +163,8 @@ pub struct Executor<'a, 'd> {
     pub errors: Vec<Out>,
     /// Actual cost so far.
     pub actual_cost: u64,
+    /// The app making the request (`currentAppInstallation`); `None` renders it null.
+    pub app_id: Option<u64>,
 }
 
 impl std::fmt::Debug for Executor<'_, '_> {
@@ -175,6 +183,7 @@ impl<'a, 'd> Executor<'a, 'd> {
             shop,
             errors: Vec::new(),
             actual_cost: 0,
+            app_id: None,
         }
     }
 
@@ -411,6 +420,26 @@ impl<'a, 'd> Executor<'a, 'd> {
                     "title" => leaf_opt(app.map(|a| a.title.as_str())),
                     "handle" => leaf_opt(app.map(|a| a.handle.as_str())),
                     "apiKey" => leaf_opt(app.map(|a| a.api_key.as_str())),
+                    _ => R::Null,
+                }
+            }
+            Obj::AppInstallation(id) => match name {
+                "id" => leaf_str(format!("gid://shopify/AppInstallation/{id}")),
+                "app" => R::Object(Obj::App(*id)),
+                "accessScopes" => R::List(
+                    (0..shop.app(*id).map_or(0, |a| a.scopes.len()))
+                        .map(|i| R::Object(Obj::AccessScope(*id, i)))
+                        .collect(),
+                ),
+                _ => R::Null,
+            },
+            Obj::AccessScope(id, i) => {
+                let Some(handle) = shop.app(*id).and_then(|a| a.scopes.get(*i)) else {
+                    return Ok(R::Null);
+                };
+                match name {
+                    "handle" => leaf_str(handle.clone()),
+                    "description" => leaf_str(scope_description(handle)),
                     _ => R::Null,
                 }
             }
@@ -815,6 +844,9 @@ impl<'a, 'd> Executor<'a, 'd> {
                 self.paginate("locations", "Location", items, args)?
             }
             "shop" => R::Object(Obj::Shop),
+            "currentAppInstallation" => self
+                .app_id
+                .map_or(R::Null, |id| R::Object(Obj::AppInstallation(id))),
             _ => R::Null,
         })
     }
@@ -887,6 +919,18 @@ impl<'a, 'd> Executor<'a, 'd> {
             has_previous,
         };
         Ok(R::Object(Obj::Connection(Arc::new(conn))))
+    }
+}
+
+/// Shopify's wording of the scopes the sandbox grants; other scopes get a generic one.
+fn scope_description(handle: &str) -> String {
+    match handle {
+        "read_inventory" => "Read inventory".to_owned(),
+        "write_inventory" => "Modify inventory".to_owned(),
+        "read_products" => "Read products, variants, and collections".to_owned(),
+        "write_products" => "Modify products, variants, and collections".to_owned(),
+        "read_locations" => "Read locations".to_owned(),
+        other => format!("Access scope {other}"),
     }
 }
 

@@ -231,6 +231,7 @@ async fn execute_request(
             }
             let state = shop.lock();
             let mut executor = Executor::new(&prepared, &state);
+            executor.app_id = Some(principal.app_id);
             let data =
                 executor.execute_object(&Obj::Query, &[prepared.selection_set], &mut Vec::new());
             (data, executor.errors, executor.actual_cost)

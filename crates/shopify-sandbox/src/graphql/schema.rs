@@ -211,6 +211,7 @@ static QUERY_ROOT: ObjectDef = ObjectDef {
             &[arg("ids", list_nn!("ID"))],
         ),
         f("shop", nn!("Shop")),
+        f("currentAppInstallation", nn!("AppInstallation")),
     ],
     possible_types: &[],
 };
@@ -290,6 +291,22 @@ static APP: ObjectDef = ObjectDef {
         f("handle", n("String")),
         f("apiKey", nn!("String")),
     ],
+    possible_types: &[],
+};
+
+static APP_INSTALLATION: ObjectDef = ObjectDef {
+    name: "AppInstallation",
+    fields: &[
+        f("id", nn!("ID")),
+        f("app", nn!("App")),
+        f("accessScopes", list_nn!("AccessScope")),
+    ],
+    possible_types: &[],
+};
+
+static ACCESS_SCOPE: ObjectDef = ObjectDef {
+    name: "AccessScope",
+    fields: &[f("handle", nn!("String")), f("description", nn!("String"))],
     possible_types: &[],
 };
 
@@ -508,6 +525,8 @@ static OBJECTS: &[&ObjectDef] = &[
     &GROUP,
     &CHANGE,
     &APP,
+    &APP_INSTALLATION,
+    &ACCESS_SCOPE,
     &STAFF_MEMBER,
     &INVENTORY_ITEM,
     &INVENTORY_LEVEL,

@@ -230,3 +230,48 @@ async fn locations_aliases_fragments_and_typename() {
     let text = String::from_utf8(r.body.to_vec()).unwrap();
     assert!(text.find("\"id\"").unwrap() < text.find("\"isActive\"").unwrap());
 }
+
+#[tokio::test]
+async fn the_current_app_installation_lists_the_granted_scopes() {
+    let world = World::new().await;
+    let query =
+        "{ currentAppInstallation { id app { title } accessScopes { handle description } } }";
+    let r = world.gql(V, query, json!({})).await;
+    assert_eq!(r.status, 200);
+    let installation = &r.json()["data"]["currentAppInstallation"];
+    let handles: Vec<&str> = installation["accessScopes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["handle"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        handles,
+        [
+            "write_inventory",
+            "read_inventory",
+            "read_products",
+            "read_locations"
+        ]
+    );
+    assert_eq!(
+        installation["accessScopes"][0]["description"],
+        "Modify inventory"
+    );
+    assert!(
+        installation["id"]
+            .as_str()
+            .unwrap()
+            .starts_with("gid://shopify/AppInstallation/")
+    );
+
+    world
+        .sandbox
+        .set_app_scopes(TOKEN, &["read_products"])
+        .unwrap();
+    let r = world.gql(V, query, json!({})).await;
+    assert_eq!(
+        r.json()["data"]["currentAppInstallation"]["accessScopes"],
+        json!([{"handle": "read_products", "description": "Read products, variants, and collections"}])
+    );
+}
