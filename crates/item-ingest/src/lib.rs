@@ -63,6 +63,7 @@ pub struct ItemIngest {
     outbox_wake: Arc<Notify>,
     /// Each shop's refresh task, woken when an event asks for variant reads.
     refresh_wakers: BTreeMap<String, Arc<Notify>>,
+    conflicts: Arc<ConflictGauge>,
 }
 
 impl Handler for ItemIngest {
@@ -134,17 +135,64 @@ impl ItemIngest {
                 .inc_by(report.without_sku.len() as u64);
         }
         if !report.items.is_empty() || report.refreshes_requested > 0 {
-            refresh_conflicts(&self.pool, &self.metrics, shop).await;
+            self.conflicts.recount(shop).await;
         }
     }
 }
 
-/// Recounts `wos_sync_sku_conflicts` for `shop` from `sku_conflicts` (a failure leaves the
-/// last count).
-pub(crate) async fn refresh_conflicts(pool: &Pool, metrics: &Metrics, shop: &str) {
-    let count = async { count_conflicts(&pool.get().await.ok()?, shop).await.ok() }.await;
-    if let Some(count) = count {
-        metrics.sku_conflicts.with_label_values(&[shop]).set(count);
+/// `wos_sync_sku_conflicts`, set by the handler, the refresh tasks and the periodic rebuild.
+/// One count per shop at a time: a count computed earlier never overwrites a later one.
+#[derive(Debug)]
+pub struct ConflictGauge {
+    pool: Pool,
+    metrics: Metrics,
+    turns: BTreeMap<String, tokio::sync::Mutex<()>>,
+}
+
+impl ConflictGauge {
+    fn new(pool: Pool, metrics: Metrics, shops: &ShopDirectory) -> Self {
+        Self {
+            pool,
+            metrics,
+            turns: shops
+                .iter()
+                .map(|shop| (shop.domain.clone(), tokio::sync::Mutex::new(())))
+                .collect(),
+        }
+    }
+
+    /// Recounts `shop`'s conflicts from `sku_conflicts` (a failure leaves the last count).
+    pub async fn recount(&self, shop: &str) {
+        let Some(turn) = self.turns.get(shop) else {
+            return;
+        };
+        let _turn = turn.lock().await;
+        let count = async {
+            count_conflicts(&self.pool.get().await.ok()?, shop)
+                .await
+                .ok()
+        }
+        .await;
+        if let Some(count) = count {
+            self.metrics
+                .sku_conflicts
+                .with_label_values(&[shop])
+                .set(count);
+        }
+    }
+
+    /// Recomputes `shop`'s conflicts from the mirror and `items`, and sets the count.
+    pub async fn rebuild(&self, shop: &str) -> Result<(), IngestError> {
+        let Some(turn) = self.turns.get(shop) else {
+            return Ok(());
+        };
+        let _turn = turn.lock().await;
+        let count = store::rebuild_conflicts(&self.pool, shop).await?;
+        self.metrics
+            .sku_conflicts
+            .with_label_values(&[shop])
+            .set(count);
+        Ok(())
     }
 }
 
@@ -155,8 +203,7 @@ const CONFLICT_REBUILD: std::time::Duration = std::time::Duration::from_secs(600
 /// Recomputes every shop's conflicts every [`CONFLICT_REBUILD`] (start did it once), until
 /// `shutdown`.
 async fn rebuild_conflicts_periodically(
-    pool: Pool,
-    metrics: Metrics,
+    gauge: Arc<ConflictGauge>,
     shops: ShopDirectory,
     shutdown: CancellationToken,
 ) {
@@ -166,14 +213,8 @@ async fn rebuild_conflicts_periodically(
             () = tokio::time::sleep(CONFLICT_REBUILD) => {}
         }
         for shop in shops.iter() {
-            match store::rebuild_conflicts(&pool, &shop.domain).await {
-                Ok(count) => metrics
-                    .sku_conflicts
-                    .with_label_values(&[&shop.domain])
-                    .set(count),
-                Err(err) => {
-                    tracing::warn!(shop = %shop.domain, error = %err, "recomputing conflicts failed; retried later");
-                }
+            if let Err(err) = gauge.rebuild(&shop.domain).await {
+                tracing::warn!(shop = %shop.domain, error = %err, "recomputing conflicts failed; retried later");
             }
         }
     }
@@ -253,6 +294,11 @@ pub async fn serve(
         .iter()
         .map(|shop| (shop.domain.clone(), Arc::new(Notify::new())))
         .collect();
+    let conflicts = Arc::new(ConflictGauge::new(
+        pool.clone(),
+        metrics.clone(),
+        &settings.shops,
+    ));
     let handler = Arc::new(ItemIngest {
         pool: pool.clone(),
         shops: settings.shops.clone(),
@@ -262,17 +308,14 @@ pub async fn serve(
         announce_exchange: settings.names().name(ITEM_MAPPINGS),
         outbox_wake: Arc::new(Notify::new()),
         refresh_wakers: refresh_wakers.clone(),
+        conflicts: conflicts.clone(),
     });
     for shop in settings.shops.iter() {
-        let count = store::rebuild_conflicts(&pool, &shop.domain)
+        conflicts
+            .rebuild(&shop.domain)
             .await
             .context("computing SKU conflicts")?;
-        metrics
-            .sku_conflicts
-            .with_label_values(&[&shop.domain])
-            .set(count);
     }
-
     let health = Health::new(Some(pool.clone()));
     let server = http::spawn_ops_server(
         settings.listen_or(DEFAULT_LISTEN),
@@ -291,8 +334,7 @@ pub async fn serve(
     ));
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(rebuild_conflicts_periodically(
-        pool.clone(),
-        metrics.clone(),
+        conflicts.clone(),
         settings.shops.clone(),
         shutdown.clone(),
     ));
@@ -324,6 +366,7 @@ pub async fn serve(
                 announce_exchange: handler.announce_exchange.clone(),
                 wake: refresh_wakers[&shop.domain].clone(),
                 outbox_wake: handler.outbox_wake.clone(),
+                conflicts: conflicts.clone(),
             }
             .run(shutdown.clone()),
         );

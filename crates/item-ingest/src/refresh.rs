@@ -72,6 +72,7 @@ pub struct ShopRefresher {
     pub announce_exchange: String,
     pub wake: Arc<Notify>,
     pub outbox_wake: Arc<Notify>,
+    pub conflicts: Arc<crate::ConflictGauge>,
 }
 
 impl ShopRefresher {
@@ -115,7 +116,7 @@ impl ShopRefresher {
                     );
                     store::refresh_failed(&self.pool, shop, &claimed, &error).await?;
                     self.count("failed", claimed.len());
-                    crate::refresh_conflicts(&self.pool, &self.metrics, shop).await;
+                    self.conflicts.recount(shop).await;
                     // Retried when due (the request's own backoff).
                     return Ok(());
                 }
@@ -141,7 +142,7 @@ impl ShopRefresher {
                     if report.items.announcements > 0 {
                         self.outbox_wake.notify_one();
                     }
-                    crate::refresh_conflicts(&self.pool, &self.metrics, shop).await;
+                    self.conflicts.recount(shop).await;
                 }
             }
         }
