@@ -1,15 +1,25 @@
-//! The ingest transaction: inbox, catalog mirror, SKU mapping, items, announcements.
+//! The ingest transaction: inbox, catalog mirror, SKU mapping, items, conflicts,
+//! announcements; and the same for variants read from the Admin API.
 //!
 //! One webhook is one PostgreSQL transaction:
 //! 1. the inbox row (a redelivered webhook stops here as a duplicate);
-//! 2. an advisory lock on the product, then on every affected SKU in sorted order, so replicas
+//! 2. an advisory lock on the product, then on every SKU to settle in sorted order, so replicas
 //!    (and concurrent deliveries) working on the same product or SKU take turns and a SKU's
 //!    candidates are never read while another transaction is changing them. Locks are always
-//!    taken product first, SKUs after, SKUs sorted: no deadlock cycle is possible;
-//! 3. the mirror rows the event changes (`model::catalog::apply_product_event`);
-//! 4. for every affected SKU, the mapping (`model::catalog::resolve_mapping`) and the item's
-//!    fields under the shop's policies, written only when something changed;
+//!    taken product first, SKUs after, SKUs sorted, the shop's conflicts lock last: no
+//!    deadlock cycle is possible. The SKUs to settle: those the change affects, those of the
+//!    variants it writes, and every other item on an inventory item it writes (stale mappings
+//!    heal);
+//! 3. the mirror rows the event changes (`model::catalog::apply_product_event`), and the
+//!    variant reads it asks for or completes (`variant_refreshes`);
+//! 4. for every SKU to settle, the mapping (`model::catalog::resolve_mapping_under`, the shop's
+//!    policy for `inventory_item_id`) and the item's fields under the shop's policies, written
+//!    only when something changed (an absent item is inserted only if still absent: a row WOS
+//!    inserted meanwhile is settled, never overwritten), and its conflicts (`sku_conflicts`);
 //! 5. an outbox row for every change of an item's `inventory_item_id`.
+//!
+//! [`apply_refreshes`] applies Shopify's answers for variants read by `crate::refresh` in the
+//! same way, one transaction per product.
 
 use std::collections::{BTreeMap, BTreeSet};
 
