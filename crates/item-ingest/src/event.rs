@@ -6,8 +6,9 @@
 
 use chrono::{DateTime, Utc};
 use model::{
+    catalog::EventKind,
     config::{ShopConfig, ShopDirectory},
-    webhook::{ProductEvent, parse_product_event, parse_shopify_timestamp},
+    webhook::{ProductEvent, ProductTopic, parse_product_event, parse_shopify_timestamp},
 };
 use platform::amqp::consumer::Incoming;
 
@@ -22,6 +23,8 @@ pub struct WebhookEvent<'a> {
     /// `X-Shopify-Triggered-At`, which orders events of the same second.
     pub triggered_at: Option<DateTime<Utc>>,
     pub topic: String,
+    /// The topic read: whether the event is the product's create.
+    pub kind: EventKind,
     pub event: ProductEvent,
 }
 
@@ -69,12 +72,15 @@ pub fn read_event<'a>(
         topic: escape(&topic),
         problem: err.to_string(),
     })?;
+    // parse_product_event refused anything but a product topic.
+    let kind = ProductTopic::parse(&topic).map_or(EventKind::Update, EventKind::of_topic);
     Ok(WebhookEvent {
         shop,
         webhook_id,
         event_time,
         triggered_at,
         topic,
+        kind,
         event,
     })
 }

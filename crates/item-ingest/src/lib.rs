@@ -4,14 +4,16 @@
 //! message: [`event`] reads the relay's headers and Shopify's payload (anything unusable is a
 //! `malformed` dead letter), [`store`] applies it in one transaction (inbox, catalog mirror,
 //! SKU mapping, items, outbox), and this module records the outcome in metrics and wakes the
-//! outbox relay that publishes mapping announcements on `wos-sync.item-mappings`.
+//! outbox relay that publishes mapping announcements on `wos-sync.item-mappings`. [`refresh`]
+//! reads from the shop's Admin API the variants a webhook lists beyond the 100 it details.
 
 pub mod bench;
 pub mod event;
 pub mod operator;
+pub mod refresh;
 pub mod store;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{collections::BTreeMap, net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
 use chrono::Utc;
@@ -33,8 +35,11 @@ use prometheus::IntCounterVec;
 use tokio::sync::Notify;
 use tracing::Instrument;
 
+pub use shopify_admin::ShopTokens;
+
 use crate::{
     event::read_event,
+    refresh::ShopRefresher,
     store::{IngestError, IngestReport, count_conflicts, ingest},
 };
 
@@ -52,8 +57,12 @@ pub struct ItemIngest {
     shops: ShopDirectory,
     metrics: Metrics,
     variants_without_sku: IntCounterVec,
+    unreadable_fields: IntCounterVec,
     announce_exchange: String,
     outbox_wake: Arc<Notify>,
+    /// Each shop's refresh task, woken when an event asks for variant reads.
+    refresh_wakers: BTreeMap<String, Arc<Notify>>,
+    conflicts: Arc<ConflictGauge>,
 }
 
 impl Handler for ItemIngest {
@@ -78,10 +87,16 @@ impl Handler for ItemIngest {
                 if report.announcements > 0 {
                     self.outbox_wake.notify_one();
                 }
+                if report.refreshes_requested > 0
+                    && let Some(wake) = self.refresh_wakers.get(&webhook.shop.domain)
+                {
+                    wake.notify_one();
+                }
                 Disposition::Ack
             }
             Err(IngestError::Unstorable(reason)) => Disposition::malformed(reason),
             Err(IngestError::Database(err)) => Disposition::retry(err),
+            Err(IngestError::Contended(reason)) => Disposition::retry(reason),
         }
     }
 }
@@ -101,18 +116,56 @@ impl ItemIngest {
                 .with_label_values(&[shop, "stale"])
                 .inc_by(report.stale.len() as u64);
         }
+        for unreadable in &report.unreadable {
+            tracing::warn!(
+                field = unreadable.field.as_str(),
+                path = %unreadable.path,
+                problem = %unreadable.problem,
+                "descriptive field does not parse: kept as it was (null when new)"
+            );
+            self.unreadable_fields
+                .with_label_values(&[shop, unreadable.field.as_str()])
+                .inc();
+        }
         if !report.without_sku.is_empty() {
             tracing::info!(variants = ?report.without_sku, "variants without SKU map to no WOS item");
             self.variants_without_sku
                 .with_label_values(&[shop])
                 .inc_by(report.without_sku.len() as u64);
         }
-        if !report.items.is_empty() {
-            self.refresh_conflicts(shop).await;
+        if !report.items.is_empty() || report.refreshes_requested > 0 {
+            self.conflicts.recount(shop).await;
+        }
+    }
+}
+
+/// `wos_sync_sku_conflicts`, set by the handler, the refresh tasks and the periodic rebuild.
+/// One count per shop at a time: a count computed earlier never overwrites a later one.
+#[derive(Debug)]
+pub struct ConflictGauge {
+    pool: Pool,
+    metrics: Metrics,
+    turns: BTreeMap<String, tokio::sync::Mutex<()>>,
+}
+
+impl ConflictGauge {
+    fn new(pool: Pool, metrics: Metrics, shops: &ShopDirectory) -> Self {
+        Self {
+            pool,
+            metrics,
+            turns: shops
+                .iter()
+                .map(|shop| (shop.domain.clone(), tokio::sync::Mutex::new(())))
+                .collect(),
         }
     }
 
-    async fn refresh_conflicts(&self, shop: &str) {
+    /// Recounts `shop`'s conflicts from `sku_conflicts` (a failure leaves the last count).
+    pub async fn recount(&self, shop: &str) {
+        let Some(turn) = self.turns.get(shop) else {
+            return;
+        };
+        let _turn = turn.lock().await;
         let count = async {
             count_conflicts(&self.pool.get().await.ok()?, shop)
                 .await
@@ -126,16 +179,72 @@ impl ItemIngest {
                 .set(count);
         }
     }
+
+    /// Recomputes `shop`'s conflicts from the mirror and `items`, and sets the count.
+    pub async fn rebuild(&self, shop: &str) -> Result<(), IngestError> {
+        let Some(turn) = self.turns.get(shop) else {
+            return Ok(());
+        };
+        let _turn = turn.lock().await;
+        let count = store::rebuild_conflicts(&self.pool, shop).await?;
+        self.metrics
+            .sku_conflicts
+            .with_label_values(&[shop])
+            .set(count);
+        Ok(())
+    }
 }
 
-/// Runs item-ingest until `shutdown`.
+/// How often every shop's conflicts are recomputed from the mirror and `items`: settling a SKU
+/// keeps its conflicts current; this catches mappings WOS wrote in between.
+const CONFLICT_REBUILD: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Recomputes every shop's conflicts every [`CONFLICT_REBUILD`] (start did it once), until
+/// `shutdown`.
+async fn rebuild_conflicts_periodically(
+    gauge: Arc<ConflictGauge>,
+    shops: ShopDirectory,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(CONFLICT_REBUILD) => {}
+        }
+        for shop in shops.iter() {
+            if let Err(err) = gauge.rebuild(&shop.domain).await {
+                tracing::warn!(shop = %shop.domain, error = %err, "recomputing conflicts failed; retried later");
+            }
+        }
+    }
+}
+
+/// The access token of every shop whose `access_token_env` is set. A shop without one still
+/// ingests webhooks (see [`serve`]).
+pub fn tokens_from_env(shops: &ShopDirectory) -> ShopTokens {
+    ShopTokens::new(shops.iter().filter_map(|shop| {
+        std::env::var(&shop.access_token_env)
+            .ok()
+            .filter(|token| !token.is_empty())
+            .map(|token| (shop.domain.clone(), token))
+    }))
+}
+
+/// Runs item-ingest until `shutdown`, with each shop's access token from the environment.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    serve(settings, Metrics::new(), shutdown).await
+    let tokens = tokens_from_env(&settings.shops);
+    serve(settings, tokens, Metrics::new(), shutdown).await
 }
 
-/// [`run`] with the caller's metrics registry (tests read it).
+/// [`run`] with the tokens and the metrics registry given (tests read the registry).
+///
+/// A shop without a token is served: webhooks need no token, only reading the variants a
+/// webhook lists beyond the 100 it details does. Its absence is logged at start, and each such
+/// read fails with the reason, leaving those SKUs unmapped and listed as conflicts
+/// (`awaiting_shopify`) until the token is set and the service restarted.
 pub async fn serve(
     settings: Settings,
+    tokens: ShopTokens,
     metrics: Metrics,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -165,16 +274,52 @@ pub async fn serve(
     metrics
         .registry
         .register(Box::new(variants_without_sku.clone()))?;
+    let unreadable_fields = IntCounterVec::new(
+        prometheus::Opts::new(
+            "wos_sync_unreadable_fields_total",
+            "Descriptive fields of product webhooks that did not parse (kept as they were).",
+        ),
+        &["shop", "field"],
+    )?;
+    metrics
+        .registry
+        .register(Box::new(unreadable_fields.clone()))?;
+    let refreshes = IntCounterVec::new(
+        prometheus::Opts::new(
+            "wos_sync_variant_refreshes_total",
+            "Variants beyond the 100 a product webhook details, read from the Admin API, by \
+             outcome (read, gone, superseded, failed).",
+        ),
+        &["shop", "outcome"],
+    )?;
+    metrics.registry.register(Box::new(refreshes.clone()))?;
+    let http = shopify_admin::http_client().context("building the HTTP client")?;
+    let refresh_wakers: BTreeMap<String, Arc<Notify>> = settings
+        .shops
+        .iter()
+        .map(|shop| (shop.domain.clone(), Arc::new(Notify::new())))
+        .collect();
+    let conflicts = Arc::new(ConflictGauge::new(
+        pool.clone(),
+        metrics.clone(),
+        &settings.shops,
+    ));
     let handler = Arc::new(ItemIngest {
         pool: pool.clone(),
         shops: settings.shops.clone(),
         metrics: metrics.clone(),
         variants_without_sku,
+        unreadable_fields,
         announce_exchange: settings.names().name(ITEM_MAPPINGS),
         outbox_wake: Arc::new(Notify::new()),
+        refresh_wakers: refresh_wakers.clone(),
+        conflicts: conflicts.clone(),
     });
     for shop in settings.shops.iter() {
-        handler.refresh_conflicts(&shop.domain).await;
+        conflicts
+            .rebuild(&shop.domain)
+            .await
+            .context("computing SKU conflicts")?;
     }
 
     let publisher = Publisher::new(settings.amqp.url.clone(), format!("{SERVICE}/outbox"));
@@ -184,6 +329,45 @@ pub async fn serve(
         handler.outbox_wake.clone(),
         shutdown.clone(),
     ));
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(rebuild_conflicts_periodically(
+        conflicts.clone(),
+        settings.shops.clone(),
+        shutdown.clone(),
+    ));
+    for shop in settings.shops.iter() {
+        let client = match tokens.get(&shop.domain) {
+            Some(token) => Some(
+                shopify_admin::ShopClient::new(http.clone(), shop, token.to_owned())
+                    .with_metrics(metrics.clone()),
+            ),
+            None => {
+                tracing::error!(
+                    shop = %shop.domain,
+                    variable = %shop.access_token_env,
+                    "no Admin API access token (environment variable not set): webhooks are \
+                     ingested, but variants beyond the 100 a product webhook details cannot be \
+                     read; their SKUs stay unmapped and are listed as conflicts \
+                     (awaiting_shopify) until the token is set and item-ingest restarted"
+                );
+                None
+            }
+        };
+        tasks.spawn(
+            ShopRefresher {
+                pool: pool.clone(),
+                shop: shop.clone(),
+                client,
+                metrics: metrics.clone(),
+                refreshes: refreshes.clone(),
+                announce_exchange: handler.announce_exchange.clone(),
+                wake: refresh_wakers[&shop.domain].clone(),
+                outbox_wake: handler.outbox_wake.clone(),
+                conflicts: conflicts.clone(),
+            }
+            .run(shutdown.clone()),
+        );
+    }
 
     let config = ConsumerConfig {
         service: SERVICE.to_owned(),
@@ -194,6 +378,7 @@ pub async fn serve(
         retry: settings.retry.clone(),
     };
     run_consumer(config, handler, metrics, health, shutdown).await;
+    while tasks.join_next().await.is_some() {}
     relay.await.context("outbox relay task")?;
     server.await.context("HTTP server task")?;
     Ok(())

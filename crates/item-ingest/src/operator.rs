@@ -1,10 +1,12 @@
 //! The item tables as the operator CLI (`wos-sync`) reads and changes them: SKU conflicts with
 //! the rule that decided each mapping, and the mapping backfill.
 //!
-//! **Conflicts** are the catalog mirror's SKUs carried by several live variants
-//! ([`crate::store::list_conflicts`]), each explained by running the mapping rule
-//! (`model::catalog::resolve_mapping`) on what the mirror holds now: the operator sees which
-//! variant the item points at and why (kept, oldest, ...).
+//! **Conflicts** are the SKUs [`crate::store::list_conflicts`] lists (carried by several live
+//! variants, kept on an inventory item the mirror never saw, pinned to a variant that no longer
+//! carries them, or waiting for a variant read that failed), each explained by running the
+//! mapping rule under the shop's policy (`model::catalog::resolve_mapping_under`) on what the
+//! mirror holds now: the operator sees which variant the item points at and why (kept, oldest,
+//! pinned, ...).
 //!
 //! **Backfill** gives items that have no `inventory_item_id` the Shopify inventory item of the
 //! only variant carrying their SKU (the CLI asks Shopify). A run is recorded per shop, with one
@@ -20,8 +22,10 @@ use deadpool_postgres::Pool;
 use model::{
     announcement::{MappingAnnouncement, MappingChange},
     catalog::{
-        Candidate, CurrentMapping, MappingBasis, MappingDecision, MirroredVariant, resolve_mapping,
+        Candidate, ConflictReason, CurrentMapping, MappingBasis, MappingDecision, MirroredVariant,
+        resolve_mapping_under,
     },
+    config::FieldPolicy,
     ids::{InventoryItemId, VariantId},
 };
 use platform::outbox::{OutboxMessage, enqueue};
@@ -33,6 +37,8 @@ use crate::store::{IngestError, list_conflicts};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExplainedConflict {
     pub sku: String,
+    /// Why it is listed.
+    pub reasons: Vec<ConflictReason>,
     /// The inventory item the WOS item points at now (`None`: the item has none, or no item).
     pub mapped_inventory_item_id: Option<InventoryItemId>,
     /// Every live variant carrying the SKU, oldest first.
@@ -41,10 +47,12 @@ pub struct ExplainedConflict {
     pub decision: MappingDecision,
 }
 
-/// Every SKU conflict of `shop`, explained.
+/// Every SKU conflict of `shop`, explained under the shop's policy for `inventory_item_id`
+/// (`mapping`: [`FieldPolicy::Shopify`] unless the shop pins it).
 pub async fn explain_conflicts(
     pool: &Pool,
     shop: &str,
+    mapping: FieldPolicy,
 ) -> Result<Vec<ExplainedConflict>, IngestError> {
     let conflicts = list_conflicts(pool, shop).await?;
     let client = pool.get().await?;
@@ -74,9 +82,11 @@ pub async fn explain_conflicts(
                 }
             }
         };
+        let awaiting = conflict.variants.iter().any(|v| v.awaiting_refresh);
         explained.push(ExplainedConflict {
-            decision: resolve_mapping(current, &candidates),
+            decision: resolve_mapping_under(mapping, current, &candidates, awaiting),
             sku: conflict.sku,
+            reasons: conflict.reasons,
             mapped_inventory_item_id: conflict.mapped_inventory_item_id,
             variants: conflict.variants,
         });
@@ -97,6 +107,14 @@ pub fn explain_basis(basis: MappingBasis) -> &'static str {
         MappingBasis::OnlyCandidate => "the only live variant carrying the SKU",
         MappingBasis::Oldest => "the oldest of the live variants carrying the SKU",
         MappingBasis::NoCandidate => "no live variant carries the SKU",
+        MappingBasis::Pinned => {
+            "the shop pins inventory_item_id: item-ingest keeps what the item has, though no live \
+             variant carrying the SKU has it"
+        }
+        MappingBasis::AwaitingShopify => {
+            "a variant that carried the SKU is being read from Shopify: no variant is chosen until \
+             Shopify answers"
+        }
     }
 }
 

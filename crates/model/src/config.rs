@@ -116,10 +116,11 @@ impl fmt::Display for FieldPolicy {
     }
 }
 
-/// The item fields a field policy can govern (columns of the `items` table).
+/// The descriptive item fields a field policy can govern (columns of the `items` table).
 ///
-/// `custom_fields` and `inventory_item_id` are deliberately absent: the first is never
-/// written from Shopify, the second follows the SKU mapping rules (CONTRACT §5).
+/// `custom_fields` is never written from Shopify. `inventory_item_id` is not one of these: it
+/// follows the SKU mapping rules (CONTRACT §5) unless the shop pins it
+/// ([`FieldPolicies::mapping`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ItemField {
@@ -176,32 +177,49 @@ fn find_by_name<T: Copy>(all: &[T], name: &str, as_str: fn(T) -> &'static str) -
 fn unconfigurable_field_reason(name: &str) -> Option<&'static str> {
     match name {
         "custom_fields" => Some("custom_fields is never written from Shopify"),
-        "inventory_item_id" => {
-            Some("inventory_item_id follows the mapping rules, not a field policy")
-        }
         _ => None,
     }
 }
 
+/// The `[shops.fields]` key that pins `inventory_item_id`.
+pub const MAPPING_FIELD: &str = "inventory_item_id";
+
 /// A shop's field policies (`[shops.fields]`); fields not named are [`FieldPolicy::Shopify`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FieldPolicies(BTreeMap<ItemField, FieldPolicy>);
+pub struct FieldPolicies {
+    fields: BTreeMap<ItemField, FieldPolicy>,
+    mapping: FieldPolicy,
+}
 
 impl FieldPolicies {
     /// The policy for `field`; [`FieldPolicy::Shopify`] unless configured otherwise.
     pub fn policy(&self, field: ItemField) -> FieldPolicy {
-        self.0.get(&field).copied().unwrap_or_default()
+        self.fields.get(&field).copied().unwrap_or_default()
     }
 
     /// Sets the policy for `field` (builder style, for tests and tools).
     pub fn with(mut self, field: ItemField, policy: FieldPolicy) -> Self {
-        self.0.insert(field, policy);
+        self.fields.insert(field, policy);
         self
     }
 
-    /// The explicitly configured policies, in field order.
+    /// The explicitly configured policies of the descriptive fields, in field order.
     pub fn configured(&self) -> impl Iterator<Item = (ItemField, FieldPolicy)> + '_ {
-        self.0.iter().map(|(&field, &policy)| (field, policy))
+        self.fields.iter().map(|(&field, &policy)| (field, policy))
+    }
+
+    /// Who writes `inventory_item_id` (the seed's option of pinning it):
+    /// [`FieldPolicy::Shopify`] (the default): item-ingest, by the mapping rules;
+    /// [`FieldPolicy::ShopifyInitial`]: item-ingest fills it while it is empty, then only WOS
+    /// changes it; [`FieldPolicy::Wos`]: item-ingest never writes it.
+    pub fn mapping(&self) -> FieldPolicy {
+        self.mapping
+    }
+
+    /// Sets who writes `inventory_item_id` (builder style).
+    pub fn with_mapping(mut self, policy: FieldPolicy) -> Self {
+        self.mapping = policy;
+        self
     }
 }
 
@@ -406,15 +424,16 @@ fn parse_field_policies(table: &toml::Table, prefix: &str) -> Result<FieldPolici
         if let Some(reason) = unconfigurable_field_reason(name) {
             return Err(section.error(name, reason));
         }
-        let Some(field) = ItemField::parse(name) else {
+        let field = ItemField::parse(name);
+        if field.is_none() && name != MAPPING_FIELD {
             return Err(section.error(
                 name,
                 format!(
-                    "unknown item field (expected one of {})",
+                    "unknown item field (expected one of {}, \"{MAPPING_FIELD}\")",
                     names(&ItemField::ALL, ItemField::as_str)
                 ),
             ));
-        };
+        }
         let policy = value.as_str().and_then(FieldPolicy::parse).ok_or_else(|| {
             section.error(
                 name,
@@ -425,7 +444,10 @@ fn parse_field_policies(table: &toml::Table, prefix: &str) -> Result<FieldPolici
                 ),
             )
         })?;
-        policies = policies.with(field, policy);
+        policies = match field {
+            Some(field) => policies.with(field, policy),
+            None => policies.with_mapping(policy),
+        };
     }
     Ok(policies)
 }
@@ -1311,6 +1333,19 @@ mod tests {
             FieldPolicy::ShopifyInitial
         );
         assert_eq!(fields.configured().count(), 5);
+        assert_eq!(
+            fields.mapping(),
+            FieldPolicy::Shopify,
+            "the mapping rules by default"
+        );
+        for policy in FieldPolicy::ALL {
+            let pinned = parse(&shop_with(&format!(
+                "[shops.fields]\ninventory_item_id = \"{policy}\""
+            )))
+            .expect("inventory_item_id takes a field policy");
+            assert_eq!(pinned[0].fields.mapping(), policy);
+            assert_eq!(pinned[0].fields.configured().count(), 0);
+        }
 
         let bad_value = |got: &str| {
             format!(
@@ -1324,22 +1359,17 @@ mod tests {
                 "custom_fields is never written from Shopify".to_owned(),
             ),
             (
-                "inventory_item_id = \"wos\"",
-                "shops[0].fields.inventory_item_id",
-                "inventory_item_id follows the mapping rules, not a field policy".to_owned(),
-            ),
-            (
                 "title = \"wos\"",
                 "shops[0].fields.title",
                 "unknown item field (expected one of \"description\", \"barcode\", \"price\", \
-                 \"vendor\", \"product_type\")"
+                 \"vendor\", \"product_type\", \"inventory_item_id\")"
                     .to_owned(),
             ),
             (
                 "Barcode = \"wos\"",
                 "shops[0].fields.Barcode",
                 "unknown item field (expected one of \"description\", \"barcode\", \"price\", \
-                 \"vendor\", \"product_type\")"
+                 \"vendor\", \"product_type\", \"inventory_item_id\")"
                     .to_owned(),
             ),
             (
@@ -1371,6 +1401,10 @@ mod tests {
                 "{line}"
             );
         }
+        assert_eq!(
+            refusal(&shop_with("[shops.fields]\ninventory_item_id = \"never\"")),
+            err("shops[0].fields.inventory_item_id", &bad_value("\"never\""))
+        );
         assert_eq!(
             refusal(&shop_with("fields = \"wos\"")),
             err("shops[0].fields", "must be a table, got \"wos\"")

@@ -5,10 +5,15 @@
 //! inventory item) and the full list of variant ids. It is lenient where Shopify varies
 //! (unknown fields, null or missing optional fields, ids as strings, several timestamp
 //! spellings, `variant_gids` versus the older `variant_ids`) and exact where mistakes would be
-//! silent (ids are read as `u64`, never through a float; a malformed id or timestamp is an
-//! error naming its path, never a guess).
+//! silent: identity fields (ids, the SKU, the inventory item, timestamps) are read as `u64` or
+//! exact types, never through a float, and one that is malformed is an error naming its path,
+//! never a guess. A descriptive field (titles, barcode, price, vendor, ...) that does not parse
+//! costs nothing else: it is read as unknown and reported in [`ProductPayload::unreadable`],
+//! so one bad price never costs a variant its mapping.
 
-use chrono::{DateTime, FixedOffset};
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, FixedOffset, Utc};
 use serde_json::{Map, Value};
 
 use crate::ids::{InventoryItemId, ProductId, VariantId, parse_positive_decimal};
@@ -65,8 +70,8 @@ impl ProductTopic {
 pub enum ProductEvent {
     /// `products/create` or `products/update`: the product as it is now. Create and update
     /// are handled alike because delivery is unordered and at least once (an update can
-    /// arrive before its create).
-    Upsert(ProductPayload),
+    /// arrive before its create). Boxed: a payload is large next to a delete.
+    Upsert(Box<ProductPayload>),
     /// `products/delete`: Shopify sends only the id.
     Delete {
         /// The deleted product.
@@ -90,8 +95,9 @@ impl ProductEvent {
 pub struct ProductPayload {
     /// The product id.
     pub id: ProductId,
-    /// The product title (required).
-    pub title: String,
+    /// The product title; `None` only when it is missing or unreadable (Shopify always sends
+    /// one), which [`unreadable`](Self::unreadable) then reports.
+    pub title: Option<String>,
     /// HTML description; `None` when absent or null.
     pub body_html: Option<String>,
     /// Vendor as given; `None` when absent or null, `Some("")` when Shopify sends it empty.
@@ -112,6 +118,13 @@ pub struct ProductPayload {
     /// [`variants`](Self::variants) still exists and must not be treated as deleted.
     /// Kept in payload order (Shopify sorts it by variant `updated_at`, newest first).
     pub listed_variant_ids: Option<Vec<VariantId>>,
+    /// The `updated_at` each `variant_gids` entry carries (milliseconds; the newest when a
+    /// variant is listed twice): how item-ingest sees that a variant beyond the detailed 100
+    /// changed.
+    pub listed_updated_at: BTreeMap<VariantId, DateTime<Utc>>,
+    /// Descriptive fields of the product and its variants that did not parse (read as
+    /// unknown), in payload order.
+    pub unreadable: Vec<UnreadableField>,
 }
 
 /// One variant of a [`ProductPayload`].
@@ -123,9 +136,9 @@ pub struct VariantPayload {
     pub product_id: Option<ProductId>,
     /// Variant title, e.g. `Small`.
     pub title: Option<String>,
-    /// The SKU, verbatim (no trimming: it is the WOS item key). An empty string is read as
-    /// `None`: Shopify stores a cleared SKU as `""`, and an empty key would merge every
-    /// SKU-less variant into one WOS item.
+    /// The SKU, verbatim (no trimming: it is the WOS item key). An empty or whitespace-only
+    /// string is read as `None` ([`sku_or_none`]): Shopify stores a cleared SKU as `""`, and
+    /// such a key would merge every SKU-less variant into one WOS item.
     pub sku: Option<String>,
     /// The barcode as given (`None` when null or absent).
     pub barcode: Option<String>,
@@ -140,6 +153,60 @@ pub struct VariantPayload {
     pub created_at: Option<DateTime<FixedOffset>>,
     /// When the variant last changed.
     pub updated_at: Option<DateTime<FixedOffset>>,
+    /// This variant's descriptive fields that did not parse (their values above are `None`
+    /// but mean "unknown", not "empty").
+    pub unreadable: Vec<DescriptiveField>,
+}
+
+/// A descriptive field of a product payload: one that does not parse is read as unknown and
+/// reported, never fatal (identity fields stay strict).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DescriptiveField {
+    /// The product's `title`.
+    ProductTitle,
+    /// `body_html`.
+    BodyHtml,
+    /// `vendor`.
+    Vendor,
+    /// `product_type`.
+    ProductType,
+    /// `status`.
+    Status,
+    /// A variant's `title`.
+    VariantTitle,
+    /// A variant's `barcode`.
+    Barcode,
+    /// A variant's `price`.
+    Price,
+    /// A variant's `position`.
+    Position,
+}
+
+impl DescriptiveField {
+    /// The metric label (a bounded set).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ProductTitle => "product_title",
+            Self::BodyHtml => "body_html",
+            Self::Vendor => "vendor",
+            Self::ProductType => "product_type",
+            Self::Status => "status",
+            Self::VariantTitle => "variant_title",
+            Self::Barcode => "barcode",
+            Self::Price => "price",
+            Self::Position => "position",
+        }
+    }
+}
+
+/// A descriptive field that did not parse: which one, where, and why (one line, the value
+/// quoted and shortened).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadableField {
+    pub field: DescriptiveField,
+    /// JSON path, e.g. `variants[0].price`.
+    pub path: String,
+    pub problem: String,
 }
 
 /// Why a product webhook could not be read. `Display` is one line naming the JSON path.
@@ -200,7 +267,7 @@ impl WebhookError {
 /// The topic is checked first: any other topic is [`WebhookError::UnsupportedTopic`]
 /// whatever the body. See [`ProductPayload`] and [`VariantPayload`] for what is read and how
 /// missing values are represented. Required: `id` (all topics), and for create/update
-/// `title` and `variants` (an array; a payload without it cannot say which variants exist).
+/// `variants` (an array; a payload without it cannot say which variants exist).
 pub fn parse_product_event(topic: &str, bytes: &[u8]) -> Result<ProductEvent, WebhookError> {
     let topic = ProductTopic::parse(topic).ok_or_else(|| WebhookError::UnsupportedTopic {
         topic: topic.to_owned(),
@@ -224,27 +291,45 @@ pub fn parse_product_event(topic: &str, bytes: &[u8]) -> Result<ProductEvent, We
             product_id: ProductId(product.required_id("id")?),
         }),
         ProductTopic::Create | ProductTopic::Update => {
-            parse_product(&product).map(ProductEvent::Upsert)
+            parse_product(&product).map(|payload| ProductEvent::Upsert(Box::new(payload)))
         }
     }
 }
 
 fn parse_product(product: &Obj<'_>) -> Result<ProductPayload, WebhookError> {
+    let mut unreadable = Vec::new();
     let id = ProductId(product.required_id("id")?);
-    let title = product.required_string("title")?;
-    let body_html = product.optional_string("body_html")?;
-    let vendor = product.optional_string("vendor")?;
-    let product_type = product.optional_string("product_type")?;
-    let status = product.optional_string("status")?;
+    let title = match product.map.get("title") {
+        Some(Value::String(title)) => Some(title.clone()),
+        other => {
+            unreadable.push(UnreadableField {
+                field: DescriptiveField::ProductTitle,
+                path: product.path_of("title"),
+                problem: match other {
+                    None => "missing".to_owned(),
+                    Some(value) => format!("expected a string, got {}", describe_json(value)),
+                },
+            });
+            None
+        }
+    };
+    let mut descriptive = |key, field| product.descriptive_string(key, field, &mut unreadable);
+    let body_html = descriptive("body_html", DescriptiveField::BodyHtml);
+    let vendor = descriptive("vendor", DescriptiveField::Vendor);
+    let product_type = descriptive("product_type", DescriptiveField::ProductType);
+    let status = descriptive("status", DescriptiveField::Status);
     let created_at = product.optional_timestamp("created_at")?;
     let updated_at = product.optional_timestamp("updated_at")?;
     let variants = product
         .required_array("variants")?
         .iter()
         .enumerate()
-        .map(|(i, v)| parse_variant(v, format!("variants[{i}]")))
+        .map(|(i, v)| parse_variant(v, format!("variants[{i}]"), &mut unreadable))
         .collect::<Result<Vec<_>, _>>()?;
-    let listed_variant_ids = listed_variant_ids(product)?;
+    let (listed_variant_ids, listed_updated_at) = match listed_variant_ids(product)? {
+        Some((ids, updated)) => (Some(ids), updated),
+        None => (None, BTreeMap::new()),
+    };
     Ok(ProductPayload {
         id,
         title,
@@ -256,10 +341,16 @@ fn parse_product(product: &Obj<'_>) -> Result<ProductPayload, WebhookError> {
         updated_at,
         variants,
         listed_variant_ids,
+        listed_updated_at,
+        unreadable,
     })
 }
 
-fn parse_variant(value: &Value, path: String) -> Result<VariantPayload, WebhookError> {
+fn parse_variant(
+    value: &Value,
+    path: String,
+    unreadable: &mut Vec<UnreadableField>,
+) -> Result<VariantPayload, WebhookError> {
     let Value::Object(map) = value else {
         return Err(invalid(
             path,
@@ -267,27 +358,49 @@ fn parse_variant(value: &Value, path: String) -> Result<VariantPayload, WebhookE
         ));
     };
     let variant = Obj { map, path };
+    let first_unreadable = unreadable.len();
+    let id = VariantId(variant.required_id("id")?);
+    let product_id = variant.optional_id("product_id")?.map(ProductId);
+    let sku = sku_or_none(variant.optional_string("sku")?);
+    let inventory_item_id = variant
+        .optional_id("inventory_item_id")?
+        .map(InventoryItemId);
+    let created_at = variant.optional_timestamp("created_at")?;
+    let updated_at = variant.optional_timestamp("updated_at")?;
+    let title = variant.descriptive_string("title", DescriptiveField::VariantTitle, unreadable);
+    let barcode = variant.descriptive_string("barcode", DescriptiveField::Barcode, unreadable);
+    let price = variant.descriptive_price("price", unreadable);
+    let position = variant.descriptive_u32("position", DescriptiveField::Position, unreadable);
     Ok(VariantPayload {
-        id: VariantId(variant.required_id("id")?),
-        product_id: variant.optional_id("product_id")?.map(ProductId),
-        title: variant.optional_string("title")?,
-        sku: variant
-            .optional_string("sku")?
-            .filter(|sku| !sku.is_empty()),
-        barcode: variant.optional_string("barcode")?,
-        price: variant.optional_price("price")?,
-        inventory_item_id: variant
-            .optional_id("inventory_item_id")?
-            .map(InventoryItemId),
-        position: variant.optional_u32("position")?,
-        created_at: variant.optional_timestamp("created_at")?,
-        updated_at: variant.optional_timestamp("updated_at")?,
+        id,
+        product_id,
+        title,
+        sku,
+        barcode,
+        price,
+        inventory_item_id,
+        position,
+        created_at,
+        updated_at,
+        unreadable: unreadable[first_unreadable..]
+            .iter()
+            .map(|u| u.field)
+            .collect(),
     })
 }
 
+/// A SKU as the WOS item key: verbatim, but `None` when empty or only whitespace (no SKU).
+pub fn sku_or_none(sku: Option<String>) -> Option<String> {
+    sku.filter(|sku| !sku.trim().is_empty())
+}
+
+/// Every variant of a product as the payload lists it, with the `updated_at` of the entries
+/// that carry one.
+type Listing = (Vec<VariantId>, BTreeMap<VariantId, DateTime<Utc>>);
+
 /// `variant_gids` (current versions) or else `variant_ids` (older versions); a null list is
 /// treated as absent so the other one is still consulted.
-fn listed_variant_ids(product: &Obj<'_>) -> Result<Option<Vec<VariantId>>, WebhookError> {
+fn listed_variant_ids(product: &Obj<'_>) -> Result<Option<Listing>, WebhookError> {
     for key in ["variant_gids", "variant_ids"] {
         let Some(value) = product.non_null(key) else {
             continue;
@@ -299,36 +412,52 @@ fn listed_variant_ids(product: &Obj<'_>) -> Result<Option<Vec<VariantId>>, Webho
                 format!("expected an array, got {}", describe_json(value)),
             ));
         };
-        return items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| variant_reference(item, &format!("{path}[{i}]")))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some);
+        let mut ids = Vec::with_capacity(items.len());
+        let mut updated = BTreeMap::new();
+        for (i, item) in items.iter().enumerate() {
+            let (id, updated_at) = variant_reference(item, &format!("{path}[{i}]"))?;
+            ids.push(id);
+            if let Some(updated_at) = updated_at {
+                // Listed twice: the newer time holds.
+                let entry = updated.entry(id).or_insert(updated_at);
+                *entry = (*entry).max(updated_at);
+            }
+        }
+        return Ok(Some((ids, updated)));
     }
     Ok(None)
 }
 
-/// One entry of `variant_gids`/`variant_ids`. Shopify has used several shapes over the
-/// versions; all of them are accepted: `{"admin_graphql_api_id": "gid://…", "updated_at": …}`,
-/// `{"id": 123}`, a bare integer, a numeric string, or a bare gid string.
-fn variant_reference(item: &Value, path: &str) -> Result<VariantId, WebhookError> {
+/// One entry of `variant_gids`/`variant_ids`, with its `updated_at` when it has one. Shopify
+/// has used several shapes over the versions; all of them are accepted:
+/// `{"admin_graphql_api_id": "gid://…", "updated_at": …}`, `{"id": 123}`, a bare integer, a
+/// numeric string, or a bare gid string.
+fn variant_reference(
+    item: &Value,
+    path: &str,
+) -> Result<(VariantId, Option<DateTime<Utc>>), WebhookError> {
     match item {
         Value::Object(map) => {
             let entry = Obj {
                 map,
                 path: path.to_owned(),
             };
-            match (entry.non_null("admin_graphql_api_id"), entry.non_null("id")) {
-                (Some(gid), _) => variant_gid(gid, &entry.path_of("admin_graphql_api_id")),
-                (None, Some(_)) => entry.required_id("id").map(VariantId),
-                (None, None) => Err(WebhookError::MissingField {
-                    path: entry.path_of("admin_graphql_api_id"),
-                }),
-            }
+            let id = match (entry.non_null("admin_graphql_api_id"), entry.non_null("id")) {
+                (Some(gid), _) => variant_gid(gid, &entry.path_of("admin_graphql_api_id"))?,
+                (None, Some(_)) => VariantId(entry.required_id("id")?),
+                (None, None) => {
+                    return Err(WebhookError::MissingField {
+                        path: entry.path_of("admin_graphql_api_id"),
+                    });
+                }
+            };
+            let updated_at = entry
+                .optional_timestamp("updated_at")?
+                .map(|t| t.with_timezone(&Utc));
+            Ok((id, updated_at))
         }
-        Value::String(s) if s.starts_with("gid://") => variant_gid(item, path),
-        other => id_value(other, path).map(VariantId),
+        Value::String(s) if s.starts_with("gid://") => Ok((variant_gid(item, path)?, None)),
+        other => Ok((VariantId(id_value(other, path)?), None)),
     }
 }
 
@@ -371,8 +500,9 @@ fn invalid(path: String, problem: String) -> WebhookError {
     WebhookError::InvalidField { path, problem }
 }
 
-/// Whether `s` is a plain non-negative decimal: digits, optionally `.` and more digits.
-fn is_decimal(s: &str) -> bool {
+/// Whether `s` is a plain non-negative decimal (a price as Shopify writes it): digits,
+/// optionally `.` and more digits.
+pub fn is_decimal(s: &str) -> bool {
     let (whole, fraction) = s.split_once('.').unwrap_or((s, "0"));
     let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
     digits(whole) && digits(fraction)
@@ -456,16 +586,6 @@ impl<'a> Obj<'a> {
             .transpose()
     }
 
-    fn required_string(&self, key: &str) -> Result<String, WebhookError> {
-        match self.map.get(key) {
-            None => Err(WebhookError::MissingField {
-                path: self.path_of(key),
-            }),
-            Some(Value::String(s)) => Ok(s.clone()),
-            Some(other) => Err(self.invalid_type(key, "a string", other)),
-        }
-    }
-
     fn optional_string(&self, key: &str) -> Result<Option<String>, WebhookError> {
         match self.non_null(key) {
             None => Ok(None),
@@ -484,32 +604,79 @@ impl<'a> Obj<'a> {
         }
     }
 
-    fn optional_u32(&self, key: &str) -> Result<Option<u32>, WebhookError> {
-        self.non_null(key)
-            .map(|value| {
-                value
-                    .as_u64()
-                    .and_then(|n| u32::try_from(n).ok())
-                    .ok_or_else(|| self.invalid_type(key, "a non-negative integer", value))
-            })
-            .transpose()
+    /// A descriptive string: `None` when absent or null, and when not a string (then reported
+    /// in `unreadable`).
+    fn descriptive_string(
+        &self,
+        key: &str,
+        field: DescriptiveField,
+        unreadable: &mut Vec<UnreadableField>,
+    ) -> Option<String> {
+        match self.non_null(key)? {
+            Value::String(s) => Some(s.clone()),
+            other => {
+                self.report(key, field, "a string or null", other, unreadable);
+                None
+            }
+        }
+    }
+
+    /// A descriptive non-negative integer (a variant's `position`).
+    fn descriptive_u32(
+        &self,
+        key: &str,
+        field: DescriptiveField,
+        unreadable: &mut Vec<UnreadableField>,
+    ) -> Option<u32> {
+        let value = self.non_null(key)?;
+        let read = value.as_u64().and_then(|n| u32::try_from(n).ok());
+        if read.is_none() {
+            self.report(key, field, "a non-negative integer", value, unreadable);
+        }
+        read
     }
 
     /// A price: a decimal string such as `"19.99"`. A JSON number is accepted defensively
-    /// when its text is a plain decimal (`19.99`, not `1e3`).
-    fn optional_price(&self, key: &str) -> Result<Option<String>, WebhookError> {
-        let Some(value) = self.non_null(key) else {
-            return Ok(None);
-        };
+    /// when its text is a plain decimal (`19.99`, not `1e3`). Anything else is unreadable.
+    fn descriptive_price(
+        &self,
+        key: &str,
+        unreadable: &mut Vec<UnreadableField>,
+    ) -> Option<String> {
+        let value = self.non_null(key)?;
         let text = match value {
             Value::String(s) => Some(s.clone()),
             Value::Number(n) => Some(n.to_string()),
             _ => None,
         };
         match text {
-            Some(text) if is_decimal(&text) => Ok(Some(text)),
-            _ => Err(self.invalid_type(key, "a decimal price such as \"19.99\"", value)),
+            Some(text) if is_decimal(&text) => Some(text),
+            _ => {
+                self.report(
+                    key,
+                    DescriptiveField::Price,
+                    "a decimal price such as \"19.99\"",
+                    value,
+                    unreadable,
+                );
+                None
+            }
         }
+    }
+
+    fn report(
+        &self,
+        key: &str,
+        field: DescriptiveField,
+        expected: &str,
+        got: &Value,
+        unreadable: &mut Vec<UnreadableField>,
+    ) {
+        unreadable.push(UnreadableField {
+            field,
+            path: self.path_of(key),
+            problem: format!("expected {expected}, got {}", describe_json(got)),
+        });
     }
 
     /// A timestamp in any spelling [`parse_shopify_timestamp`] reads; null, absent and the
@@ -545,7 +712,7 @@ mod tests {
 
     fn upsert(topic: &str, body: &Value) -> ProductPayload {
         match parse_product_event(topic, &serde_json::to_vec(body).expect("ser")) {
-            Ok(ProductEvent::Upsert(p)) => p,
+            Ok(ProductEvent::Upsert(p)) => *p,
             other => panic!("expected an upsert, got {other:?}"),
         }
     }
@@ -661,7 +828,8 @@ mod tests {
         let ProductEvent::Upsert(p) = event else {
             panic!("{action}: expected an upsert");
         };
-        assert_eq!(p.title, "Example T-Shirt");
+        assert_eq!(p.title.as_deref(), Some("Example T-Shirt"));
+        assert!(p.unreadable.is_empty());
         assert_eq!(p.vendor.as_deref(), Some("Acme"));
         assert_eq!(p.product_type.as_deref(), Some("Shirts"));
         assert_eq!(p.status.as_deref(), Some("active"));
@@ -691,6 +859,11 @@ mod tests {
                 VariantId(642667041472713922)
             ])
         );
+        assert_eq!(
+            p.listed_updated_at.get(&VariantId(757650484644203962)),
+            Some(&ts("2022-01-01T00:00:00.000Z").with_timezone(&Utc))
+        );
+        assert_eq!(p.listed_updated_at.len(), 2);
     }
 
     fn sorted_dir(dir: &Path) -> Vec<PathBuf> {
@@ -1029,6 +1202,7 @@ mod tests {
             json!({"id": 2}),
             json!({"id": 3, "sku": "", "barcode": "", "created_at": ""}),
             json!({"id": 4, "sku": " A B ", "barcode": "0123", "price": "0.00"}),
+            json!({"id": 5, "sku": " \t\n "}),
         ]);
         let p = upsert("products/create", &body);
         let empty = |id| VariantPayload {
@@ -1042,9 +1216,11 @@ mod tests {
             position: None,
             created_at: None,
             updated_at: None,
+            unreadable: vec![],
         };
         assert_eq!(p.variants[0], empty(1));
         assert_eq!(p.variants[1], empty(2));
+        assert_eq!(p.variants[4], empty(5), "a whitespace-only SKU is no SKU");
         assert_eq!(
             p.variants[2],
             VariantPayload {
@@ -1072,7 +1248,7 @@ mod tests {
             p,
             ProductPayload {
                 id: ProductId(1),
-                title: String::new(),
+                title: Some(String::new()),
                 body_html: None,
                 vendor: None,
                 product_type: Some(String::new()),
@@ -1081,6 +1257,8 @@ mod tests {
                 updated_at: None,
                 variants: vec![],
                 listed_variant_ids: None,
+                listed_updated_at: BTreeMap::new(),
+                unreadable: vec![],
             }
         );
     }
@@ -1101,6 +1279,7 @@ mod tests {
                 position: Some(1),
                 created_at: Some(ts("2024-01-01T00:00:00Z")),
                 updated_at: Some(ts("2024-01-02T00:00:00Z")),
+                unreadable: vec![],
             }]
         );
         assert_eq!(p.updated_at, Some(ts("2022-01-01T00:00:00Z")));
@@ -1175,12 +1354,7 @@ mod tests {
     fn invalid_fields_name_their_path() {
         let cases: Vec<(Value, WebhookError)> = vec![
             (json!({"title": "T", "variants": []}), missing_at("id")),
-            (json!({"id": 1, "variants": []}), missing_at("title")),
             (json!({"id": 1, "title": "T"}), missing_at("variants")),
-            (
-                json!({"id": 1, "title": null, "variants": []}),
-                invalid_at("title", "expected a string, got null"),
-            ),
             (
                 json!({"id": 1, "title": "T", "variants": null}),
                 invalid_at("variants", "expected an array, got null"),
@@ -1215,10 +1389,6 @@ mod tests {
             (
                 json!({"id": " 12", "title": "T", "variants": []}),
                 invalid_at("id", "expected a positive integer id, got \" 12\""),
-            ),
-            (
-                json!({"id": 1, "title": "T", "vendor": 5, "variants": []}),
-                invalid_at("vendor", "expected a string or null, got 5"),
             ),
             (
                 json!({"id": 1, "title": "T", "updated_at": "soon", "variants": []}),
@@ -1268,20 +1438,6 @@ mod tests {
                 ),
             ),
             (
-                json!({"id": 1, "title": "T", "variants": [{"id": 1, "position": -1}]}),
-                invalid_at(
-                    "variants[0].position",
-                    "expected a non-negative integer, got -1",
-                ),
-            ),
-            (
-                json!({"id": 1, "title": "T", "variants": [{"id": 1, "position": 4294967296_u64}]}),
-                invalid_at(
-                    "variants[0].position",
-                    "expected a non-negative integer, got 4294967296",
-                ),
-            ),
-            (
                 json!({"id": 1, "title": "T", "variants": [{"id": 1, "updated_at": "2021-12-31T19:00:00"}]}),
                 invalid_at(
                     "variants[0].updated_at",
@@ -1326,6 +1482,7 @@ mod tests {
         for price in [
             json!(""),
             json!("abc"),
+            json!("example string"),
             json!("-1.00"),
             json!("+1"),
             json!("1."),
@@ -1340,18 +1497,88 @@ mod tests {
         ] {
             let mut body = product(vec![variant(1)]);
             body["variants"][0]["price"] = price.clone();
+            let p = upsert("products/update", &body);
+            assert_eq!(p.variants[0].price, None, "{price}");
+            assert_eq!(p.variants[0].unreadable, [DescriptiveField::Price]);
             assert_eq!(
-                parse_err(&body),
-                invalid_at(
-                    "variants[0].price",
-                    &format!(
+                p.unreadable,
+                [UnreadableField {
+                    field: DescriptiveField::Price,
+                    path: "variants[0].price".into(),
+                    problem: format!(
                         "expected a decimal price such as \"19.99\", got {}",
                         describe_json(&price)
-                    )
-                ),
+                    ),
+                }],
                 "{price}"
             );
+            assert_eq!(
+                p.variants[0].sku.as_deref(),
+                Some("SKU-1"),
+                "the rest is read"
+            );
         }
+    }
+
+    #[test]
+    fn unreadable_descriptive_fields_are_reported_not_fatal() {
+        let body = json!({"id": 1, "title": null, "vendor": 5, "product_type": [],
+            "body_html": {}, "status": false, "variants": [
+                {"id": 11, "sku": "A", "inventory_item_id": 101, "title": 3,
+                 "barcode": 12345, "price": "example string", "position": -1},
+                {"id": 12, "sku": "B", "position": 4294967296_u64}]});
+        let p = upsert("products/create", &body);
+        assert_eq!(p.title, None);
+        assert_eq!(
+            (p.vendor.as_deref(), p.product_type.as_deref()),
+            (None, None)
+        );
+        let reported: Vec<(&str, &str)> = p
+            .unreadable
+            .iter()
+            .map(|u| (u.path.as_str(), u.field.as_str()))
+            .collect();
+        assert_eq!(
+            reported,
+            [
+                ("title", "product_title"),
+                ("body_html", "body_html"),
+                ("vendor", "vendor"),
+                ("product_type", "product_type"),
+                ("status", "status"),
+                ("variants[0].title", "variant_title"),
+                ("variants[0].barcode", "barcode"),
+                ("variants[0].price", "price"),
+                ("variants[0].position", "position"),
+                ("variants[1].position", "position"),
+            ]
+        );
+        assert_eq!(p.unreadable[0].problem, "expected a string, got null");
+        assert_eq!(p.unreadable[2].problem, "expected a string or null, got 5");
+        assert_eq!(
+            p.unreadable[8].problem,
+            "expected a non-negative integer, got -1"
+        );
+        // Identity fields are still read, and each variant knows its own unreadable fields.
+        assert_eq!(p.variants[0].sku.as_deref(), Some("A"));
+        assert_eq!(p.variants[0].inventory_item_id, Some(InventoryItemId(101)));
+        assert_eq!(
+            p.variants[0].unreadable,
+            [
+                DescriptiveField::VariantTitle,
+                DescriptiveField::Barcode,
+                DescriptiveField::Price,
+                DescriptiveField::Position
+            ]
+        );
+        assert_eq!(p.variants[1].unreadable, [DescriptiveField::Position]);
+        // A missing title is unreadable too; identity fields stay strict.
+        let p = upsert("products/create", &json!({"id": 1, "variants": []}));
+        assert_eq!(p.unreadable[0].problem, "missing");
+        assert_eq!(
+            parse_err(&json!({"id": 1, "title": "T", "variants": [{"id": 1, "sku": 123}]})),
+            invalid_at("variants[0].sku", "expected a string or null, got 123")
+        );
     }
 
     #[test]

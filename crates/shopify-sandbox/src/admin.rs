@@ -283,7 +283,7 @@ async fn add_variant(
     bytes: Bytes,
 ) -> ApiResult {
     let spec: VariantSpec = body(&bytes)?;
-    created(core.add_variant(&shop, id::<ProductId>(&product)?, &spec)?)
+    created(core.add_variant(&shop, id::<ProductId>(&product)?, &spec, None)?)
 }
 
 #[derive(Deserialize)]

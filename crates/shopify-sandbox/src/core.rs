@@ -321,18 +321,29 @@ impl Core {
         })
     }
 
-    /// Adds a variant (webhook `products/update`).
+    /// Adds a variant, last or at a 1-based `position` (webhook `products/update`).
     pub fn add_variant(
         &self,
         domain: &str,
         product_id: ProductId,
         spec: &VariantSpec,
+        position: Option<usize>,
     ) -> Result<CreatedVariant, StoreError> {
         self.with_shop(domain, |s| {
-            let created = s.add_variant(&self.store.ids, product_id, spec, Utc::now())?;
+            let created = s.add_variant(&self.store.ids, product_id, spec, position, Utc::now())?;
             self.emit(s, ProductTopic::Update, product_id);
             Ok(created)
         })
+    }
+
+    /// The `products/update` body Shopify would send for the product now (`None` if it is
+    /// gone): what a webhook of it carries, for tests that deliver webhooks themselves.
+    pub fn product_payload(
+        &self,
+        domain: &str,
+        product_id: ProductId,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        self.with_shop(domain, |s| Ok(product_payload(s, product_id)))
     }
 
     /// Updates a variant, e.g. its SKU (webhook `products/update`).

@@ -841,15 +841,34 @@ impl ShopState {
         })
     }
 
-    /// Adds a variant to an existing product.
+    /// Adds a variant to an existing product: last, or at 1-based `position` (later variants
+    /// move down one, as when a merchant reorders).
     pub fn add_variant(
         &mut self,
         ids: &IdAllocator,
         product_id: ProductId,
         spec: &VariantSpec,
+        position: Option<usize>,
         now: DateTime<Utc>,
     ) -> Result<CreatedVariant, StoreError> {
-        self.insert_variant(ids, product_id, spec, now)
+        let count = self
+            .products
+            .get(&product_id)
+            .ok_or(StoreError::UnknownProduct(product_id))?
+            .variants
+            .len();
+        if let Some(position) = position.filter(|p| !(1..=count + 1).contains(p)) {
+            return Err(StoreError::Invalid(format!(
+                "position {position} is outside 1..={}",
+                count + 1
+            )));
+        }
+        let created = self.insert_variant(ids, product_id, spec, now)?;
+        if let (Some(position), Some(product)) = (position, self.products.get_mut(&product_id)) {
+            let added = product.variants.pop().unwrap_or(created.variant_id);
+            product.variants.insert(position - 1, added);
+        }
+        Ok(created)
     }
 
     /// Updates a product's own fields.

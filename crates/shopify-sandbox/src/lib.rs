@@ -251,14 +251,38 @@ impl SandboxHandle {
         Ok(self.core.delete_product(domain, product)?)
     }
 
-    /// Adds a variant to a product (webhook `products/update`).
+    /// Adds a variant to a product, last (webhook `products/update`).
     pub fn add_variant(
         &self,
         domain: &str,
         product: ProductId,
         spec: VariantSpec,
     ) -> Result<CreatedVariant, SandboxError> {
-        Ok(self.core.add_variant(domain, product, &spec)?)
+        Ok(self.core.add_variant(domain, product, &spec, None)?)
+    }
+
+    /// Adds a variant at a 1-based `position` (later ones move down; webhook
+    /// `products/update`).
+    pub fn add_variant_at(
+        &self,
+        domain: &str,
+        product: ProductId,
+        position: usize,
+        spec: VariantSpec,
+    ) -> Result<CreatedVariant, SandboxError> {
+        Ok(self
+            .core
+            .add_variant(domain, product, &spec, Some(position))?)
+    }
+
+    /// The `products/update` webhook body for the product as it is now (`None` once deleted):
+    /// the first 100 variants in full, every variant in `variant_gids`, newest first.
+    pub fn product_webhook(
+        &self,
+        domain: &str,
+        product: ProductId,
+    ) -> Result<Option<serde_json::Value>, SandboxError> {
+        Ok(self.core.product_payload(domain, product)?)
     }
 
     /// Updates a variant, e.g. its SKU (webhook `products/update`).

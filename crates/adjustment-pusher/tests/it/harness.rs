@@ -621,8 +621,10 @@ async fn start_mapping_services(
         .await
         .unwrap();
     sandbox.set_webhook_url(Some(&format!("http://{}/webhooks/shopify", relay.addr)));
+    let tokens = ShopTokens::new(shops.iter().map(|s| (s.domain.clone(), s.token.clone())));
     tokio::spawn(item_ingest::serve(
         settings.clone(),
+        tokens,
         Metrics::new(),
         shutdown.clone(),
     ));

@@ -56,6 +56,32 @@ async fn an_older_update_after_a_newer_one_changes_nothing() {
     ingest.stop().await;
 }
 
+#[tokio::test]
+async fn a_create_of_the_same_second_never_undoes_an_update() {
+    // Both events carry the same `updated_at` and no X-Shopify-Triggered-At; the update (the
+    // variant's SKU renamed) is delivered before the create. A create is always the product's
+    // first event, so it is the older one.
+    let mut ingest = Ingest::start().await;
+    ingest
+        .send(
+            "products/update",
+            &product(1, "Tee", 2, &[v(11, "NEW", 101)]),
+            "update",
+        )
+        .await;
+    ingest
+        .send(
+            "products/create",
+            &product(1, "Tee", 2, &[v(11, "OLD", 101)]),
+            "create",
+        )
+        .await;
+    assert_eq!(ingest.mapping("NEW").await, Some(Some(101)));
+    assert_eq!(ingest.mapping("OLD").await, None, "the create is stale");
+    assert_eq!(ingest.items_counter("stale"), 1);
+    ingest.stop().await;
+}
+
 fn fixtures() -> Vec<(String, PathBuf)> {
     let root = PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use item_ingest::ShopTokens;
 use lapin::{BasicProperties, types::FieldTable};
 use model::config::{FieldPolicies, ShopConfig, ShopDirectory};
 use platform::{
@@ -20,7 +21,8 @@ pub const SHOP: &str = "acme.myshopify.com";
 pub struct Ingest {
     pub env: TestEnv,
     pub metrics: Metrics,
-    settings: platform::settings::Settings,
+    pub settings: platform::settings::Settings,
+    tokens: ShopTokens,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     sent: u64,
@@ -50,12 +52,18 @@ impl Ingest {
     }
 
     pub async fn start_with(fields: FieldPolicies) -> Self {
+        Self::start_with_shop(shop(fields), ShopTokens::default()).await
+    }
+
+    /// item-ingest for one shop configured as given (e.g. pointing at a sandbox), with these
+    /// access tokens.
+    pub async fn start_with_shop(shop: ShopConfig, tokens: ShopTokens) -> Self {
         // Logs show up in a failing test's output.
         platform::telemetry::init_test_tracing();
         let env = TestEnv::new().await;
         let mut settings = env.settings();
         settings.http.listen = Some("127.0.0.1:0".parse().unwrap());
-        settings.shops = ShopDirectory::new(vec![shop(fields)]).unwrap();
+        settings.shops = ShopDirectory::new(vec![shop]).unwrap();
         // The queue must exist before the first publish, whoever declares first.
         declare_exchanges(env.channel(), &env.names).await.unwrap();
         declare_work_queue(
@@ -69,6 +77,7 @@ impl Ingest {
             env,
             metrics: Metrics::new(),
             settings,
+            tokens,
             shutdown: CancellationToken::new(),
             task: None,
             sent: 0,
@@ -85,6 +94,7 @@ impl Ingest {
         self.sent = 0;
         self.task = Some(tokio::spawn(item_ingest::serve(
             self.settings.clone(),
+            self.tokens.clone(),
             self.metrics.clone(),
             self.shutdown.clone(),
         )));
@@ -129,6 +139,33 @@ impl Ingest {
         webhook_id: &str,
         shop: Option<&str>,
     ) {
+        self.publish_raw(topic, body, webhook_id, shop).await;
+        self.wait_handled().await;
+    }
+
+    /// Publishes a webhook as the relay does, without waiting for the service (then
+    /// [`Self::wait_handled`]).
+    pub async fn publish(&mut self, topic: &str, body: &Value, webhook_id: &str) {
+        self.publish_raw(topic, body.to_string().as_bytes(), webhook_id, Some(SHOP))
+            .await;
+    }
+
+    /// Waits until the service has finished with every webhook published so far.
+    pub async fn wait_handled(&self) {
+        let expected = self.sent;
+        wait_until(Duration::from_secs(20), "webhook handled", || async {
+            self.handled() >= expected
+        })
+        .await;
+    }
+
+    async fn publish_raw(
+        &mut self,
+        topic: &str,
+        body: &[u8],
+        webhook_id: &str,
+        shop: Option<&str>,
+    ) {
         let mut headers = FieldTable::default();
         if let Some(triggered_at) = &self.triggered_at {
             set_str(
@@ -159,11 +196,6 @@ impl Ingest {
             self.env.publish("", &queue, body, properties).await;
         }
         self.sent += 1;
-        let expected = self.sent;
-        wait_until(Duration::from_secs(20), "webhook handled", || async {
-            self.handled() >= expected
-        })
-        .await;
     }
 
     /// Messages the service finished with (any final outcome).
@@ -193,6 +225,27 @@ impl Ingest {
             .items_total
             .with_label_values(&[SHOP, outcome])
             .get()
+    }
+
+    /// A metric's value by name and labels (0 when the series does not exist), for metrics the
+    /// service registers itself.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.metrics
+            .registry
+            .gather()
+            .iter()
+            .filter(|family| family.name() == name)
+            .flat_map(|family| family.get_metric())
+            .filter(|metric| {
+                labels.iter().all(|(key, value)| {
+                    metric
+                        .get_label()
+                        .iter()
+                        .any(|pair| pair.name() == *key && pair.value() == *value)
+                })
+            })
+            .map(|metric| metric.get_counter().get_value() + metric.get_gauge().get_value())
+            .sum()
     }
 
     pub fn conflicts(&self) -> i64 {
@@ -258,7 +311,7 @@ impl Drop for Ingest {
     }
 }
 
-fn shop(fields: FieldPolicies) -> ShopConfig {
+pub fn shop(fields: FieldPolicies) -> ShopConfig {
     ShopConfig {
         domain: SHOP.to_owned(),
         api_version: "2026-04".to_owned(),

@@ -210,3 +210,31 @@ async fn a_product_with_150_variants_keeps_the_ones_without_details() {
     );
     ingest.stop().await;
 }
+
+#[tokio::test]
+async fn a_whitespace_only_sku_is_no_sku() {
+    let mut ingest = Ingest::start().await;
+    ingest
+        .send(
+            "products/create",
+            &product(
+                1,
+                "Tee",
+                1,
+                &[v(11, "   ", 101), v(12, "\t \n", 102), v(13, "TEE", 103)],
+            ),
+            "w-1",
+        )
+        .await;
+    assert_eq!(ingest.item_count().await, 1, "only TEE is an item");
+    assert_eq!(ingest.mapping("   ").await, None);
+    assert_eq!(ingest.mapping("TEE").await, Some(Some(103)));
+    assert_eq!(
+        ingest.metric(
+            "wos_sync_variants_without_sku_total",
+            &[("shop", crate::harness::SHOP)]
+        ),
+        2.0
+    );
+    ingest.stop().await;
+}

@@ -3,8 +3,13 @@
 //! `items` table, the mirror, the dead-letter queue and the metrics.
 #![allow(clippy::unwrap_used)]
 
+mod big_products;
 mod clone_walkthrough;
 mod delivery;
+mod fields;
 mod harness;
+mod healing;
 mod lifecycle;
+mod mappings;
 mod policies;
+mod stack;

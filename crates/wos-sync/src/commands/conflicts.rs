@@ -1,4 +1,6 @@
-//! `conflicts`: SKUs several live Shopify variants carry, and which one each item points at.
+//! `conflicts`: SKUs an operator should look at (several live Shopify variants carry them, or
+//! the item is kept on an inventory item no live variant carrying the SKU has, or a variant
+//! read failed), which variant each item points at, and why.
 
 use item_ingest::operator::{ExplainedConflict, explain_basis, explain_conflicts};
 use serde_json::json;
@@ -32,7 +34,13 @@ pub async fn run(context: &Context, args: &ConflictsArgs) -> anyhow::Result<()> 
     };
     let mut all: Vec<(String, Vec<ExplainedConflict>)> = Vec::new();
     for shop in shops {
-        let conflicts = explain_conflicts(&pool, &shop).await?;
+        let mapping = context
+            .settings
+            .shops
+            .get(&shop)
+            .map(|s| s.fields.mapping())
+            .unwrap_or_default();
+        let conflicts = explain_conflicts(&pool, &shop, mapping).await?;
         all.push((shop, conflicts));
     }
     if args.json {
@@ -49,10 +57,12 @@ pub async fn run(context: &Context, args: &ConflictsArgs) -> anyhow::Result<()> 
     }
     for (shop, conflicts) in &all {
         for c in conflicts {
+            let reasons: Vec<&str> = c.reasons.iter().map(|r| r.as_str()).collect();
             println!(
-                "{shop} / {}: {} live variants carry it",
+                "{shop} / {}: {} live variants carry it ({})",
                 c.sku,
-                c.variants.len()
+                c.variants.len(),
+                reasons.join(", ")
             );
             for v in &c.variants {
                 let item = v.inventory_item_id.map(|i| i.0);
@@ -97,6 +107,7 @@ fn conflict_json(shop: &str, c: &ExplainedConflict) -> serde_json::Value {
     json!({
         "shop": shop,
         "sku": c.sku,
+        "reasons": c.reasons.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
         "mapped_inventory_item_id": c.mapped_inventory_item_id.map(|i| i.0),
         "rule": {
             "inventory_item_id": c.decision.inventory_item_id.map(|i| i.0),

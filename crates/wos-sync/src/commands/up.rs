@@ -93,11 +93,11 @@ pub async fn run(mut context: Context, args: &UpArgs) -> anyhow::Result<()> {
     let relay_default: SocketAddr = webhook_relay::DEFAULT_LISTEN.parse()?;
     let mut services: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
     let ingest = listen(args.ingest_listen, item_ingest::DEFAULT_LISTEN);
-    let token = shutdown.clone();
+    let (token, tokens) = (shutdown.clone(), secrets.tokens.clone());
     services.spawn(async move {
         (
             "item-ingest",
-            item_ingest::serve(ingest, Metrics::new(), token).await,
+            item_ingest::serve(ingest, tokens, Metrics::new(), token).await,
         )
     });
     let pusher = listen(args.pusher_listen, adjustment_pusher::DEFAULT_LISTEN);
