@@ -10,7 +10,7 @@
 //! | [`webhook`] | Shopify product webhook payloads (CONTRACT §3.1) |
 //! | [`announcement`] | the item mapping announcement item-ingest publishes for the adjustment-pusher |
 //! | [`catalog`] | the Shopify variant mirror, SKU mapping resolution and item field policies (CONTRACT §5) |
-//! | [`config`] | the `[[shops]]` configuration and item field policies (CONTRACT §2, §5) |
+//! | [`config`] | the `[[shops]]` configuration and item field policies (CONTRACT §2, §5); reading any configuration section with the exact key in errors |
 //! | [`ids`] | typed Shopify ids and their `gid://shopify/...` form |
 //! | [`signature`] | Shopify webhook HMAC signatures (sign and constant-time verify) |
 //! | [`validate`] | the text rules and error-message quoting the parsers share |
