@@ -143,9 +143,9 @@ pub fn resolve_mapping(current: CurrentMapping, candidates: &[Candidate]) -> Map
 /// [`resolve_mapping`] under the shop's policy for `inventory_item_id`
 /// ([`FieldPolicies::mapping`](crate::config::FieldPolicies::mapping)): `shopify` follows the
 /// rules; `shopify_initial` follows them while the item has no inventory item, then keeps the
-/// one it has; `wos` always keeps what the item has. A kept (pinned) inventory item that no live variant carrying the SKU has (its
-/// variant was renamed, deleted, or never seen while another variant carries the SKU) is a
-/// conflict: reported, never repointed.
+/// one it has; `wos` always keeps what the item has. A kept (pinned) inventory item that no
+/// live variant carrying the SKU has (its variant was renamed, deleted, or never seen while
+/// another variant carries the SKU) is a conflict: reported, never repointed.
 ///
 /// `awaiting`: a variant that carried the SKU is being read from Shopify. The rules then keep
 /// only what rule 1 keeps (or an unverified mapping) and choose nothing else until the read:
