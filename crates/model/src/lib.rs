@@ -10,7 +10,7 @@
 //! | [`webhook`] | Shopify product webhook payloads (CONTRACT §3.1) |
 //! | [`announcement`] | the item mapping announcement item-ingest publishes for the adjustment-pusher |
 //! | [`catalog`] | the Shopify variant mirror, SKU mapping resolution and item field policies (CONTRACT §5) |
-//! | [`config`] | the `[[shops]]` configuration and item field policies (CONTRACT §2, §5) |
+//! | [`config`] | the `[[shops]]` configuration and item field policies (CONTRACT §2, §5); reading any configuration section with the exact key in errors |
 //! | [`ids`] | typed Shopify ids and their `gid://shopify/...` form |
 //! | [`signature`] | Shopify webhook HMAC signatures (sign and constant-time verify) |
 //! | [`validate`] | the text rules and error-message quoting the parsers share |
@@ -18,6 +18,11 @@
 //! Every parser reports the first problem as one line naming the field (JSON path or TOML
 //! key) and echoing at most a few dozen escaped characters of the input, so the message can
 //! go straight into an `x-error` AMQP header or a start-up error.
+//!
+//! A module's unit tests live beside it in `module/tests.rs` once they outgrow a screen or two
+//! (`catalog`, `config`, `delta`, `transaction`, `webhook`); short ones stay at the end of the
+//! module. A module too long to read in one go is a directory of concepts (`catalog/`,
+//! `config/`, `webhook/`), its root file saying which file owns what.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 

@@ -79,14 +79,38 @@ pub fn is_env_var_name(name: &str) -> bool {
 pub fn quote_untrusted(s: &str) -> String {
     let mut out = String::with_capacity(s.len().min(ECHO_MAX_CHARS * 2) + 2);
     out.push('"');
+    push_escaped(&mut out, s, ECHO_MAX_CHARS, true);
+    out.push('"');
+    out
+}
+
+/// How many characters of a message built by a library from untrusted input (a serde error
+/// naming an unknown key, say) [`one_line`] keeps.
+pub const MESSAGE_MAX_CHARS: usize = 5 * ECHO_MAX_CHARS;
+
+/// A message that may embed untrusted text, made fit for a one-line header or log field: at most
+/// [`MESSAGE_MAX_CHARS`] characters (then `…`), every control or line-breaking character
+/// escaped as [`quote_untrusted`] does. Quotes are kept as they are: the message is not quoted.
+///
+/// For messages this crate does not word itself (serde's "unknown field `…`" repeats a key
+/// from the file as it is).
+pub fn one_line(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(MESSAGE_MAX_CHARS * 2));
+    push_escaped(&mut out, message, MESSAGE_MAX_CHARS, false);
+    out
+}
+
+/// Appends at most `max_chars` characters of `s` (then `…`) with control and line-breaking
+/// characters escaped, and quotes and backslashes too when `escape_quotes`.
+fn push_escaped(out: &mut String, s: &str, max_chars: usize, escape_quotes: bool) {
     for (count, c) in s.chars().enumerate() {
-        if count == ECHO_MAX_CHARS {
+        if count == max_chars {
             out.push('…');
             break;
         }
         match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
+            '"' if escape_quotes => out.push_str("\\\""),
+            '\\' if escape_quotes => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
@@ -99,8 +123,6 @@ pub fn quote_untrusted(s: &str) -> String {
             c => out.push(c),
         }
     }
-    out.push('"');
-    out
 }
 
 /// Describes a JSON value for an error message ("got …"): scalars verbatim (strings via
@@ -231,6 +253,22 @@ mod tests {
         let quoted = quote_untrusted(&nasty);
         assert!(!quoted.contains('\n'));
         assert_eq!(quoted, format!("\"{}…\"", "\\n".repeat(ECHO_MAX_CHARS)));
+    }
+
+    #[test]
+    fn one_line_escapes_line_breaks_keeps_quotes_and_truncates() {
+        assert_eq!(
+            one_line("unknown field `a\nb`, expected `c`"),
+            "unknown field `a\\nb`, expected `c`"
+        );
+        assert_eq!(one_line("got \"x\\y\""), "got \"x\\y\"");
+        assert_eq!(one_line("\u{2028}\r\t"), "\\u{2028}\\r\\t");
+        let exactly = "é".repeat(MESSAGE_MAX_CHARS);
+        assert_eq!(one_line(&exactly), exactly);
+        let long = "\n".repeat(10_000);
+        let line = one_line(&long);
+        assert!(!line.contains('\n'));
+        assert_eq!(line, format!("{}…", "\\n".repeat(MESSAGE_MAX_CHARS)));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use model::config::{ShopDirectory, parse_shops};
+use model::config::{ConfigError, ShopDirectory, deserialize_section, parse_shops};
 use serde::Deserialize;
 
 use crate::{
@@ -139,6 +139,17 @@ pub struct SettingsError {
     pub reason: String,
 }
 
+impl SettingsError {
+    /// A refused key of `file`: what every section's reading and rules report.
+    pub fn at_key(file: &str, err: ConfigError) -> Self {
+        Self {
+            file: file.to_owned(),
+            key: Some(err.key),
+            reason: err.reason,
+        }
+    }
+}
+
 impl Settings {
     /// Loads the settings a binary was started with: the file (if any), then the environment,
     /// then the flags.
@@ -203,7 +214,7 @@ impl Settings {
 
         let shops = parse_shops(&doc)
             .and_then(ShopDirectory::new)
-            .map_err(|err| refuse(Some(err.key), err.reason))?;
+            .map_err(|err| SettingsError::at_key(file, err))?;
         let mut settings = Self {
             shops,
             ..Self::default()
@@ -306,22 +317,16 @@ impl Settings {
         self.http.listen.unwrap_or(default)
     }
 
-    /// A service's own table, deserialised (its defaults when the file has none).
+    /// A service's own table, deserialised (its defaults when the file has none); an error
+    /// names the exact key, as for the platform's sections.
     pub fn service_section<T: for<'de> Deserialize<'de> + Default>(
         &self,
         name: &str,
     ) -> Result<T, SettingsError> {
-        let file = self.source_name();
         match self.services.get(name) {
             None => Ok(T::default()),
-            Some(value) => value
-                .clone()
-                .try_into()
-                .map_err(|err: toml::de::Error| SettingsError {
-                    file,
-                    key: Some(name.to_owned()),
-                    reason: err.message().to_owned(),
-                }),
+            Some(value) => deserialize_section(name, value.clone())
+                .map_err(|err| SettingsError::at_key(&self.source_name(), err)),
         }
     }
 
@@ -332,7 +337,8 @@ impl Settings {
     }
 }
 
-/// Deserialises one platform section, naming the section in errors.
+/// Deserialises one platform section (its defaults when the file has none), naming the exact
+/// key in errors (`amqp.urll`): every section, `[[shops]]` included, is read the same way.
 fn section<T: for<'de> Deserialize<'de> + Default>(
     doc: &mut toml::Table,
     name: &str,
@@ -340,13 +346,9 @@ fn section<T: for<'de> Deserialize<'de> + Default>(
 ) -> Result<T, SettingsError> {
     match doc.remove(name) {
         None => Ok(T::default()),
-        Some(value) => value
-            .try_into()
-            .map_err(|err: toml::de::Error| SettingsError {
-                file: file.to_owned(),
-                key: Some(name.to_owned()),
-                reason: err.message().to_owned(),
-            }),
+        Some(value) => {
+            deserialize_section(name, value).map_err(|err| SettingsError::at_key(file, err))
+        }
     }
 }
 
@@ -516,7 +518,10 @@ mod tests {
         assert!(err.reason.starts_with("not valid TOML"), "{err}");
 
         assert_eq!(refused_key("[amqpp]\nurl = \"x\""), Some("amqpp".into()));
-        assert_eq!(refused_key("[amqp]\nurll = \"x\""), Some("amqp".into()));
+        assert_eq!(
+            refused_key("[amqp]\nurll = \"x\""),
+            Some("amqp.urll".into())
+        );
         assert_eq!(
             refused_key("[amqp]\nurl = \"http://x\""),
             Some("amqp.url".into())
@@ -563,7 +568,7 @@ mod tests {
         );
         assert_eq!(
             refused_key("[http]\nlisten = \"nowhere\""),
-            Some("http".into())
+            Some("http.listen".into())
         );
 
         let err = load("[consumer]\nprefetch = 0").expect_err("refused");
@@ -581,6 +586,48 @@ mod tests {
                 .as_deref()
                 .is_some_and(|k| k.starts_with("shops[0]")),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn every_section_reports_the_file_the_key_path_and_the_reason() {
+        let message = |text: &str| load(text).expect_err("refused").to_string();
+        assert_eq!(
+            message("[amqp]\nurll = \"x\""),
+            "configuration test.toml: `amqp.urll`: unknown field `urll`, expected `url` or \
+             `name_prefix`"
+        );
+        assert_eq!(
+            message("[retry]\nbase_delay_ms = \"1s\""),
+            "configuration test.toml: `retry.base_delay_ms`: invalid type: string \"1s\", \
+             expected u64"
+        );
+        assert_eq!(
+            message(
+                "[[shops]]\ndomain = \"acme.myshopify.com\"\napi_version = \"2026-04\"\n\
+                 admin_base_url = \"https://acme.myshopify.com\"\naccess_token_env = \"T\"\n\
+                 [shops.locations]\nMAIN = -5"
+            ),
+            "configuration test.toml: `shops[0].locations.MAIN`: location id must be a positive \
+             integer, got -5"
+        );
+
+        /// A service's own table, declared as the services declare theirs.
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        struct ServiceTable {
+            #[allow(dead_code)]
+            batch_size: u32,
+        }
+        let mut settings = load("[item_ingest]\nbatch_size = 0\nbatch = 1").expect("valid");
+        settings.source = Some("/etc/wos-sync.toml".into());
+        let err = settings
+            .service_section::<ServiceTable>("item_ingest")
+            .expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            "configuration /etc/wos-sync.toml: `item_ingest.batch`: unknown field `batch`, \
+             expected `batch_size`"
         );
     }
 

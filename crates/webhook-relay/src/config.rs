@@ -275,7 +275,10 @@ mod tests {
                 "[webhook_relay]\nmax_in_flight_publishes = 0",
                 "webhook_relay.max_in_flight_publishes",
             ),
-            ("[webhook_relay]\nmax_body = 1", "`webhook_relay`"),
+            (
+                "[webhook_relay]\nmax_body = 1",
+                "`webhook_relay.max_body`: unknown field `max_body`",
+            ),
             (
                 "[webhook_relay]\nheader_read_timeout_ms = 0",
                 "webhook_relay.header_read_timeout_ms",

@@ -1,8 +1,11 @@
-use chrono::TimeZone;
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, TimeZone, Utc};
 
 use super::*;
-use crate::config::FieldPolicy;
-use crate::webhook::parse_product_event;
+use crate::config::{FieldPolicies, FieldPolicy, ItemField};
+use crate::ids::{InventoryItemId, ProductId, VariantId};
+use crate::webhook::{ProductEvent, parse_product_event};
 
 fn at(second: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 27, 10, 0, second).unwrap()
