@@ -323,13 +323,18 @@ impl Harness {
     }
 
     /// Waits until nothing is left to do: no transaction waiting in the queue, no adjustment
-    /// parked, pending or batched, no open batch, no dead letter waiting in the outbox.
+    /// parked, pending or batched, no open batch, no dead letter waiting in the outbox. The
+    /// database part is one statement (one snapshot): read in several, a row could move from a
+    /// state one query counts (parked) to one the next query does not (pending) and pass for
+    /// settled in between.
     pub async fn wait_settled(&self, within: Duration) {
+        let queue = self.env.names.adjustment_pusher_queue().name;
         testkit::wait_until(within, "the pusher settled", || async {
-            self.in_flight().await == 0
+            self.env.queue_depth(&queue).await == 0
                 && self
                     .count(
-                        "SELECT (SELECT count(*) FROM adjustments WHERE state = 'parked') \
+                        "SELECT (SELECT count(*) FROM adjustments \
+                                 WHERE state IN ('parked', 'pending', 'batched')) \
                          + (SELECT count(*) FROM push_batches WHERE state = 'open') \
                          + (SELECT count(*) FROM outbox)",
                     )
