@@ -416,7 +416,7 @@ async fn set_faults(State(core): State<Arc<Core>>, bytes: Bytes) -> ApiResult {
     let faults: FaultConfig = body(&bytes)?;
     faults
         .validate()
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+        .map_err(|(key, reason)| ApiError(StatusCode::BAD_REQUEST, format!("{key}: {reason}")))?;
     core.faults.set(faults.clone());
     ok(faults)
 }

@@ -200,20 +200,24 @@ impl FaultConfig {
         }
     }
 
-    /// Checks the rules (statuses, probabilities).
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the rules (statuses, probabilities); `Err((key, reason))`.
+    pub fn validate(&self) -> Result<(), (String, String)> {
         for (i, rule) in self.rules.iter().enumerate() {
             if let Trigger::Probability(p) = rule.trigger
                 && !(0.0..=1.0).contains(&p)
             {
-                return Err(format!(
-                    "rules[{i}].trigger: probability must be within 0..=1"
+                return Err((
+                    format!("rules[{i}].trigger"),
+                    "probability must be within 0..=1".into(),
                 ));
             }
             if let FaultAction::Status { status, .. } = rule.action
                 && !(400..=599).contains(&status)
             {
-                return Err(format!("rules[{i}].action: status must be 400..=599"));
+                return Err((
+                    format!("rules[{i}].action"),
+                    "status must be 400..=599".into(),
+                ));
             }
         }
         Ok(())

@@ -18,7 +18,8 @@
 //! | [`webhooks`] | signed `products/*` webhooks to the relay |
 //! | [`core`] | the shared state and every operation the handle and the admin API offer |
 //! | [`client`] | a plain-HTTP client for tests, webhooks and the benchmark |
-//! | [`config`] | [`SandboxConfig`], API versions, the `[shopify_sandbox]` file section |
+//! | [`config`] | [`SandboxConfig`]: API versions, limits, the seed |
+//! | [`settings`] | the `[shopify_sandbox]` section of the configuration file, and [`run`] |
 //! | [`bench`] | the `bench` subcommand |
 //!
 //! What is modelled, the admin API, the fault knobs and the cost model are described in
@@ -37,14 +38,16 @@ pub mod idempotency;
 pub mod inventory;
 pub mod search;
 pub mod server;
-pub mod service;
+pub mod settings;
 pub mod throttle;
 pub mod webhooks;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use model::ids::{InventoryItemId, LocationId, ProductId, VariantId};
+use platform::settings::Settings;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 pub use crate::{
     config::{ApiVersions, SandboxConfig, ShopSeed},
@@ -57,6 +60,28 @@ pub use crate::{
     webhooks::WebhookDelivery,
 };
 use crate::{conn::ConnControl, conn::KillableListener, core::Core};
+
+/// The binary's service: the sandbox the configuration file describes
+/// ([`settings::SandboxSettings`]; `settings` loaded with [`settings::SECTION`] among its own
+/// sections), served until `shutdown` is cancelled.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let config = settings::SandboxSettings::from_settings(&settings)?.into_config(
+        &settings.shops,
+        settings.listen_or(settings::DEFAULT_LISTEN),
+        |name| std::env::var(name).ok().filter(|v| !v.is_empty()),
+    )?;
+    let shops = config.seed.len();
+    let handle = Sandbox::start(config).await?;
+    tracing::info!(
+        base_url = %handle.base_url(),
+        seeded_shops = shops,
+        "shopify sandbox ready (admin API under /sandbox)"
+    );
+    shutdown.cancelled().await;
+    handle.shutdown().await;
+    tracing::info!("shopify sandbox stopped");
+    Ok(())
+}
 
 /// Why a sandbox could not start or an operation was refused.
 #[derive(Debug, thiserror::Error)]
@@ -85,11 +110,13 @@ impl Sandbox {
     /// Binds `config.listen` (default `127.0.0.1:0`), seeds, and serves until
     /// [`SandboxHandle::shutdown`] (or the handle is dropped).
     pub async fn start(config: SandboxConfig) -> Result<SandboxHandle, SandboxError> {
+        config.api_versions.validate().map_err(|(key, reason)| {
+            SandboxError::Config(format!("api_versions.{key}: {reason}"))
+        })?;
         config
-            .api_versions
+            .faults
             .validate()
-            .map_err(SandboxError::Config)?;
-        config.faults.validate().map_err(SandboxError::Config)?;
+            .map_err(|(key, reason)| SandboxError::Config(format!("faults.{key}: {reason}")))?;
         let listen = config.listen;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -349,7 +376,9 @@ impl SandboxHandle {
 
     /// Replaces the fault rules.
     pub fn set_faults(&self, faults: FaultConfig) -> Result<(), SandboxError> {
-        faults.validate().map_err(SandboxError::Config)?;
+        faults
+            .validate()
+            .map_err(|(key, reason)| SandboxError::Config(format!("{key}: {reason}")))?;
         self.core.faults.set(faults);
         Ok(())
     }
