@@ -411,7 +411,7 @@ pub fn adjust_quantities(
     let mut changes = Vec::with_capacity(nonzero.len() * 2);
     for change in &nonzero {
         if let Some(level) = state.levels.get_mut(&(change.item, change.location)) {
-            level.add(name, change.delta, now);
+            level.add(name, change.delta);
         }
         changes.push(AppliedChange {
             name,
@@ -496,9 +496,7 @@ mod tests {
         store.create_shop("s.myshopify.com", "t").unwrap();
         let shop = store.shop("s.myshopify.com").unwrap();
         let mut state = shop.lock();
-        let loc = state
-            .create_location(&store.ids, None, "Main", Utc::now())
-            .unwrap();
+        let loc = state.create_location(&store.ids, None, "Main").unwrap();
         let p = state
             .create_product(
                 &store.ids,

@@ -22,8 +22,8 @@ use crate::{
     config::{SandboxConfig, ShopSeed},
     faults::Faults,
     inventory::{
-        AppliedGroup, CreatedProduct, CreatedVariant, LevelSnapshot, Location, ProductSpec,
-        ProductUpdate, QuantityName, ShopState, Store, StoreError, VariantSpec, VariantUpdate,
+        AppliedGroup, CreatedProduct, CreatedVariant, LevelSnapshot, ProductSpec, ProductUpdate,
+        QuantityName, ShopState, Store, StoreError, VariantSpec, VariantUpdate,
     },
     throttle::{LeakyBucket, ThrottleConfig},
     webhooks::{WebhookEmitter, delete_payload, product_payload},
@@ -261,14 +261,7 @@ impl Core {
         id: Option<LocationId>,
         name: &str,
     ) -> Result<LocationId, StoreError> {
-        self.with_shop(domain, |s| {
-            s.create_location(&self.store.ids, id, name, Utc::now())
-        })
-    }
-
-    /// Every location of a shop.
-    pub fn locations(&self, domain: &str) -> Result<Vec<Location>, StoreError> {
-        self.with_shop(domain, |s| Ok(s.locations.values().cloned().collect()))
+        self.with_shop(domain, |s| s.create_location(&self.store.ids, id, name))
     }
 
     /// Creates a product (webhook `products/create`).
@@ -377,9 +370,7 @@ impl Core {
         location: LocationId,
         available: i64,
     ) -> Result<(), StoreError> {
-        self.with_shop(domain, |s| {
-            s.stock_item(item, location, available, Utc::now())
-        })
+        self.with_shop(domain, |s| s.stock_item(item, location, available))
     }
 
     /// Sets a stored quantity directly (no adjustment group).
@@ -391,9 +382,7 @@ impl Core {
         name: &str,
         quantity: i64,
     ) -> Result<(), StoreError> {
-        self.with_shop(domain, |s| {
-            s.set_quantity(item, location, name, quantity, Utc::now())
-        })
+        self.with_shop(domain, |s| s.set_quantity(item, location, name, quantity))
     }
 
     /// One quantity, if the shop exists and the item is stocked at the location.

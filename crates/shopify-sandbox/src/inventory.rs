@@ -148,19 +148,13 @@ pub const DEFAULT_APP_SCOPES: [&str; 4] = [
     "read_locations",
 ];
 
-/// A location inventory is stocked at.
+/// A location inventory is stocked at (always active: locations are not deactivated).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Location {
     /// Location id.
     pub id: LocationId,
     /// Display name.
     pub name: String,
-    /// The number in this location's `gid://shopify/InventoryLevel/<n>?inventory_item_id=…`.
-    pub level_id: u64,
-    /// Whether the location is active.
-    pub is_active: bool,
-    /// When it was created.
-    pub created_at: DateTime<Utc>,
 }
 
 /// A product.
@@ -218,14 +212,6 @@ pub struct Item {
     pub id: InventoryItemId,
     /// Its variant.
     pub variant_id: VariantId,
-    /// Whether inventory is tracked.
-    pub tracked: bool,
-    /// Whether it requires shipping.
-    pub requires_shipping: bool,
-    /// Creation time.
-    pub created_at: DateTime<Utc>,
-    /// Last change.
-    pub updated_at: DateTime<Utc>,
 }
 
 /// An inventory item stocked at a location, with its named quantities.
@@ -236,23 +222,14 @@ pub struct Level {
     /// The location.
     pub location: LocationId,
     quantities: [i64; STORED.len()],
-    updated_at: [Option<DateTime<Utc>>; STORED.len()],
-    /// When the item was stocked here.
-    pub created_at: DateTime<Utc>,
 }
 
 impl Level {
-    fn new(item: InventoryItemId, location: LocationId, now: DateTime<Utc>) -> Self {
-        let mut updated_at = [None; STORED.len()];
-        // Shopify stamps `available` when an item is stocked; the other names stay null
-        // until they first change (fixtures' `baselineRead`).
-        updated_at[0] = Some(now);
+    fn new(item: InventoryItemId, location: LocationId) -> Self {
         Self {
             item,
             location,
             quantities: [0; STORED.len()],
-            updated_at,
-            created_at: now,
         }
     }
 
@@ -269,25 +246,18 @@ impl Level {
         }
     }
 
-    /// When `name` last changed; always `None` for the computed `on_hand`, as in Shopify.
-    pub fn updated_at(&self, name: QuantityName) -> Option<DateTime<Utc>> {
-        name.slot().and_then(|slot| self.updated_at[slot])
-    }
-
     /// Adds `delta` to a stored quantity (`on_hand` follows by construction).
-    pub(crate) fn add(&mut self, name: QuantityName, delta: i64, now: DateTime<Utc>) {
+    pub(crate) fn add(&mut self, name: QuantityName, delta: i64) {
         if let Some(slot) = name.slot() {
             self.quantities[slot] = self.quantities[slot].saturating_add(delta);
-            self.updated_at[slot] = Some(now);
         }
     }
 
     /// Sets a stored quantity; `on_hand` cannot be set directly.
-    fn set(&mut self, name: QuantityName, quantity: i64, now: DateTime<Utc>) -> bool {
+    fn set(&mut self, name: QuantityName, quantity: i64) -> bool {
         match name.slot() {
             Some(slot) => {
                 self.quantities[slot] = quantity;
-                self.updated_at[slot] = Some(now);
                 true
             }
             None => false,
@@ -373,7 +343,7 @@ pub struct ProductSpec {
 }
 
 /// One variant of a [`ProductSpec`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VariantSpec {
     /// SKU.
@@ -388,25 +358,9 @@ pub struct VariantSpec {
     /// Price; defaults to `0.00`.
     #[serde(default)]
     pub price: Option<String>,
-    /// Whether inventory is tracked (default true).
-    #[serde(default = "default_true")]
-    pub tracked: bool,
     /// Where the new inventory item is stocked, with its initial `available`.
     #[serde(default)]
     pub stock: Vec<Stock>,
-}
-
-impl Default for VariantSpec {
-    fn default() -> Self {
-        Self {
-            sku: None,
-            title: None,
-            barcode: None,
-            price: None,
-            tracked: true,
-            stock: Vec::new(),
-        }
-    }
 }
 
 impl VariantSpec {
@@ -426,10 +380,6 @@ impl VariantSpec {
         });
         self
     }
-}
-
-fn default_true() -> bool {
-    true
 }
 
 /// An initial stock level of a new variant.
@@ -677,7 +627,6 @@ impl ShopState {
         ids: &IdAllocator,
         id: Option<LocationId>,
         name: &str,
-        now: DateTime<Utc>,
     ) -> Result<LocationId, StoreError> {
         let id = id.unwrap_or_else(|| LocationId(ids.next()));
         if self.locations.contains_key(&id) {
@@ -688,9 +637,6 @@ impl ShopState {
             Location {
                 id,
                 name: name.to_owned(),
-                level_id: ids.next(),
-                is_active: true,
-                created_at: now,
             },
         );
         Ok(id)
@@ -821,18 +767,14 @@ impl ShopState {
             Item {
                 id: item_id,
                 variant_id,
-                tracked: spec.tracked,
-                requires_shipping: true,
-                created_at: now,
-                updated_at: now,
             },
         );
         for stock in &spec.stock {
             let level = self
                 .levels
                 .entry((item_id, stock.location_id))
-                .or_insert_with(|| Level::new(item_id, stock.location_id, now));
-            level.set(QuantityName::Available, stock.available, now);
+                .or_insert_with(|| Level::new(item_id, stock.location_id));
+            level.set(QuantityName::Available, stock.available);
         }
         Ok(CreatedVariant {
             variant_id,
@@ -933,10 +875,6 @@ impl ShopState {
         }
         variant.updated_at = now;
         let product_id = variant.product_id;
-        let item_id = variant.inventory_item_id;
-        if let Some(item) = self.items.get_mut(&item_id) {
-            item.updated_at = now;
-        }
         if let Some(product) = self.products.get_mut(&product_id) {
             product.updated_at = now;
         }
@@ -1012,10 +950,6 @@ impl ShopState {
                 title: Some(v.title.clone()),
                 barcode: v.barcode.clone(),
                 price: Some(v.price.clone()),
-                tracked: self
-                    .items
-                    .get(&v.inventory_item_id)
-                    .is_none_or(|i| i.tracked),
                 stock: self
                     .levels
                     .keys()
@@ -1044,7 +978,6 @@ impl ShopState {
         item: InventoryItemId,
         location: LocationId,
         available: i64,
-        now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         if !self.items.contains_key(&item) {
             return Err(StoreError::UnknownInventoryItem(item));
@@ -1055,8 +988,8 @@ impl ShopState {
         let level = self
             .levels
             .entry((item, location))
-            .or_insert_with(|| Level::new(item, location, now));
-        level.set(QuantityName::Available, available, now);
+            .or_insert_with(|| Level::new(item, location));
+        level.set(QuantityName::Available, available);
         Ok(())
     }
 
@@ -1068,7 +1001,6 @@ impl ShopState {
         location: LocationId,
         name: &str,
         quantity: i64,
-        now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let parsed = QuantityName::parse(name)
             .filter(|n| *n != QuantityName::OnHand)
@@ -1077,7 +1009,7 @@ impl ShopState {
             .levels
             .get_mut(&(item, location))
             .ok_or(StoreError::NotStocked(item, location))?;
-        level.set(parsed, quantity, now);
+        level.set(parsed, quantity);
         Ok(())
     }
 
@@ -1289,16 +1221,6 @@ impl Store {
             .ok_or(StoreError::UnknownShop(domain))
     }
 
-    /// Every shop's domain.
-    pub fn domains(&self) -> Vec<String> {
-        self.shops
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .keys()
-            .cloned()
-            .collect()
-    }
-
     /// Every shop.
     pub fn shops(&self) -> Vec<Arc<ShopHandle>> {
         self.shops
@@ -1342,22 +1264,22 @@ mod tests {
         let shop = store.shop("a.myshopify.com").unwrap();
         let loc = shop
             .lock()
-            .create_location(&store.ids, None, "Main", now())
+            .create_location(&store.ids, None, "Main")
             .unwrap();
         (store, shop, loc)
     }
 
     #[test]
     fn on_hand_is_the_sum_of_its_parts_and_excludes_incoming() {
-        let mut level = Level::new(InventoryItemId(1), LocationId(2), now());
-        level.add(QuantityName::Available, 5, now());
-        level.add(QuantityName::Damaged, 2, now());
-        level.add(QuantityName::Incoming, 7, now());
-        level.set(QuantityName::Committed, 1, now());
+        let mut level = Level::new(InventoryItemId(1), LocationId(2));
+        level.add(QuantityName::Available, 5);
+        level.add(QuantityName::Damaged, 2);
+        level.add(QuantityName::Incoming, 7);
+        level.set(QuantityName::Committed, 1);
         assert_eq!(level.quantity(QuantityName::OnHand), 8);
         assert_eq!(level.quantity(QuantityName::Incoming), 7);
-        assert!(level.updated_at(QuantityName::OnHand).is_none());
-        assert!(!level.set(QuantityName::OnHand, 3, now()));
+        assert!(!level.set(QuantityName::OnHand, 3));
+        assert_eq!(level.quantity(QuantityName::OnHand), 8);
     }
 
     #[test]

@@ -170,11 +170,6 @@ impl SandboxHandle {
         format!("http://{}", self.addr)
     }
 
-    /// The bound address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// `{base_url}/admin/api/{version}/graphql.json`.
     pub fn graphql_url(&self, version: &str) -> String {
         format!("{}/admin/api/{version}/graphql.json", self.base_url())
@@ -383,11 +378,6 @@ impl SandboxHandle {
         Ok(())
     }
 
-    /// The fault rules as they stand (spent `next` rules removed).
-    pub fn faults(&self) -> FaultConfig {
-        self.core.faults.get()
-    }
-
     /// The faults fired so far.
     pub fn fired_faults(&self) -> Vec<FiredFault> {
         self.core.faults.fired()
@@ -421,11 +411,5 @@ impl SandboxHandle {
     /// Waits until every queued webhook was delivered or gave up; false on timeout.
     pub async fn wait_for_webhooks(&self, timeout: Duration) -> bool {
         self.core.webhooks.wait_idle(timeout).await
-    }
-
-    /// Back to the start: the seed's shops only, the start faults and throttle, no webhooks
-    /// logged, held calls released.
-    pub fn reset(&self) -> Result<(), SandboxError> {
-        Ok(self.core.reset()?)
     }
 }

@@ -264,10 +264,7 @@ const STATIC_NAMES: &[&str] = &[
     "Boolean",
     "DateTime",
     "URL",
-    "HTML",
     "Money",
-    "UnsignedInt64",
-    "SortKey",
     "InventoryAdjustQuantitiesInput",
     "InventoryChangeInput",
 ];
@@ -289,10 +286,7 @@ fn named_ref(name: &'static str) -> &'static Ty {
         "Boolean",
         "DateTime",
         "URL",
-        "HTML",
         "Money",
-        "UnsignedInt64",
-        "SortKey",
         "InventoryAdjustQuantitiesInput",
         "InventoryChangeInput"
     )
@@ -1093,12 +1087,17 @@ mod tests {
     }
 
     #[test]
-    fn connections_cost_by_page_size() {
+    fn connections_cost_by_page_size_and_nodes_by_ids() {
         let cost = prepared_cost(
-            "query($id: ID!) { inventoryItem(id: $id) { id inventoryLevels(first: 5) { nodes { id location { id } quantities(names: [\"available\"]) { name quantity } } } } }",
-            json!({"id": "gid://shopify/InventoryItem/1"}),
+            "{ productVariants(first: 5) { nodes { id product { id } inventoryItem { id } } } }",
+            json!({}),
         );
-        assert_eq!(cost, Ok(1 + 2 + 5 * 2));
+        assert_eq!(cost, Ok(2 + 5 * (1 + 1 + 1)));
+        let cost = prepared_cost(
+            "query($ids: [ID!]!) { nodes(ids: $ids) { ... on ProductVariant { id product { id } } } }",
+            json!({"ids": ["gid://shopify/ProductVariant/1", "gid://shopify/ProductVariant/2"]}),
+        );
+        assert_eq!(cost, Ok(2 * (1 + 1)));
     }
 
     #[test]
@@ -1106,26 +1105,26 @@ mod tests {
         for (query, code) in [
             ("{ shop { nope } }", "undefinedField"),
             (
-                "{ inventoryItem(id: \"x\", bogus: 1) { id } }",
+                "{ nodes(ids: [\"x\"], bogus: 1) { id } }",
                 "argumentNotAccepted",
             ),
-            ("{ inventoryItem { id } }", "missingRequiredArguments"),
+            ("{ nodes { id } }", "missingRequiredArguments"),
             ("{ shop { ...F } }", "undefinedFragment"),
             ("{ shop }", "selectionMismatch"),
             ("{ shop { id { x } } }", "selectionMismatch"),
             ("query($a: ID!) { shop { id } }", "variableNotUsed"),
-            ("{ inventoryItem(id: $x) { id } }", "variableNotDefined"),
+            ("{ nodes(ids: [$x]) { id } }", "variableNotDefined"),
             (
-                "query($x: String!) { inventoryItem(id: $x) { id } }",
+                "query($x: String!) { nodes(ids: [$x]) { id } }",
                 "variableMismatch",
             ),
             (
-                "query($x: ID) { inventoryItem(id: $x) { id } }",
+                "query($x: ID) { nodes(ids: [$x]) { id } }",
                 "variableMismatch",
             ),
             ("{ shop @nope { id } }", "undefinedDirective"),
             (
-                "{ inventoryItem(id: 1.5) { id } }",
+                "{ nodes(ids: [1.5]) { id } }",
                 "argumentLiteralsIncompatible",
             ),
         ] {

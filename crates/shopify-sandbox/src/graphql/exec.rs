@@ -17,7 +17,7 @@ use super::{
 };
 use crate::{
     adjust::UserError,
-    inventory::{AppliedGroup, QuantityName, ShopState},
+    inventory::{AppliedGroup, ShopState},
     search::SearchQuery,
 };
 
@@ -65,12 +65,8 @@ pub enum Obj {
     AccessScope(u64, usize),
     /// A staff member (never readable: access denied).
     StaffMember,
-    /// An inventory item (may have been deleted since: only its id resolves then).
+    /// An inventory item.
     Item(InventoryItemId),
-    /// An inventory level.
-    Level(InventoryItemId, LocationId),
-    /// One named quantity of a level.
-    Quantity(InventoryItemId, LocationId, QuantityName),
     /// A variant.
     Variant(VariantId),
     /// A product.
@@ -79,10 +75,6 @@ pub enum Obj {
     Location(LocationId),
     /// The shop.
     Shop,
-    /// A count.
-    Count(u64),
-    /// A variant's selected option.
-    SelectedOption(String),
     /// A connection page.
     Connection(Arc<Conn>),
     /// One edge of a page.
@@ -105,14 +97,10 @@ impl Obj {
             Self::AccessScope(..) => "AccessScope",
             Self::StaffMember => "StaffMember",
             Self::Item(_) => "InventoryItem",
-            Self::Level(..) => "InventoryLevel",
-            Self::Quantity(..) => "InventoryQuantity",
             Self::Variant(_) => "ProductVariant",
             Self::Product(_) => "Product",
             Self::Location(_) => "Location",
             Self::Shop => "Shop",
-            Self::Count(_) => "Count",
-            Self::SelectedOption(_) => "SelectedOption",
             Self::Connection(c) => c.type_name,
             Self::Edge(c, _) => c.edge_type,
             Self::PageInfo(_) => "PageInfo",
@@ -143,10 +131,6 @@ fn leaf_opt(s: Option<&str>) -> R {
 
 fn int(i: i64) -> R {
     R::Leaf(Out::Int(i))
-}
-
-fn int_u(u: u64) -> R {
-    R::Leaf(Out::Int(i64::try_from(u).unwrap_or(i64::MAX)))
 }
 
 fn bool_(b: bool) -> R {
@@ -364,38 +348,11 @@ impl<'a, 'd> Executor<'a, 'd> {
                     ));
                     R::Null
                 }
-                "changes" => {
-                    let ids = |key: &str| -> Option<Vec<String>> {
-                        args.get(key).and_then(Value::as_array).map(|a| {
-                            a.iter()
-                                .filter_map(Value::as_str)
-                                .map(str::to_owned)
-                                .collect()
-                        })
-                    };
-                    let items = ids("inventoryItemIds");
-                    let locations = ids("locationIds");
-                    let names = ids("quantityNames");
-                    R::List(
-                        group
-                            .changes
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, c)| {
-                                items
-                                    .as_ref()
-                                    .is_none_or(|v| v.contains(&c.inventory_item_id.gid()))
-                                    && locations
-                                        .as_ref()
-                                        .is_none_or(|v| v.contains(&c.location_id.gid()))
-                                    && names
-                                        .as_ref()
-                                        .is_none_or(|v| v.iter().any(|n| n == c.name.as_str()))
-                            })
-                            .map(|(i, _)| R::Object(Obj::Change(Arc::clone(group), i)))
-                            .collect(),
-                    )
-                }
+                "changes" => R::List(
+                    (0..group.changes.len())
+                        .map(|i| R::Object(Obj::Change(Arc::clone(group), i)))
+                        .collect(),
+                ),
                 _ => R::Null,
             },
             Obj::Change(group, i) => {
@@ -444,55 +401,12 @@ impl<'a, 'd> Executor<'a, 'd> {
                 }
             }
             Obj::StaffMember => R::Null,
-            Obj::Item(id) => self.resolve_item(*id, name, args)?,
-            Obj::Level(item, location) => {
-                let level = shop.levels.get(&(*item, *location));
-                match name {
-                    "id" => leaf_str(level_gid(shop, *item, *location)),
-                    "isActive" => bool_(level.is_some()),
-                    "canDeactivate" => bool_(true),
-                    "createdAt" | "updatedAt" => {
-                        level.map_or(R::Null, |l| R::Leaf(time(l.created_at)))
-                    }
-                    "item" => R::Object(Obj::Item(*item)),
-                    "location" => R::Object(Obj::Location(*location)),
-                    "quantities" => {
-                        let names = args
-                            .get("names")
-                            .and_then(Value::as_array)
-                            .cloned()
-                            .unwrap_or_default();
-                        let mut out = Vec::with_capacity(names.len());
-                        for requested in names.iter().filter_map(Value::as_str) {
-                            let Some(quantity_name) = QuantityName::parse(requested) else {
-                                return Err(format!(
-                                    "The quantity name '{requested}' is invalid. Valid values are: {}.",
-                                    QuantityName::ALL.map(QuantityName::as_str).join(", ")
-                                ));
-                            };
-                            out.push(R::Object(Obj::Quantity(*item, *location, quantity_name)));
-                        }
-                        R::List(out)
-                    }
-                    _ => R::Null,
-                }
-            }
-            Obj::Quantity(item, location, quantity_name) => {
-                let level = shop.levels.get(&(*item, *location));
-                match name {
-                    "id" => leaf_str(format!(
-                        "{}&name={}",
-                        level_gid(shop, *item, *location),
-                        quantity_name.as_str()
-                    )),
-                    "name" => leaf_str(quantity_name.as_str()),
-                    "quantity" => int(level.map_or(0, |l| l.quantity(*quantity_name))),
-                    "updatedAt" => level
-                        .and_then(|l| l.updated_at(*quantity_name))
-                        .map_or(R::Null, |t| R::Leaf(time(t))),
-                    _ => R::Null,
-                }
-            }
+            // An item of an old adjustment group may have been deleted since: its id still
+            // resolves.
+            Obj::Item(id) => match name {
+                "id" => leaf_str(id.gid()),
+                _ => R::Null,
+            },
             Obj::Variant(id) => {
                 let Some(variant) = shop.variants.get(id) else {
                     return Ok(if name == "id" {
@@ -501,40 +415,19 @@ impl<'a, 'd> Executor<'a, 'd> {
                         R::Null
                     });
                 };
-                let product = shop.products.get(&variant.product_id);
                 match name {
                     "id" => leaf_str(id.gid()),
-                    "legacyResourceId" => leaf_str(id.to_string()),
                     "sku" => leaf_opt(variant.sku.as_deref()),
                     "title" => leaf_str(variant.title.clone()),
-                    "displayName" => leaf_str(format!(
-                        "{} - {}",
-                        product.map_or("", |p| p.title.as_str()),
-                        variant.title
-                    )),
                     "barcode" => leaf_opt(variant.barcode.as_deref()),
                     "price" => leaf_str(variant.price.clone()),
-                    "position" => int_u(
-                        product
-                            .and_then(|p| p.variants.iter().position(|v| v == id))
-                            .map_or(1, |p| p as u64 + 1),
-                    ),
-                    "inventoryQuantity" => int(shop.variant_inventory_quantity(variant)),
                     "createdAt" => R::Leaf(time(variant.created_at)),
                     "updatedAt" => R::Leaf(time(variant.updated_at)),
                     "inventoryItem" => R::Object(Obj::Item(variant.inventory_item_id)),
                     "product" => R::Object(Obj::Product(variant.product_id)),
-                    "selectedOptions" => {
-                        R::List(vec![R::Object(Obj::SelectedOption(variant.title.clone()))])
-                    }
                     _ => R::Null,
                 }
             }
-            Obj::SelectedOption(value) => match name {
-                "name" => leaf_str("Title"),
-                "value" => leaf_str(value.clone()),
-                _ => R::Null,
-            },
             Obj::Product(id) => {
                 let Some(product) = shop.products.get(id) else {
                     return Ok(if name == "id" {
@@ -543,73 +436,22 @@ impl<'a, 'd> Executor<'a, 'd> {
                         R::Null
                     });
                 };
-                let variants = || product.variants.iter().filter_map(|v| shop.variants.get(v));
                 match name {
                     "id" => leaf_str(id.gid()),
-                    "legacyResourceId" => leaf_str(id.to_string()),
                     "title" => leaf_str(product.title.clone()),
-                    "handle" => leaf_str(product.handle.clone()),
-                    "status" => leaf_str(product.status.to_uppercase()),
                     "vendor" => leaf_str(product.vendor.clone()),
                     "productType" => leaf_str(product.product_type.clone()),
-                    "descriptionHtml" => leaf_str(product.body_html.clone().unwrap_or_default()),
-                    "totalInventory" => {
-                        int(variants().map(|v| shop.variant_inventory_quantity(v)).sum())
-                    }
-                    "tracksInventory" => bool_(variants().any(|v| {
-                        shop.items
-                            .get(&v.inventory_item_id)
-                            .is_some_and(|i| i.tracked)
-                    })),
-                    "hasOnlyDefaultVariant" => bool_(
-                        product.variants.len() == 1
-                            && variants().all(|v| v.title == "Default Title"),
-                    ),
-                    "createdAt" => R::Leaf(time(product.created_at)),
                     "updatedAt" => R::Leaf(time(product.updated_at)),
-                    "variants" => {
-                        let items = variants()
-                            .filter(|v| search_from(args).matches(&|f| variant_fields(shop, v, f)))
-                            .map(|v| (v.id.0, Obj::Variant(v.id)))
-                            .collect();
-                        self.paginate("variants", "ProductVariant", items, args)?
-                    }
-                    "variantsCount" => R::Object(Obj::Count(product.variants.len() as u64)),
                     _ => R::Null,
                 }
             }
-            Obj::Location(id) => {
-                let location = shop.locations.get(id);
-                match name {
-                    "id" => leaf_str(id.gid()),
-                    "legacyResourceId" => leaf_str(id.to_string()),
-                    "name" => leaf_opt(location.map(|l| l.name.as_str())),
-                    "isActive" => bool_(location.is_some_and(|l| l.is_active)),
-                    "createdAt" => location.map_or(R::Null, |l| R::Leaf(time(l.created_at))),
-                    "inventoryLevel" => {
-                        let item = args
-                            .get("inventoryItemId")
-                            .and_then(Value::as_str)
-                            .and_then(|g| InventoryItemId::parse_gid(g).ok());
-                        match item {
-                            Some(item) if shop.levels.contains_key(&(item, *id)) => {
-                                R::Object(Obj::Level(item, *id))
-                            }
-                            _ => R::Null,
-                        }
-                    }
-                    "inventoryLevels" => {
-                        let items = shop
-                            .levels
-                            .keys()
-                            .filter(|(_, l)| l == id)
-                            .map(|&(item, location)| (item.0, Obj::Level(item, location)))
-                            .collect();
-                        self.paginate("inventoryLevels", "InventoryLevel", items, args)?
-                    }
-                    _ => R::Null,
-                }
-            }
+            Obj::Location(id) => match name {
+                "id" => leaf_str(id.gid()),
+                "name" => leaf_opt(shop.locations.get(id).map(|l| l.name.as_str())),
+                // Locations cannot be deactivated in the sandbox.
+                "isActive" => bool_(shop.locations.contains_key(id)),
+                _ => R::Null,
+            },
             Obj::Shop => match name {
                 "id" => leaf_str("gid://shopify/Shop/1"),
                 "name" => leaf_str(
@@ -620,11 +462,6 @@ impl<'a, 'd> Executor<'a, 'd> {
                         .to_owned(),
                 ),
                 "myshopifyDomain" => leaf_str(shop.domain.clone()),
-                _ => R::Null,
-            },
-            Obj::Count(n) => match name {
-                "count" => int_u(*n),
-                "precision" => leaf_str("EXACT"),
                 _ => R::Null,
             },
             Obj::Connection(conn) => match name {
@@ -652,114 +489,9 @@ impl<'a, 'd> Executor<'a, 'd> {
         })
     }
 
-    fn resolve_item(
-        &mut self,
-        id: InventoryItemId,
-        name: &str,
-        args: &Map<String, Value>,
-    ) -> Result<R, String> {
-        let shop = self.shop;
-        let Some(item) = shop.items.get(&id) else {
-            // A deleted item still renders its id in old adjustment groups.
-            return Ok(if name == "id" {
-                leaf_str(id.gid())
-            } else {
-                R::Null
-            });
-        };
-        let variant = shop.variants.get(&item.variant_id);
-        let sku = variant.and_then(|v| v.sku.as_deref());
-        Ok(match name {
-            "id" => leaf_str(id.gid()),
-            "legacyResourceId" => leaf_str(id.to_string()),
-            "sku" => leaf_opt(sku),
-            "tracked" => bool_(item.tracked),
-            "requiresShipping" => bool_(item.requires_shipping),
-            "createdAt" => R::Leaf(time(item.created_at)),
-            "updatedAt" => R::Leaf(time(item.updated_at)),
-            "duplicateSkuCount" => int_u(sku.map_or(0, |sku| {
-                shop.variants
-                    .values()
-                    .filter(|v| v.sku.as_deref() == Some(sku) && v.inventory_item_id != id)
-                    .count() as u64
-            })),
-            "countryCodeOfOrigin" | "provinceCodeOfOrigin" | "harmonizedSystemCode" => R::Null,
-            "variant" => R::Object(Obj::Variant(item.variant_id)),
-            "inventoryLevel" => {
-                let location = args
-                    .get("locationId")
-                    .and_then(Value::as_str)
-                    .map(|g| {
-                        LocationId::parse_gid(g).map_err(|_| format!("Invalid global id '{g}'"))
-                    })
-                    .transpose()?;
-                match location {
-                    Some(location) if shop.levels.contains_key(&(id, location)) => {
-                        R::Object(Obj::Level(id, location))
-                    }
-                    _ => R::Null,
-                }
-            }
-            "inventoryLevels" => {
-                let items = shop
-                    .levels
-                    .range((id, LocationId(0))..)
-                    .take_while(|((item, _), _)| *item == id)
-                    .map(|(&(item, location), _)| (location.0, Obj::Level(item, location)))
-                    .collect();
-                self.paginate("inventoryLevels", "InventoryLevel", items, args)?
-            }
-            _ => R::Null,
-        })
-    }
-
     fn resolve_query(&mut self, name: &str, args: &Map<String, Value>) -> Result<R, String> {
         let shop = self.shop;
-        let id_arg = || args.get("id").and_then(Value::as_str).unwrap_or_default();
-        let invalid = |gid: &str| format!("Invalid global id '{gid}'");
         Ok(match name {
-            "inventoryItem" => {
-                let id = InventoryItemId::parse_gid(id_arg()).map_err(|_| invalid(id_arg()))?;
-                if shop.items.contains_key(&id) {
-                    R::Object(Obj::Item(id))
-                } else {
-                    R::Null
-                }
-            }
-            "productVariant" => {
-                let id = VariantId::parse_gid(id_arg()).map_err(|_| invalid(id_arg()))?;
-                if shop.variants.contains_key(&id) {
-                    R::Object(Obj::Variant(id))
-                } else {
-                    R::Null
-                }
-            }
-            "product" => {
-                let id = ProductId::parse_gid(id_arg()).map_err(|_| invalid(id_arg()))?;
-                if shop.products.contains_key(&id) {
-                    R::Object(Obj::Product(id))
-                } else {
-                    R::Null
-                }
-            }
-            "location" => match args.get("id").and_then(Value::as_str) {
-                // Without an id, Shopify answers the shop's primary (first) location.
-                None => shop
-                    .locations
-                    .keys()
-                    .next()
-                    .map_or(R::Null, |id| R::Object(Obj::Location(*id))),
-                Some(gid) => {
-                    let id = LocationId::parse_gid(gid).map_err(|_| invalid(gid))?;
-                    if shop.locations.contains_key(&id) {
-                        R::Object(Obj::Location(id))
-                    } else {
-                        R::Null
-                    }
-                }
-            },
-            "inventoryLevel" => node(shop, id_arg()).map_or(R::Null, R::Object),
-            "node" => node(shop, id_arg()).map_or(R::Null, R::Object),
             "nodes" => R::List(
                 args.get("ids")
                     .and_then(Value::as_array)
@@ -774,18 +506,12 @@ impl<'a, 'd> Executor<'a, 'd> {
                     })
                     .unwrap_or_default(),
             ),
-            "inventoryItems" => {
-                let query = search_from(args);
-                let items = shop
-                    .items
-                    .values()
-                    .filter(|item| query.matches(&|f| item_fields(shop, item.id, f)))
-                    .map(|item| (item.id.0, Obj::Item(item.id)))
-                    .collect();
-                self.paginate("inventoryItems", "InventoryItem", items, args)?
-            }
             "productVariants" => {
-                let query = search_from(args);
+                let query = SearchQuery::parse(
+                    args.get("query")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default(),
+                );
                 let items = shop
                     .variants
                     .values()
@@ -794,52 +520,11 @@ impl<'a, 'd> Executor<'a, 'd> {
                     .collect();
                 self.paginate("productVariants", "ProductVariant", items, args)?
             }
-            "productVariantsCount" => {
-                let query = search_from(args);
-                R::Object(Obj::Count(
-                    shop.variants
-                        .values()
-                        .filter(|v| query.matches(&|f| variant_fields(shop, v, f)))
-                        .count() as u64,
-                ))
-            }
-            "products" => {
-                let query = search_from(args);
-                let items = shop
-                    .products
-                    .keys()
-                    .filter(|id| query.matches(&|f| product_fields(shop, **id, f)))
-                    .map(|id| (id.0, Obj::Product(*id)))
-                    .collect();
-                self.paginate("products", "Product", items, args)?
-            }
-            "productsCount" => {
-                let query = search_from(args);
-                R::Object(Obj::Count(
-                    shop.products
-                        .keys()
-                        .filter(|id| query.matches(&|f| product_fields(shop, **id, f)))
-                        .count() as u64,
-                ))
-            }
             "locations" => {
-                let query = search_from(args);
-                let include_inactive = args
-                    .get("includeInactive")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false);
                 let items = shop
                     .locations
-                    .values()
-                    .filter(|l| include_inactive || l.is_active)
-                    .filter(|l| {
-                        query.matches(&|f| match f {
-                            "name" | "" => Some(vec![l.name.clone()]),
-                            "id" => Some(vec![l.id.to_string(), l.id.gid()]),
-                            _ => None,
-                        })
-                    })
-                    .map(|l| (l.id.0, Obj::Location(l.id)))
+                    .keys()
+                    .map(|id| (id.0, Obj::Location(*id)))
                     .collect();
                 self.paginate("locations", "Location", items, args)?
             }
@@ -936,32 +621,16 @@ fn scope_description(handle: &str) -> String {
 
 fn connection_type(node: &str) -> &'static str {
     match node {
-        "InventoryItem" => "InventoryItemConnection",
-        "InventoryLevel" => "InventoryLevelConnection",
         "ProductVariant" => "ProductVariantConnection",
-        "Product" => "ProductConnection",
         _ => "LocationConnection",
     }
 }
 
 fn edge_type(node: &str) -> &'static str {
     match node {
-        "InventoryItem" => "InventoryItemEdge",
-        "InventoryLevel" => "InventoryLevelEdge",
         "ProductVariant" => "ProductVariantEdge",
-        "Product" => "ProductEdge",
         _ => "LocationEdge",
     }
-}
-
-/// `gid://shopify/InventoryLevel/<location level id>?inventory_item_id=<item>`, as Shopify
-/// spells it.
-fn level_gid(shop: &ShopState, item: InventoryItemId, location: LocationId) -> String {
-    let level_id = shop
-        .locations
-        .get(&location)
-        .map_or(location.0, |l| l.level_id);
-    format!("gid://shopify/InventoryLevel/{level_id}?inventory_item_id={item}")
 }
 
 /// Resolves any supported gid to its object, if it exists.
@@ -975,30 +644,14 @@ fn node(shop: &ShopState, gid: &str) -> Option<Obj> {
     if let Ok(id) = ProductId::parse_gid(gid) {
         return shop.products.contains_key(&id).then_some(Obj::Product(id));
     }
-    if let Ok(id) = LocationId::parse_gid(gid) {
-        return shop
-            .locations
-            .contains_key(&id)
-            .then_some(Obj::Location(id));
-    }
-    let rest = gid.strip_prefix("gid://shopify/InventoryLevel/")?;
-    let (level_id, query) = rest.split_once("?inventory_item_id=")?;
-    let level_id: u64 = level_id.parse().ok()?;
-    let item = InventoryItemId(query.parse().ok()?);
-    let location = shop.locations.values().find(|l| l.level_id == level_id)?.id;
-    shop.levels
-        .contains_key(&(item, location))
-        .then_some(Obj::Level(item, location))
+    let id = LocationId::parse_gid(gid).ok()?;
+    shop.locations
+        .contains_key(&id)
+        .then_some(Obj::Location(id))
 }
 
-fn search_from(args: &Map<String, Value>) -> SearchQuery {
-    SearchQuery::parse(
-        args.get("query")
-            .and_then(Value::as_str)
-            .unwrap_or_default(),
-    )
-}
-
+/// What a `productVariants` search matches: `sku:` and bare words (title, SKU, product
+/// title); other filters are ignored, as Shopify ignores unknown ones.
 fn variant_fields(
     shop: &ShopState,
     variant: &crate::inventory::Variant,
@@ -1006,51 +659,12 @@ fn variant_fields(
 ) -> Option<Vec<String>> {
     Some(match field {
         "sku" => variant.sku.iter().cloned().collect(),
-        "barcode" => variant.barcode.iter().cloned().collect(),
-        "title" => vec![variant.title.clone()],
-        "id" => vec![variant.id.to_string(), variant.id.gid()],
-        "product_id" => vec![variant.product_id.to_string(), variant.product_id.gid()],
-        "inventory_item_id" => vec![
-            variant.inventory_item_id.to_string(),
-            variant.inventory_item_id.gid(),
-        ],
         "" => {
             let mut words = vec![variant.title.clone()];
             words.extend(variant.sku.iter().cloned());
             if let Some(p) = shop.products.get(&variant.product_id) {
                 words.push(p.title.clone());
             }
-            words
-        }
-        _ => return None,
-    })
-}
-
-fn item_fields(shop: &ShopState, item: InventoryItemId, field: &str) -> Option<Vec<String>> {
-    Some(match field {
-        "sku" => shop.item_sku(item).map(str::to_owned).into_iter().collect(),
-        "id" => vec![item.to_string(), item.gid()],
-        "" => shop.item_sku(item).map(str::to_owned).into_iter().collect(),
-        _ => return None,
-    })
-}
-
-fn product_fields(shop: &ShopState, id: ProductId, field: &str) -> Option<Vec<String>> {
-    let Some(product) = shop.products.get(&id) else {
-        return Some(Vec::new());
-    };
-    let variants = || product.variants.iter().filter_map(|v| shop.variants.get(v));
-    Some(match field {
-        "title" => vec![product.title.clone()],
-        "id" => vec![id.to_string(), id.gid()],
-        "sku" => variants().filter_map(|v| v.sku.clone()).collect(),
-        "vendor" => vec![product.vendor.clone()],
-        "product_type" => vec![product.product_type.clone()],
-        "status" => vec![product.status.clone()],
-        "handle" => vec![product.handle.clone()],
-        "" => {
-            let mut words = vec![product.title.clone()];
-            words.extend(variants().filter_map(|v| v.sku.clone()));
             words
         }
         _ => return None,

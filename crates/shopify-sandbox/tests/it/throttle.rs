@@ -181,14 +181,11 @@ async fn throttling_off_never_refuses_and_reports_a_full_bucket() {
 async fn a_query_over_the_single_query_limit_is_refused() {
     let world = World::new().await;
     let r = world
-        .gql(V, "{ products(first: 250) { nodes { variants(first: 250) { nodes { id inventoryItem { id } } } } } }", json!({}))
+        .gql(V, "{ a: productVariants(first: 250) { nodes { id product { id } inventoryItem { id } } } b: productVariants(first: 250) { nodes { id product { id } inventoryItem { id } } } }", json!({}))
         .await;
     let body = r.json();
     assert_eq!(body["errors"][0]["extensions"]["code"], "MAX_COST_EXCEEDED");
-    assert!(
-        body["extensions"]["cost"]["requestedQueryCost"]
-            .as_i64()
-            .unwrap()
-            > 1000
-    );
+    // Each page: 2 + 250 × (the variant, its product, its item).
+    assert_eq!(body["extensions"]["cost"]["requestedQueryCost"], 2 * 752);
+    assert!(body.get("data").is_none(), "nothing ran");
 }
