@@ -22,7 +22,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use model::ids::{InventoryItemId, LocationId};
 use serde_json::Value;
 
-use crate::inventory::{AppliedChange, AppliedGroup, IdAllocator, QuantityName, ShopState};
+use crate::store::{AppliedChange, AppliedGroup, IdAllocator, QuantityName, ShopState};
 
 /// The reasons Shopify accepts, in its error-message order.
 pub const REASONS: [&str; 17] = [
@@ -481,7 +481,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::inventory::{ProductSpec, Store, VariantSpec};
+    use crate::store::{ProductSpec, Store, VariantSpec};
 
     struct Fixture {
         store: Store,

@@ -20,14 +20,14 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 
 use crate::{
-    core::Core,
     faults::FaultConfig,
-    inventory::{ProductSpec, StoreError},
+    state::SandboxState,
+    store::{ProductSpec, StoreError},
     throttle::ThrottleConfig,
 };
 
 /// The admin routes (merged into the server's router).
-pub fn routes() -> Router<Arc<Core>> {
+pub fn routes() -> Router<Arc<SandboxState>> {
     Router::new()
         .route("/sandbox/reset", post(reset))
         .route("/sandbox/shops", get(list_shops).post(create_shop))
@@ -85,8 +85,8 @@ fn created(value: impl Serialize) -> ApiResult {
     Ok((StatusCode::CREATED, axum::Json(value)).into_response())
 }
 
-async fn reset(State(core): State<Arc<Core>>) -> ApiResult {
-    core.reset()?;
+async fn reset(State(sandbox): State<Arc<SandboxState>>) -> ApiResult {
+    sandbox.reset()?;
     ok(json!({"reset": true}))
 }
 
@@ -99,15 +99,15 @@ struct NewShop {
     webhook_secret: Option<String>,
 }
 
-async fn create_shop(State(core): State<Arc<Core>>, bytes: Bytes) -> ApiResult {
+async fn create_shop(State(sandbox): State<Arc<SandboxState>>, bytes: Bytes) -> ApiResult {
     let shop: NewShop = body(&bytes)?;
-    core.create_shop(&shop.domain, &shop.access_token)?;
-    core.set_webhook_secret(&shop.domain, shop.webhook_secret)?;
+    sandbox.create_shop(&shop.domain, &shop.access_token)?;
+    sandbox.set_webhook_secret(&shop.domain, shop.webhook_secret)?;
     created(json!({"domain": shop.domain.trim().to_lowercase()}))
 }
 
-async fn list_shops(State(core): State<Arc<Core>>) -> ApiResult {
-    let shops: Vec<Value> = core
+async fn list_shops(State(sandbox): State<Arc<SandboxState>>) -> ApiResult {
+    let shops: Vec<Value> = sandbox
         .store
         .shops()
         .into_iter()
@@ -135,30 +135,36 @@ struct NewLocation {
 }
 
 async fn create_location(
-    State(core): State<Arc<Core>>,
+    State(sandbox): State<Arc<SandboxState>>,
     Path(shop): Path<String>,
     bytes: Bytes,
 ) -> ApiResult {
     let location: NewLocation = body(&bytes)?;
-    let id = core.create_location(&shop, location.id, &location.name)?;
+    let id = sandbox.create_location(&shop, location.id, &location.name)?;
     created(json!({"id": id, "gid": id.gid()}))
 }
 
 async fn create_product(
-    State(core): State<Arc<Core>>,
+    State(sandbox): State<Arc<SandboxState>>,
     Path(shop): Path<String>,
     bytes: Bytes,
 ) -> ApiResult {
     let spec: ProductSpec = body(&bytes)?;
-    created(core.create_product(&shop, &spec)?)
+    created(sandbox.create_product(&shop, &spec)?)
 }
 
-async fn inventory(State(core): State<Arc<Core>>, Path(shop): Path<String>) -> ApiResult {
-    ok(core.inventory(&shop)?)
+async fn inventory(
+    State(sandbox): State<Arc<SandboxState>>,
+    Path(shop): Path<String>,
+) -> ApiResult {
+    ok(sandbox.inventory(&shop)?)
 }
 
-async fn adjustment_groups(State(core): State<Arc<Core>>, Path(shop): Path<String>) -> ApiResult {
-    ok(core.adjustment_groups(&shop)?)
+async fn adjustment_groups(
+    State(sandbox): State<Arc<SandboxState>>,
+    Path(shop): Path<String>,
+) -> ApiResult {
+    ok(sandbox.adjustment_groups(&shop)?)
 }
 
 #[derive(Deserialize)]
@@ -168,16 +174,16 @@ struct BucketLevel {
 }
 
 async fn set_bucket(
-    State(core): State<Arc<Core>>,
+    State(sandbox): State<Arc<SandboxState>>,
     Path(shop): Path<String>,
     bytes: Bytes,
 ) -> ApiResult {
     let level: BucketLevel = body(&bytes)?;
-    core.set_bucket_available(&shop, level.available)?;
+    sandbox.set_bucket_available(&shop, level.available)?;
     ok(json!({"ok": true}))
 }
 
-async fn set_throttle(State(core): State<Arc<Core>>, bytes: Bytes) -> ApiResult {
+async fn set_throttle(State(sandbox): State<Arc<SandboxState>>, bytes: Bytes) -> ApiResult {
     let throttle: ThrottleConfig = body(&bytes)?;
     if !(throttle.bucket_size > 0.0 && throttle.restore_rate >= 0.0) {
         return Err(ApiError(
@@ -185,15 +191,15 @@ async fn set_throttle(State(core): State<Arc<Core>>, bytes: Bytes) -> ApiResult 
             "bucket_size must be > 0 and restore_rate >= 0".into(),
         ));
     }
-    core.set_throttle(throttle);
+    sandbox.set_throttle(throttle);
     ok(throttle)
 }
 
-async fn set_faults(State(core): State<Arc<Core>>, bytes: Bytes) -> ApiResult {
+async fn set_faults(State(sandbox): State<Arc<SandboxState>>, bytes: Bytes) -> ApiResult {
     let faults: FaultConfig = body(&bytes)?;
     faults
         .validate()
         .map_err(|(key, reason)| ApiError(StatusCode::BAD_REQUEST, format!("{key}: {reason}")))?;
-    core.faults.set(faults.clone());
+    sandbox.faults.set(faults.clone());
     ok(faults)
 }

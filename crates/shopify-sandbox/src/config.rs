@@ -7,7 +7,7 @@ use std::{net::SocketAddr, time::Duration};
 use model::ids::LocationId;
 use serde::{Deserialize, Serialize};
 
-use crate::{faults::FaultConfig, inventory::ProductSpec, throttle::ThrottleConfig};
+use crate::{faults::FaultConfig, store::ProductSpec, throttle::ThrottleConfig};
 
 /// The API versions served. Shopify releases quarterly (`YYYY-01/04/07/10`): a request for a
 /// supported version runs under it; an older one falls forward to the oldest supported (as

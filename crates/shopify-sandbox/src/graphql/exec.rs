@@ -17,8 +17,8 @@ use super::{
 };
 use crate::{
     adjust::UserError,
-    inventory::{AppliedGroup, ShopState},
     search::SearchQuery,
+    store::{AppliedGroup, ShopState},
 };
 
 /// Largest page a connection serves.
@@ -654,7 +654,7 @@ fn node(shop: &ShopState, gid: &str) -> Option<Obj> {
 /// title); other filters are ignored, as Shopify ignores unknown ones.
 fn variant_fields(
     shop: &ShopState,
-    variant: &crate::inventory::Variant,
+    variant: &crate::store::Variant,
     field: &str,
 ) -> Option<Vec<String>> {
     Some(match field {

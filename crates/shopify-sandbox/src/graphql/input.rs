@@ -2,7 +2,7 @@
 //!
 //! The rules and the problem texts follow the `INVALID_VARIABLE` errors Shopify returns
 //! (fixtures: `missingRequiredFieldProbes`, `legacySetShape`): a missing non-null field is
-//! "Expected value to not be null", an unknown field "Field is not defined on <Type>".
+//! "Expected value to not be null", an unknown field "Field is not defined on `<Type>`".
 //! An absent nullable field stays absent (not null): from 2026-04 Shopify tells an absent
 //! `changeFromQuantity` from an explicit `null`, and so must we.
 

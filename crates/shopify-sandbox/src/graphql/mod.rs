@@ -40,7 +40,7 @@ use crate::{
         AdjustContext, AdjustOutcome, AdjustRequest, MAX_CHANGES, UserError, adjust_quantities,
     },
     idempotency::{Begin, fingerprint},
-    inventory::{IdAllocator, Principal, ShopHandle},
+    store::{IdAllocator, Principal, ShopHandle},
     throttle::{LeakyBucket, ThrottleConfig, ThrottleStatus},
 };
 
