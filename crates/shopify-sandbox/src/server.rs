@@ -21,7 +21,7 @@ use axum::{
 use crate::{
     conn::ConnControl,
     faults::{FaultAction, ms, status_body},
-    graphql::{self, Env, GraphqlRequest, Pause, Tamper, document::OpKind},
+    graphql::{self, Env, GraphqlRequest, OpKind, Pause, Tamper},
     state::SandboxState,
 };
 
