@@ -10,8 +10,8 @@ use tokio::task::JoinHandle;
 
 use crate::{
     config::SandboxConfig,
-    conn::{ConnControl, KillableListener},
     faults::{FaultConfig, FiredFault},
+    killable::{ConnControl, KillableListener},
     server,
     state::SandboxState,
     store::{

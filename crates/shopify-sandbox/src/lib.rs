@@ -16,7 +16,7 @@
 //! | [`graphql`] | parsing, validation, variable coercion, cost, execution and response shaping |
 //! | [`search`] | the `query:` search syntax (`sku:…`) |
 //! | [`faults`] | fault rules: 5xx/429, delays, dropped connections, apply-then-drop/hang, holds |
-//! | [`conn`] | connections a fault can cut (TCP reset, no response) |
+//! | [`killable`] | connections a fault can cut (TCP reset, no response) |
 //! | [`server`] / [`admin`] | the GraphQL endpoint / the `/sandbox` admin API |
 //! | [`webhooks`] | signed `products/*` webhooks to the relay |
 //! | [`client`] | a plain-HTTP client for tests, webhooks and the benchmark |
@@ -32,11 +32,11 @@ pub mod admin;
 pub mod bench;
 pub mod client;
 pub mod config;
-pub mod conn;
 pub mod faults;
 pub mod graphql;
 pub mod handle;
 pub mod idempotency;
+pub mod killable;
 pub mod merchant;
 pub mod search;
 pub mod server;

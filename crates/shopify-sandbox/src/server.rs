@@ -19,9 +19,9 @@ use axum::{
 };
 
 use crate::{
-    conn::ConnControl,
     faults::{FaultAction, ms, status_body},
     graphql::{self, Env, GraphqlRequest, OpKind, Pause, Tamper},
+    killable::ConnControl,
     state::SandboxState,
 };
 
