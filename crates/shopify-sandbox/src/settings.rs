@@ -2,9 +2,9 @@
 //! seed it makes of the file's `[[shops]]`, turned into the library's [`SandboxConfig`].
 //!
 //! The platform's settings do not know the section: the sandbox binary and `wos-sync` name it
-//! when they load the file ([`Settings::load_with_sections`]), and the sandbox parses it here,
-//! refusing unknown keys and bad values with the file and the key's full path, as the platform
-//! does for its own sections. The services refuse the section like any unknown one: the
+//! when they load the file ([`Settings::load_with_sections`]), and the sandbox reads it here as
+//! every section is read (serde types, then the rules serde cannot check), refusing unknown keys
+//! and bad values with the file and the key's full path. The services refuse the section like any unknown one: the
 //! sandbox is never part of their deployment.
 //!
 //! With `seed_shops` (the default) every configured shop is created with the access token and
@@ -19,7 +19,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use model::config::ShopDirectory;
+use model::config::{ConfigError, ShopDirectory, key_path};
 use platform::settings::{Settings, SettingsError};
 use serde::Deserialize;
 
@@ -88,24 +88,13 @@ impl SandboxSettings {
     /// is none), checked against the file's `[[shops]]`. `settings` must have been loaded with
     /// [`SECTION`] among its own sections.
     pub fn from_settings(settings: &Settings) -> Result<Self, SettingsError> {
-        let refuse = |key: String, reason: String| SettingsError {
-            file: settings.source_name(),
-            key: Some(key),
-            reason,
-        };
-        let section: Self = match settings.services.get(SECTION) {
-            None => Self::default(),
-            Some(table) => serde_path_to_error::deserialize(table.clone()).map_err(|err| {
-                let key = match err.path().to_string() {
-                    path if path == "." => SECTION.to_owned(),
-                    path => format!("{SECTION}.{path}"),
-                };
-                refuse(key, err.into_inner().message().to_owned())
-            })?,
-        };
-        section
-            .validate(&settings.shops)
-            .map_err(|(key, reason)| refuse(format!("{SECTION}.{key}"), reason))?;
+        let section: Self = settings.service_section(SECTION)?;
+        section.validate(&settings.shops).map_err(|(key, reason)| {
+            SettingsError::at_key(
+                &settings.source_name(),
+                ConfigError::new(format!("{SECTION}.{key}"), reason),
+            )
+        })?;
         Ok(section)
     }
 
@@ -134,7 +123,7 @@ impl SandboxSettings {
                     .find(|w| shop.location_for(w).is_none())
                 {
                     return Err((
-                        format!("products[{i}].variants[{j}].available.{warehouse}"),
+                        key_path(&format!("products[{i}].variants[{j}].available"), warehouse),
                         format!(
                             "shop {} has no location for warehouse {warehouse}",
                             shop.domain
