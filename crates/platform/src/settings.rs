@@ -85,13 +85,10 @@ pub struct LogSettings {
     pub format: LogFormat,
 }
 
-/// Service-specific tables a configuration file may carry; each service parses its own.
-pub const SERVICE_SECTIONS: &[&str] = &[
-    "item_ingest",
-    "adjustment_pusher",
-    "webhook_relay",
-    "shopify_sandbox",
-];
+/// Service-specific tables a configuration file may carry; each service parses its own. Other
+/// programs that share the file name their own tables when they load it
+/// ([`Settings::load_with_sections`]).
+pub const SERVICE_SECTIONS: &[&str] = &["item_ingest", "adjustment_pusher", "webhook_relay"];
 
 /// The sections the platform itself reads.
 const PLATFORM_SECTIONS: &[&str] = &[
@@ -110,7 +107,8 @@ pub struct Settings {
     pub http: HttpSettings,
     pub log: LogSettings,
     pub shops: ShopDirectory,
-    /// The service-specific tables ([`SERVICE_SECTIONS`]) present in the file.
+    /// The service-specific tables ([`SERVICE_SECTIONS`]) present in the file, and those the
+    /// loading program named as its own ([`Settings::load_with_sections`]), unparsed.
     pub services: toml::Table,
 }
 
@@ -154,8 +152,16 @@ impl Settings {
     /// Loads the settings a binary was started with: the file (if any), then the environment,
     /// then the flags.
     pub fn load(args: &CommonArgs) -> Result<Self, SettingsError> {
+        Self::load_with_sections(args, &[])
+    }
+
+    /// [`Settings::load`] for a program that reads tables of its own from the same file:
+    /// `own` names them (the platform knows only its own sections and the services'), and they
+    /// are kept unparsed in [`Settings::services`] for the program to read. Any other unknown
+    /// section is still refused.
+    pub fn load_with_sections(args: &CommonArgs, own: &[&str]) -> Result<Self, SettingsError> {
         let mut settings = match &args.config {
-            Some(path) => Self::from_file(path)?,
+            Some(path) => Self::read_file(path, own)?,
             None => Self::default(),
         };
         settings.apply_env(|name| std::env::var(name).ok().filter(|v| !v.is_empty()));
@@ -176,18 +182,31 @@ impl Settings {
 
     /// Reads and validates a configuration file.
     pub fn from_file(path: &Path) -> Result<Self, SettingsError> {
+        Self::read_file(path, &[])
+    }
+
+    fn read_file(path: &Path, own: &[&str]) -> Result<Self, SettingsError> {
         let text = std::fs::read_to_string(path).map_err(|err| SettingsError {
             file: path.display().to_string(),
             key: None,
             reason: format!("cannot read: {err}"),
         })?;
-        let mut settings = Self::from_toml_str(&text, &path.display().to_string())?;
-        settings.source = Some(path.to_owned());
-        Ok(settings)
+        Self::from_toml_str_with_sections(&text, &path.display().to_string(), own)
     }
 
-    /// Parses and validates configuration text; `file` names it in errors.
+    /// Parses and validates configuration text; `file` names it in errors (and becomes
+    /// [`Settings::source`], so the errors of the sections read later name it too).
     pub fn from_toml_str(text: &str, file: &str) -> Result<Self, SettingsError> {
+        Self::from_toml_str_with_sections(text, file, &[])
+    }
+
+    /// [`Settings::from_toml_str`] accepting the tables named in `own` as well (see
+    /// [`Settings::load_with_sections`]).
+    pub fn from_toml_str_with_sections(
+        text: &str,
+        file: &str,
+        own: &[&str],
+    ) -> Result<Self, SettingsError> {
         let refuse = |key: Option<String>, reason: String| SettingsError {
             file: file.to_owned(),
             key,
@@ -197,10 +216,11 @@ impl Settings {
             refuse(None, format!("not valid TOML: {}", err.message()))
         })?;
 
+        let services: BTreeSet<&str> = SERVICE_SECTIONS.iter().chain(own).copied().collect();
         let known: BTreeSet<&str> = PLATFORM_SECTIONS
             .iter()
-            .chain(SERVICE_SECTIONS)
             .copied()
+            .chain(services.iter().copied())
             .collect();
         if let Some(unknown) = doc.keys().find(|key| !known.contains(key.as_str())) {
             return Err(refuse(
@@ -216,6 +236,7 @@ impl Settings {
             .and_then(ShopDirectory::new)
             .map_err(|err| SettingsError::at_key(file, err))?;
         let mut settings = Self {
+            source: Some(PathBuf::from(file)),
             shops,
             ..Self::default()
         };
@@ -227,7 +248,7 @@ impl Settings {
         settings.log = section(&mut doc, "log", file)?;
         settings.services = doc
             .into_iter()
-            .filter(|(key, _)| SERVICE_SECTIONS.contains(&key.as_str()))
+            .filter(|(key, _)| services.contains(key.as_str()))
             .collect();
         settings
             .validate()
@@ -330,7 +351,8 @@ impl Settings {
         }
     }
 
-    fn source_name(&self) -> String {
+    /// The file the settings came from, as errors name it (`(defaults)` without one).
+    pub fn source_name(&self) -> String {
         self.source
             .as_ref()
             .map_or_else(|| "(defaults)".to_owned(), |p| p.display().to_string())
@@ -576,6 +598,29 @@ mod tests {
             err.to_string(),
             "configuration test.toml: `consumer.prefetch`: must be at least 1"
         );
+    }
+
+    #[test]
+    fn a_program_names_its_own_sections_and_every_other_stays_unknown() {
+        let text = "[my_tool]\nanything = 1\n[amqp]\nname_prefix = \"x.\"";
+        assert_eq!(refused_key(text), Some("my_tool".into()));
+        let settings =
+            Settings::from_toml_str_with_sections(text, "test.toml", &["my_tool"]).expect("valid");
+        assert_eq!(settings.names().prefix(), "x.");
+        assert_eq!(
+            settings
+                .services
+                .get("my_tool")
+                .and_then(|t| t.get("anything")),
+            Some(&toml::Value::Integer(1))
+        );
+        let err = Settings::from_toml_str_with_sections(
+            "[my_tool]\n[other_tool]\n",
+            "test.toml",
+            &["my_tool"],
+        )
+        .expect_err("other_tool is nobody's");
+        assert_eq!(err.key.as_deref(), Some("other_tool"));
     }
 
     #[test]

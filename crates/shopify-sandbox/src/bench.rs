@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use crate::{
     Sandbox, SandboxConfig, ThrottleConfig,
     client::HttpClient,
-    inventory::{ProductSpec, VariantSpec},
+    store::{ProductSpec, VariantSpec},
 };
 
 /// What to measure.

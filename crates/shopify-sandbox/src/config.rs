@@ -1,12 +1,13 @@
-//! The sandbox's configuration: the library's [`SandboxConfig`], the API versions it serves,
-//! and the `[shopify_sandbox]` section of the configuration file the binary reads.
+//! How a sandbox runs: the library's [`SandboxConfig`] (what [`crate::Sandbox::start`] takes),
+//! the API versions it serves and the shops it is seeded with. The configuration file's
+//! `[shopify_sandbox]` section becomes one in [`crate::settings`].
 
 use std::{net::SocketAddr, time::Duration};
 
 use model::ids::LocationId;
 use serde::{Deserialize, Serialize};
 
-use crate::{faults::FaultConfig, inventory::ProductSpec, throttle::ThrottleConfig};
+use crate::{faults::FaultConfig, store::ProductSpec, throttle::ThrottleConfig};
 
 /// The API versions served. Shopify releases quarterly (`YYYY-01/04/07/10`): a request for a
 /// supported version runs under it; an older one falls forward to the oldest supported (as
@@ -45,17 +46,18 @@ impl ApiVersions {
         Some(requested.to_owned())
     }
 
-    /// Checks both bounds are release names, oldest first.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks both bounds are release names, oldest first; `Err((key, reason))`.
+    pub fn validate(&self) -> Result<(), (String, String)> {
         for (key, v) in [("oldest", &self.oldest), ("latest", &self.latest)] {
             if !is_release_name(v) {
-                return Err(format!(
-                    "api_versions.{key}: {v:?} is not a Shopify release (YYYY-01, -04, -07 or -10)"
+                return Err((
+                    key.to_owned(),
+                    format!("{v:?} is not a Shopify release (YYYY-01, -04, -07 or -10)"),
                 ));
             }
         }
         if self.oldest > self.latest {
-            return Err("api_versions: oldest is newer than latest".into());
+            return Err(("oldest".into(), "is newer than latest".into()));
         }
         Ok(())
     }
@@ -132,58 +134,6 @@ impl Default for SandboxConfig {
     }
 }
 
-/// The default address of the binary (next to the consumer probe's 9469).
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:9470";
-
-/// `[shopify_sandbox]` of the configuration file. Every key is optional.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SandboxSection {
-    /// Throttling (`enabled`, `bucket_size`, `restore_rate`).
-    pub throttle: ThrottleConfig,
-    /// Faults active from the start (`seed`, `rules`).
-    pub faults: FaultConfig,
-    /// API versions served (`oldest`, `latest`).
-    pub api_versions: ApiVersions,
-    /// Idempotency key retention in seconds (default 86400).
-    pub idempotency_retention_secs: Option<u64>,
-    /// Where product webhooks go (the relay), e.g. `http://127.0.0.1:8080/webhooks/shopify`.
-    pub webhook_url: Option<String>,
-    /// `X-Shopify-API-Version` of emitted webhooks (default 2026-07).
-    pub webhook_api_version: Option<String>,
-    /// First id handed out.
-    pub id_base: Option<u64>,
-    /// Create the `[[shops]]` of the file (domain, token and webhook secret from their
-    /// environment variables, one location per warehouse with the configured id). Default
-    /// true.
-    pub seed_shops: Option<bool>,
-    /// Products to create in the seeded shops.
-    pub products: Vec<SeedProduct>,
-}
-
-/// A product of `[[shopify_sandbox.products]]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SeedProduct {
-    /// The shop (one of `[[shops]]`).
-    pub shop: String,
-    /// Title.
-    pub title: String,
-    /// Variants.
-    pub variants: Vec<SeedVariant>,
-}
-
-/// A variant of a seeded product.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SeedVariant {
-    /// SKU.
-    pub sku: String,
-    /// Initial `available` per WOS warehouse code (mapped through the shop's locations).
-    #[serde(default)]
-    pub available: std::collections::BTreeMap<String, i64>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,28 +157,5 @@ mod tests {
             .validate()
             .is_err()
         );
-    }
-
-    #[test]
-    fn the_section_parses_from_toml() {
-        let section: SandboxSection = toml::from_str(
-            r#"
-            webhook_url = "http://127.0.0.1:8080/webhooks/shopify"
-            [throttle]
-            enabled = false
-            [[faults.rules]]
-            action = { kind = "status", status = 503, retry_after_secs = 1 }
-            trigger = { probability = 0.05 }
-            [[products]]
-            shop = "acme.myshopify.com"
-            title = "Tee"
-            variants = [{ sku = "T-1", available = { MAIN = 5 } }]
-            "#,
-        )
-        .expect("valid");
-        assert!(!section.throttle.enabled);
-        assert_eq!(section.faults.rules.len(), 1);
-        assert_eq!(section.products[0].variants[0].available["MAIN"], 5);
-        assert!(toml::from_str::<SandboxSection>("bogus = 1").is_err());
     }
 }

@@ -14,13 +14,22 @@
 //! `IDEMPOTENCY_KEY_PARAMETER_MISMATCH`) and an empty payload, which a well-behaved client
 //! never provokes by itself. The server (`server.rs`) carries the actions out.
 
-use std::{sync::Mutex, time::Duration};
+use std::{
+    sync::{
+        Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::{Deserialize, Serialize};
 
-use crate::inventory::lock;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::lock;
 
 /// What happens to a faulted call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,20 +209,24 @@ impl FaultConfig {
         }
     }
 
-    /// Checks the rules (statuses, probabilities).
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the rules (statuses, probabilities); `Err((key, reason))`.
+    pub fn validate(&self) -> Result<(), (String, String)> {
         for (i, rule) in self.rules.iter().enumerate() {
             if let Trigger::Probability(p) = rule.trigger
                 && !(0.0..=1.0).contains(&p)
             {
-                return Err(format!(
-                    "rules[{i}].trigger: probability must be within 0..=1"
+                return Err((
+                    format!("rules[{i}].trigger"),
+                    "probability must be within 0..=1".into(),
                 ));
             }
             if let FaultAction::Status { status, .. } = rule.action
                 && !(400..=599).contains(&status)
             {
-                return Err(format!("rules[{i}].action: status must be 400..=599"));
+                return Err((
+                    format!("rules[{i}].action"),
+                    "status must be 400..=599".into(),
+                ));
             }
         }
         Ok(())
@@ -330,6 +343,52 @@ impl Faults {
             });
         }
         chosen
+    }
+}
+
+/// Calls held by the `hold` fault until a test releases them.
+#[derive(Debug)]
+pub struct Holds {
+    held: AtomicUsize,
+    release: watch::Sender<u64>,
+}
+
+impl Holds {
+    pub(crate) fn new() -> Self {
+        Self {
+            held: AtomicUsize::new(0),
+            release: watch::channel(0).0,
+        }
+    }
+
+    /// Waits until the next release (or shutdown).
+    pub async fn hold(&self, shutdown: &CancellationToken) {
+        let mut releases = self.release.subscribe();
+        let generation = *releases.borrow_and_update();
+        self.held.fetch_add(1, Ordering::SeqCst);
+        loop {
+            tokio::select! {
+                changed = releases.changed() => {
+                    if changed.is_err() || *releases.borrow() > generation {
+                        break;
+                    }
+                }
+                () = shutdown.cancelled() => break,
+            }
+        }
+        self.held.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Releases every held call; returns how many were held.
+    pub fn release_all(&self) -> usize {
+        let held = self.held.load(Ordering::SeqCst);
+        self.release.send_modify(|g| *g += 1);
+        held
+    }
+
+    /// How many calls are held now.
+    pub fn count(&self) -> usize {
+        self.held.load(Ordering::SeqCst)
     }
 }
 

@@ -8,7 +8,7 @@ use platform::{
     settings::{CommonArgs, Settings},
     shutdown, telemetry,
 };
-use shopify_sandbox::{bench, service};
+use shopify_sandbox::{bench, settings::SECTION};
 
 /// A local Shopify Admin GraphQL API: inventory adjustments with Shopify's validation,
 /// idempotency and throttling, fault injection, an admin API under /sandbox, signed product
@@ -47,10 +47,10 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let settings = Settings::load(&cli.common)?;
+    let settings = Settings::load_with_sections(&cli.common, &[SECTION])?;
     telemetry::init_tracing(settings.log.format);
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => service::run(settings, shutdown::on_termination_signal()).await,
+        Command::Serve => shopify_sandbox::run(settings, shutdown::on_termination_signal()).await,
         Command::Bench {
             clients,
             requests,

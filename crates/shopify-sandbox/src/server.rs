@@ -19,20 +19,20 @@ use axum::{
 };
 
 use crate::{
-    conn::ConnControl,
-    core::Core,
     faults::{FaultAction, ms, status_body},
-    graphql::{self, Env, GraphqlRequest, Pause, Tamper, document::OpKind},
+    graphql::{self, Env, GraphqlRequest, OpKind, Pause, Tamper},
+    killable::ConnControl,
+    state::SandboxState,
 };
 
 /// The sandbox's routes.
-pub fn router(core: Arc<Core>) -> Router {
+pub fn router(sandbox: Arc<SandboxState>) -> Router {
     Router::new()
         .route("/admin/api/{version}/graphql.json", post(graphql_endpoint))
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(crate::admin::routes())
         .fallback(|| async { json_response(StatusCode::NOT_FOUND, r#"{"errors":"Not Found"}"#) })
-        .with_state(core)
+        .with_state(sandbox)
 }
 
 fn json_response(status: StatusCode, body: impl Into<String>) -> Response {
@@ -67,19 +67,19 @@ fn dropped(conn: &ConnControl) -> Response {
 }
 
 async fn graphql_endpoint(
-    State(core): State<Arc<Core>>,
+    State(sandbox): State<Arc<SandboxState>>,
     ConnectInfo(conn): ConnectInfo<ConnControl>,
     Path(version): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(api_version) = core.config.api_versions.resolve(&version) else {
+    let Some(api_version) = sandbox.config.api_versions.resolve(&version) else {
         return json_response(StatusCode::NOT_FOUND, r#"{"errors":"Not Found"}"#);
     };
     let principal = headers
         .get("x-shopify-access-token")
         .and_then(|v| v.to_str().ok())
-        .and_then(|token| core.store.authenticate(token));
+        .and_then(|token| sandbox.store.authenticate(token));
     let Some(principal) = principal else {
         return json_response(
             StatusCode::UNAUTHORIZED,
@@ -96,7 +96,7 @@ async fn graphql_endpoint(
         );
     };
     let mutation = request.operation_kind() == Some(OpKind::Mutation);
-    let fault = core.faults.decide(&principal.domain, mutation);
+    let fault = sandbox.faults.decide(&principal.domain, mutation);
     match &fault {
         Some(FaultAction::Status {
             status,
@@ -108,7 +108,7 @@ async fn graphql_endpoint(
     }
     let pause: Option<Pause> = match &fault {
         Some(FaultAction::Delay { ms: delay }) => {
-            let shutdown = core.shutdown.clone();
+            let shutdown = sandbox.shutdown.clone();
             let delay = ms(*delay);
             Some(Box::pin(async move {
                 tokio::select! {
@@ -118,10 +118,10 @@ async fn graphql_endpoint(
             }))
         }
         Some(FaultAction::Hold) => {
-            let core = Arc::clone(&core);
+            let sandbox = Arc::clone(&sandbox);
             Some(Box::pin(async move {
-                let shutdown = core.shutdown.clone();
-                core.holds.hold(&shutdown).await;
+                let shutdown = sandbox.shutdown.clone();
+                sandbox.holds.hold(&shutdown).await;
             }))
         }
         _ => None,
@@ -130,16 +130,16 @@ async fn graphql_endpoint(
         pause,
         answer: fault.as_ref().and_then(FaultAction::forced_answer),
     };
-    let task_core = Arc::clone(&core);
+    let task_sandbox = Arc::clone(&sandbox);
     let effective_version = api_version.clone();
     let execution = tokio::spawn(async move {
-        let core = task_core;
+        let sandbox = task_sandbox;
         let env = Env {
-            ids: &core.store.ids,
-            throttle: core.throttle(),
+            ids: &sandbox.store.ids,
+            throttle: sandbox.throttle(),
             api_version: &effective_version,
-            idempotency_retention: core.config.idempotency_retention,
-            max_query_cost: core.config.max_query_cost,
+            idempotency_retention: sandbox.config.idempotency_retention,
+            max_query_cost: sandbox.config.max_query_cost,
         };
         graphql::execute(env, &principal, &request, tamper)
             .await
@@ -158,7 +158,7 @@ async fn graphql_endpoint(
         Some(FaultAction::ApplyThenHang { ms: hang }) => {
             tokio::select! {
                 () = tokio::time::sleep(ms(hang)) => {}
-                () = core.shutdown.cancelled() => {}
+                () = sandbox.shutdown.cancelled() => {}
             }
             dropped(&conn)
         }

@@ -23,7 +23,7 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::{
     client::HttpClient,
-    inventory::{ShopState, lock},
+    store::{ShopState, lock},
 };
 
 /// Variants with full details in a product payload (Shopify's limit).

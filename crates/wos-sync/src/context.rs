@@ -12,6 +12,7 @@ use platform::{
     settings::{CommonArgs, Settings, redact_url},
 };
 use shopify_admin::{ShopClient, ShopTokens};
+use shopify_sandbox::settings::SECTION as SANDBOX_SECTION;
 
 use crate::cli::Cli;
 
@@ -25,7 +26,8 @@ pub struct Context {
 }
 
 impl Context {
-    /// The settings, loaded exactly as a service loads them (file, then environment).
+    /// The settings, loaded exactly as a service loads them (file, then environment). The file
+    /// may carry the Shopify sandbox's section too (`up` runs the sandbox).
     pub fn load(cli: &Cli) -> anyhow::Result<Self> {
         let args = CommonArgs {
             config: cli.config.clone(),
@@ -33,7 +35,7 @@ impl Context {
             log_format: cli.log_format,
         };
         Ok(Self {
-            settings: Settings::load(&args)?,
+            settings: Settings::load_with_sections(&args, &[SANDBOX_SECTION])?,
         })
     }
 

@@ -3,7 +3,8 @@
 //! Object, interface, input and leaf types with their fields and arguments, used by the
 //! validator (unknown fields and arguments are refused the way Shopify refuses them), the
 //! input coercion, the cost calculator and the executor. Field names and types follow the
-//! Admin API; only fields the sync (and a curious operator) reads are present.
+//! Admin API; only what the services, `wos-sync` and the captured fixtures read is present
+//! (an unknown field is refused as Shopify refuses a misspelt one).
 
 /// A type reference: `ID`, `ID!`, `[InventoryChangeInput!]!`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,60 +152,34 @@ pub enum Kind {
     Input(&'static InputDef),
 }
 
+/// A page: `first` or `last` (one of them required, at most 250), cursors, `reverse`.
 const PAGE_ARGS: &[ArgDef] = &[
     arg("first", n("Int")),
     arg("after", n("String")),
     arg("last", n("Int")),
     arg("before", n("String")),
-    arg("query", n("String")),
     arg("reverse", n("Boolean")),
-    arg("sortKey", n("SortKey")),
 ];
 
-const LOCATION_PAGE_ARGS: &[ArgDef] = &[
+/// A page with a search (`query: "sku:…"`).
+const SEARCH_PAGE_ARGS: &[ArgDef] = &[
     arg("first", n("Int")),
     arg("after", n("String")),
     arg("last", n("Int")),
     arg("before", n("String")),
-    arg("query", n("String")),
     arg("reverse", n("Boolean")),
-    arg("sortKey", n("SortKey")),
-    arg("includeInactive", n("Boolean")),
-    arg("includeLegacy", n("Boolean")),
-];
-
-const LEVEL_PAGE_ARGS: &[ArgDef] = &[
-    arg("first", n("Int")),
-    arg("after", n("String")),
-    arg("last", n("Int")),
-    arg("before", n("String")),
     arg("query", n("String")),
-    arg("reverse", n("Boolean")),
-    arg("includeInactive", n("Boolean")),
 ];
-
-const ID_ARG: &[ArgDef] = &[arg("id", nn!("ID"))];
-const QUERY_ARG: &[ArgDef] = &[arg("query", n("String"))];
 
 static QUERY_ROOT: ObjectDef = ObjectDef {
     name: "QueryRoot",
     fields: &[
-        fa("inventoryItem", n("InventoryItem"), ID_ARG),
-        fa("inventoryItems", nn!("InventoryItemConnection"), PAGE_ARGS),
-        fa("inventoryLevel", n("InventoryLevel"), ID_ARG),
-        fa("productVariant", n("ProductVariant"), ID_ARG),
         fa(
             "productVariants",
             nn!("ProductVariantConnection"),
-            PAGE_ARGS,
+            SEARCH_PAGE_ARGS,
         ),
-        fa("productVariantsCount", n("Count"), QUERY_ARG),
-        fa("product", n("Product"), ID_ARG),
-        fa("products", nn!("ProductConnection"), PAGE_ARGS),
-        fa("productsCount", n("Count"), QUERY_ARG),
-        fa("location", n("Location"), &[arg("id", n("ID"))]),
-        fa("locations", nn!("LocationConnection"), LOCATION_PAGE_ARGS),
-        fa("node", n("Node"), ID_ARG),
+        fa("locations", nn!("LocationConnection"), PAGE_ARGS),
         fa(
             "nodes",
             Ty::NonNull(&Ty::List(&Ty::Named("Node"))),
@@ -254,18 +229,7 @@ static GROUP: ObjectDef = ObjectDef {
         f("referenceDocumentUri", n("URL")),
         f("app", nn!("App")),
         f("staffMember", n("StaffMember")),
-        fa(
-            "changes",
-            list_nn!("InventoryChange"),
-            &[
-                arg("inventoryItemIds", Ty::List(&Ty::NonNull(&Ty::Named("ID")))),
-                arg("locationIds", Ty::List(&Ty::NonNull(&Ty::Named("ID")))),
-                arg(
-                    "quantityNames",
-                    Ty::List(&Ty::NonNull(&Ty::Named("String"))),
-                ),
-            ],
-        ),
+        f("changes", list_nn!("InventoryChange")),
     ],
     possible_types: &[],
 };
@@ -322,60 +286,7 @@ static STAFF_MEMBER: ObjectDef = ObjectDef {
 
 static INVENTORY_ITEM: ObjectDef = ObjectDef {
     name: "InventoryItem",
-    fields: &[
-        f("id", nn!("ID")),
-        f("legacyResourceId", nn!("UnsignedInt64")),
-        f("sku", n("String")),
-        f("tracked", nn!("Boolean")),
-        f("requiresShipping", nn!("Boolean")),
-        f("createdAt", nn!("DateTime")),
-        f("updatedAt", nn!("DateTime")),
-        f("duplicateSkuCount", nn!("Int")),
-        f("countryCodeOfOrigin", n("CountryCode")),
-        f("provinceCodeOfOrigin", n("String")),
-        f("harmonizedSystemCode", n("String")),
-        f("variant", nn!("ProductVariant")),
-        fa(
-            "inventoryLevel",
-            n("InventoryLevel"),
-            &[arg("locationId", nn!("ID"))],
-        ),
-        fa(
-            "inventoryLevels",
-            nn!("InventoryLevelConnection"),
-            LEVEL_PAGE_ARGS,
-        ),
-    ],
-    possible_types: &[],
-};
-
-static INVENTORY_LEVEL: ObjectDef = ObjectDef {
-    name: "InventoryLevel",
-    fields: &[
-        f("id", nn!("ID")),
-        f("isActive", nn!("Boolean")),
-        f("canDeactivate", nn!("Boolean")),
-        f("createdAt", nn!("DateTime")),
-        f("updatedAt", nn!("DateTime")),
-        f("item", nn!("InventoryItem")),
-        f("location", nn!("Location")),
-        fa(
-            "quantities",
-            list_nn!("InventoryQuantity"),
-            &[arg("names", list_nn!("String"))],
-        ),
-    ],
-    possible_types: &[],
-};
-
-static INVENTORY_QUANTITY: ObjectDef = ObjectDef {
-    name: "InventoryQuantity",
-    fields: &[
-        f("id", nn!("ID")),
-        f("name", nn!("String")),
-        f("quantity", nn!("Int")),
-        f("updatedAt", n("DateTime")),
-    ],
+    fields: &[f("id", nn!("ID"))],
     possible_types: &[],
 };
 
@@ -383,19 +294,14 @@ static VARIANT: ObjectDef = ObjectDef {
     name: "ProductVariant",
     fields: &[
         f("id", nn!("ID")),
-        f("legacyResourceId", nn!("UnsignedInt64")),
         f("sku", n("String")),
         f("title", nn!("String")),
-        f("displayName", nn!("String")),
         f("barcode", n("String")),
         f("price", nn!("Money")),
-        f("position", nn!("Int")),
-        f("inventoryQuantity", n("Int")),
         f("createdAt", nn!("DateTime")),
         f("updatedAt", nn!("DateTime")),
         f("inventoryItem", nn!("InventoryItem")),
         f("product", nn!("Product")),
-        f("selectedOptions", list_nn!("SelectedOption")),
     ],
     possible_types: &[],
 };
@@ -404,20 +310,10 @@ static PRODUCT: ObjectDef = ObjectDef {
     name: "Product",
     fields: &[
         f("id", nn!("ID")),
-        f("legacyResourceId", nn!("UnsignedInt64")),
         f("title", nn!("String")),
-        f("handle", nn!("String")),
-        f("status", nn!("ProductStatus")),
         f("vendor", nn!("String")),
         f("productType", nn!("String")),
-        f("descriptionHtml", nn!("HTML")),
-        f("totalInventory", nn!("Int")),
-        f("tracksInventory", nn!("Boolean")),
-        f("hasOnlyDefaultVariant", nn!("Boolean")),
-        f("createdAt", nn!("DateTime")),
         f("updatedAt", nn!("DateTime")),
-        fa("variants", nn!("ProductVariantConnection"), PAGE_ARGS),
-        f("variantsCount", n("Count")),
     ],
     possible_types: &[],
 };
@@ -426,20 +322,8 @@ static LOCATION: ObjectDef = ObjectDef {
     name: "Location",
     fields: &[
         f("id", nn!("ID")),
-        f("legacyResourceId", nn!("UnsignedInt64")),
         f("name", nn!("String")),
         f("isActive", nn!("Boolean")),
-        f("createdAt", nn!("DateTime")),
-        fa(
-            "inventoryLevel",
-            n("InventoryLevel"),
-            &[arg("inventoryItemId", nn!("ID"))],
-        ),
-        fa(
-            "inventoryLevels",
-            nn!("InventoryLevelConnection"),
-            LEVEL_PAGE_ARGS,
-        ),
     ],
     possible_types: &[],
 };
@@ -451,21 +335,6 @@ static SHOP: ObjectDef = ObjectDef {
         f("name", nn!("String")),
         f("myshopifyDomain", nn!("String")),
     ],
-    possible_types: &[],
-};
-
-static COUNT: ObjectDef = ObjectDef {
-    name: "Count",
-    fields: &[
-        f("count", nn!("Int")),
-        f("precision", nn!("CountPrecision")),
-    ],
-    possible_types: &[],
-};
-
-static SELECTED_OPTION: ObjectDef = ObjectDef {
-    name: "SelectedOption",
-    fields: &[f("name", nn!("String")), f("value", nn!("String"))],
     possible_types: &[],
 };
 
@@ -483,13 +352,7 @@ static PAGE_INFO: ObjectDef = ObjectDef {
 static NODE: ObjectDef = ObjectDef {
     name: "Node",
     fields: &[f("id", nn!("ID"))],
-    possible_types: &[
-        "InventoryItem",
-        "InventoryLevel",
-        "ProductVariant",
-        "Product",
-        "Location",
-    ],
+    possible_types: &["InventoryItem", "ProductVariant", "Product", "Location"],
 };
 
 macro_rules! connection {
@@ -511,10 +374,7 @@ macro_rules! connection {
     };
 }
 
-connection!(ITEM_CONN, ITEM_EDGE, "InventoryItem");
-connection!(LEVEL_CONN, LEVEL_EDGE, "InventoryLevel");
 connection!(VARIANT_CONN, VARIANT_EDGE, "ProductVariant");
-connection!(PRODUCT_CONN, PRODUCT_EDGE, "Product");
 connection!(LOCATION_CONN, LOCATION_EDGE, "Location");
 
 static OBJECTS: &[&ObjectDef] = &[
@@ -529,24 +389,14 @@ static OBJECTS: &[&ObjectDef] = &[
     &ACCESS_SCOPE,
     &STAFF_MEMBER,
     &INVENTORY_ITEM,
-    &INVENTORY_LEVEL,
-    &INVENTORY_QUANTITY,
     &VARIANT,
     &PRODUCT,
     &LOCATION,
     &SHOP,
-    &COUNT,
-    &SELECTED_OPTION,
     &PAGE_INFO,
     &NODE,
-    &ITEM_CONN,
-    &ITEM_EDGE,
-    &LEVEL_CONN,
-    &LEVEL_EDGE,
     &VARIANT_CONN,
     &VARIANT_EDGE,
-    &PRODUCT_CONN,
-    &PRODUCT_EDGE,
     &LOCATION_CONN,
     &LOCATION_EDGE,
 ];
@@ -575,25 +425,10 @@ static CHANGE_INPUT: InputDef = InputDef {
 static INPUTS: &[&InputDef] = &[&ADJUST_INPUT, &CHANGE_INPUT];
 
 const SCALARS: &[&str] = &[
-    "ID",
-    "String",
-    "Int",
-    "Float",
-    "Boolean",
-    "DateTime",
-    "URL",
-    "HTML",
-    "Money",
-    "UnsignedInt64",
+    "ID", "String", "Int", "Float", "Boolean", "DateTime", "URL", "Money",
 ];
 
-const ENUMS: &[&str] = &[
-    "InventoryAdjustQuantitiesUserErrorCode",
-    "ProductStatus",
-    "CountPrecision",
-    "CountryCode",
-    "SortKey",
-];
+const ENUMS: &[&str] = &["InventoryAdjustQuantitiesUserErrorCode"];
 
 /// What `name` is, if the schema has it.
 pub fn kind(name: &str) -> Option<Kind> {

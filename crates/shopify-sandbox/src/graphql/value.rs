@@ -36,11 +36,6 @@ impl Out {
         Self::Obj(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
     }
 
-    /// `Some(s)` as a string, `None` as null.
-    pub fn opt_str(s: Option<impl Into<String>>) -> Self {
-        s.map_or(Self::Null, |s| Self::Str(s.into()))
-    }
-
     /// The value of `key` in an object.
     pub fn get(&self, key: &str) -> Option<&Out> {
         match self {

@@ -1,5 +1,6 @@
 //! The admin API under /sandbox, as the quick start uses it.
 
+use model::ids::{InventoryItemId, LocationId};
 use serde_json::{Value, json};
 use shopify_sandbox::{Sandbox, SandboxConfig, client::HttpClient};
 
@@ -63,6 +64,25 @@ async fn shops_locations_products_inventory_log_and_reset_over_http() {
         .await
         .unwrap();
 
+    // Orders commit stock outside the API: on_hand counts it, incoming does not.
+    sandbox
+        .set_quantity(
+            "quick.myshopify.com",
+            InventoryItemId(item),
+            LocationId(68845568042),
+            "committed",
+            2,
+        )
+        .unwrap();
+    sandbox
+        .set_quantity(
+            "quick.myshopify.com",
+            InventoryItemId(item),
+            LocationId(68845568042),
+            "incoming",
+            9,
+        )
+        .unwrap();
     let inventory = client
         .get(&format!(
             "{base}/sandbox/shops/quick.myshopify.com/inventory"
@@ -72,7 +92,9 @@ async fn shops_locations_products_inventory_log_and_reset_over_http() {
         .json();
     assert_eq!(inventory[0]["sku"], "T-1");
     assert_eq!(inventory[0]["quantities"]["available"], 7);
-    assert_eq!(inventory[0]["quantities"]["on_hand"], 7);
+    assert_eq!(inventory[0]["quantities"]["committed"], 2);
+    assert_eq!(inventory[0]["quantities"]["incoming"], 9);
+    assert_eq!(inventory[0]["quantities"]["on_hand"], 9);
     let groups = client
         .get(&format!(
             "{base}/sandbox/shops/quick.myshopify.com/adjustment-groups"

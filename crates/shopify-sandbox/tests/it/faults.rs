@@ -174,10 +174,10 @@ async fn a_delayed_call_holds_its_key_and_applies_after_the_delay() {
         first_answer == ["IDEMPOTENCY_CONCURRENT_REQUEST"] || first_answer.is_empty(),
         "{first_answer:?}"
     );
-    assert!(
-        crate::wait_until(Duration::from_secs(5), || world.available(0) == 11).await,
-        "the slow call still applies"
-    );
+    testkit::wait_until(Duration::from_secs(5), "the slow call to apply", || async {
+        world.available(0) == 11
+    })
+    .await;
     let r = world.gql(V, ADJUST, vars).await;
     assert_eq!(codes(&r), Vec::<String>::new());
     assert_eq!(world.available(0), 11);

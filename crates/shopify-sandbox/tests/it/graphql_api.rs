@@ -95,62 +95,52 @@ async fn versions_bodies_and_documents_are_checked_in_shopifys_order() {
 }
 
 #[tokio::test]
-async fn an_item_level_reads_its_named_quantities() {
+async fn nodes_read_variants_as_item_ingest_reads_them_and_unknown_ids_are_null() {
     let world = World::new().await;
-    world
-        .sandbox
-        .set_quantity(SHOP, world.items[0], world.location, "committed", 2)
-        .unwrap();
-    let query = "query Level($id: ID!, $loc: ID!) {
-      inventoryItem(id: $id) {
-        id sku tracked
-        inventoryLevel(locationId: $loc) {
-          id
-          location { id name }
-          quantities(names: [\"available\", \"on_hand\", \"committed\", \"incoming\"]) { name quantity }
-        }
-      }
-    }";
+    let product = world
+        .gql(
+            V,
+            "{ productVariants(first: 1, query: \"sku:SKU-0\") { nodes { id product { id } } } }",
+            json!({}),
+        )
+        .await
+        .json()["data"]["productVariants"]["nodes"][0]
+        .clone();
+    // item-ingest's refresh query (`refresh::VARIANTS_QUERY`).
+    let query = "query VariantRefresh($ids: [ID!]!) { nodes(ids: $ids) { __typename ... on ProductVariant { id sku title barcode price createdAt updatedAt inventoryItem { id } product { id title vendor productType updatedAt } } } }";
     let r = world
         .gql(
             V,
             query,
-            json!({"id": world.items[0].gid(), "loc": world.location.gid()}),
+            json!({"ids": [product["id"], "gid://shopify/ProductVariant/1"]}),
         )
         .await;
     let body = r.json();
-    let item = &body["data"]["inventoryItem"];
-    assert_eq!(item["sku"], "SKU-0");
+    let node = &body["data"]["nodes"][0];
+    assert_eq!(node["__typename"], "ProductVariant");
+    assert_eq!(node["id"], product["id"]);
+    assert_eq!(node["sku"], "SKU-0");
+    assert_eq!(node["title"], "SKU-0");
+    assert_eq!(node["barcode"], json!(null));
+    assert_eq!(node["price"], "0.00");
+    assert_eq!(node["inventoryItem"]["id"], world.items[0].gid());
+    assert_eq!(node["product"]["id"], product["product"]["id"]);
+    assert_eq!(node["product"]["title"], "Tee");
+    assert_eq!(node["product"]["vendor"], "");
+    assert!(node["createdAt"].as_str().unwrap().ends_with('Z'));
     assert_eq!(
-        item["inventoryLevel"]["quantities"],
-        json!([
-            {"name": "available", "quantity": 10},
-            {"name": "on_hand", "quantity": 12},
-            {"name": "committed", "quantity": 2},
-            {"name": "incoming", "quantity": 0},
-        ])
+        body["data"]["nodes"][1],
+        json!(null),
+        "an unknown id is null"
     );
-    assert!(
-        item["inventoryLevel"]["id"]
-            .as_str()
-            .unwrap()
-            .contains("?inventory_item_id=")
-    );
+    // Requested: 2 ids × (the node, its item, its product); actual: the one found.
     let cost = &body["extensions"]["cost"];
-    assert_eq!(cost["requestedQueryCost"], 3);
+    assert_eq!(cost["requestedQueryCost"], 6);
     assert_eq!(cost["actualQueryCost"], 3);
-    let missing = world
-        .gql(
-            V,
-            query,
-            json!({"id": "gid://shopify/InventoryItem/1", "loc": world.location.gid()}),
-        )
-        .await;
-    assert_eq!(missing.json()["data"]["inventoryItem"], json!(null));
 }
 
 #[tokio::test]
-async fn variants_and_items_are_found_by_sku_and_pages_follow_cursors() {
+async fn variants_are_found_by_sku_and_pages_follow_cursors() {
     let world = World::new().await;
     let r = world
         .gql(
@@ -165,31 +155,31 @@ async fn variants_and_items_are_found_by_sku_and_pages_follow_cursors() {
     assert_eq!(nodes[0]["product"]["title"], "Tee");
 
     let r = world
-        .gql(V, "{ inventoryItems(first: 5, query: \"sku:'SKU-2'\") { edges { cursor node { id sku } } } }", json!({}))
+        .gql(V, "{ productVariants(first: 5, query: \"sku:'SKU-2'\") { edges { cursor node { id sku } } } }", json!({}))
         .await;
     assert_eq!(
-        r.json()["data"]["inventoryItems"]["edges"][0]["node"]["sku"],
+        r.json()["data"]["productVariants"]["edges"][0]["node"]["sku"],
         "SKU-2"
     );
 
-    let page = "query($after: String) { inventoryItems(first: 2, after: $after) { nodes { sku } pageInfo { hasNextPage endCursor } } }";
+    let page = "query($after: String) { productVariants(first: 2, after: $after) { nodes { sku } pageInfo { hasNextPage endCursor } } }";
     let first = world.gql(V, page, json!({})).await.json();
     assert_eq!(
-        first["data"]["inventoryItems"]["nodes"],
+        first["data"]["productVariants"]["nodes"],
         json!([{"sku": "SKU-0"}, {"sku": "SKU-1"}])
     );
     assert_eq!(
-        first["data"]["inventoryItems"]["pageInfo"]["hasNextPage"],
+        first["data"]["productVariants"]["pageInfo"]["hasNextPage"],
         true
     );
-    let cursor = first["data"]["inventoryItems"]["pageInfo"]["endCursor"].clone();
+    let cursor = first["data"]["productVariants"]["pageInfo"]["endCursor"].clone();
     let second = world.gql(V, page, json!({"after": cursor})).await.json();
     assert_eq!(
-        second["data"]["inventoryItems"]["nodes"],
+        second["data"]["productVariants"]["nodes"],
         json!([{"sku": "SKU-2"}])
     );
     assert_eq!(
-        second["data"]["inventoryItems"]["pageInfo"]["hasNextPage"],
+        second["data"]["productVariants"]["pageInfo"]["hasNextPage"],
         false
     );
 
@@ -211,20 +201,26 @@ async fn variants_and_items_are_found_by_sku_and_pages_follow_cursors() {
 #[tokio::test]
 async fn locations_aliases_fragments_and_typename() {
     let world = World::new().await;
-    let query = "query { all: locations(first: 10) { nodes { ...Loc } } one: node(id: $id) { __typename ... on InventoryItem { sku } } }
+    let query = "query Q($ids: [ID!]!) { all: locations(first: 10) { nodes { ...Loc } } some: nodes(ids: $ids) { __typename ... on ProductVariant { sku } } }
       fragment Loc on Location { id name isActive __typename }";
-    let query = query.replace("query {", "query Q($id: ID!) {");
-    let r = world
-        .gql(V, &query, json!({"id": world.items[2].gid()}))
-        .await;
+    let variant = world
+        .gql(
+            V,
+            "{ productVariants(first: 1, query: \"sku:SKU-2\") { nodes { id } } }",
+            json!({}),
+        )
+        .await
+        .json()["data"]["productVariants"]["nodes"][0]["id"]
+        .clone();
+    let r = world.gql(V, query, json!({"ids": [variant]})).await;
     let body = r.json();
     assert_eq!(
         body["data"]["all"]["nodes"],
         json!([{"id": world.location.gid(), "name": "Main", "isActive": true, "__typename": "Location"}])
     );
     assert_eq!(
-        body["data"]["one"],
-        json!({"__typename": "InventoryItem", "sku": "SKU-2"})
+        body["data"]["some"],
+        json!([{"__typename": "ProductVariant", "sku": "SKU-2"}])
     );
     // Fields come back in selection order.
     let text = String::from_utf8(r.body.to_vec()).unwrap();

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use shopify_sandbox::{FaultAction, FaultConfig, FaultRule, SandboxConfig, ThrottleConfig};
 
-use crate::{ADJUST, SHOP, TOKEN, V, World, codes, payload, wait_until};
+use crate::{ADJUST, SHOP, TOKEN, V, World, codes, payload};
 
 fn without_cost(mut body: Value) -> Value {
     body.as_object_mut().unwrap().remove("extensions");
@@ -75,11 +75,12 @@ async fn a_key_in_flight_is_a_concurrent_request_then_replays() {
             .await
             .unwrap()
     });
-    assert!(
-        wait_until(Duration::from_secs(5), || world.sandbox.held_requests()
-            == 1)
-        .await
-    );
+    testkit::wait_until(
+        Duration::from_secs(5),
+        "the first call to be held",
+        || async { world.sandbox.held_requests() == 1 },
+    )
+    .await;
     let concurrent = world.gql(V, ADJUST, vars.clone()).await;
     assert_eq!(codes(&concurrent), ["IDEMPOTENCY_CONCURRENT_REQUEST"]);
     assert_eq!(

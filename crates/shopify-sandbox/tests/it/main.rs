@@ -12,7 +12,7 @@ mod idempotency;
 mod throttle;
 mod webhooks;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use model::ids::{InventoryItemId, LocationId};
 use serde_json::{Value, json};
@@ -164,16 +164,4 @@ pub fn top_codes(response: &HttpResponse) -> Vec<String> {
                 .to_owned()
         })
         .collect()
-}
-
-/// Polls `condition` until it holds or `timeout` passes.
-pub async fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    condition()
 }

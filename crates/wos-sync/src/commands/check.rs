@@ -116,7 +116,7 @@ pub async fn run(cli: &Cli, json: bool) -> anyhow::Result<()> {
         listen: None,
         log_format: None,
     };
-    match Settings::load(&args) {
+    match Settings::load_with_sections(&args, &[shopify_sandbox::settings::SECTION]) {
         Err(err) => report.add("configuration", Status::Fail, err.to_string()),
         Ok(settings) => {
             let source = settings.source.as_ref().map_or_else(

@@ -30,7 +30,10 @@ use platform::{
     shutdown::{CancellationToken, on_termination_signal},
 };
 use shopify_admin::ShopTokens;
-use shopify_sandbox::{ProductSpec, Sandbox, SandboxHandle};
+use shopify_sandbox::{
+    ProductSpec, Sandbox, SandboxHandle,
+    settings::{SECTION as SANDBOX_SECTION, SandboxSettings},
+};
 use tokio::task::JoinSet;
 use webhook_relay::secrets::ShopSecrets;
 
@@ -53,21 +56,25 @@ pub async fn run(mut context: Context, args: &UpArgs) -> anyhow::Result<()> {
     let shutdown = on_termination_signal();
     let demo = context.settings.shops.is_empty();
     let use_sandbox = args.sandbox || demo;
+    // The sandbox's own section: the quick start's for the demo, else the configured file's.
+    let mut sandbox_settings = None;
     if demo {
-        let quick = Settings::from_toml_str(QUICK_START, "config/local.toml (built in)")?;
+        let quick = Settings::from_toml_str_with_sections(
+            QUICK_START,
+            "config/local.toml (built in)",
+            &[SANDBOX_SECTION],
+        )?;
         context.settings.shops = quick.shops.clone();
-        if let Some(section) = quick.services.get("shopify_sandbox") {
-            context
-                .settings
-                .services
-                .insert("shopify_sandbox".to_owned(), section.clone());
-        }
+        sandbox_settings = Some(SandboxSettings::from_settings(&quick)?);
+    } else if use_sandbox {
+        sandbox_settings = Some(SandboxSettings::from_settings(&context.settings)?);
     }
     let secrets = Secrets::new(&mut context.settings, use_sandbox)?;
 
     let mut sandbox = None;
-    if use_sandbox {
-        let (handle, products) = start_sandbox(&mut context.settings, &secrets, args).await?;
+    if let Some(sandbox_settings) = sandbox_settings {
+        let (handle, products) =
+            start_sandbox(&mut context.settings, sandbox_settings, &secrets, args).await?;
         sandbox = Some((handle, products));
     }
     let settings = context.settings.clone();
@@ -219,12 +226,14 @@ fn env(name: &str) -> Option<String> {
 /// shop's `admin_base_url` at it.
 async fn start_sandbox(
     settings: &mut Settings,
+    sandbox_settings: SandboxSettings,
     secrets: &Secrets,
     args: &UpArgs,
 ) -> anyhow::Result<(SandboxHandle, Vec<(String, ProductSpec)>)> {
     let mut config =
-        shopify_sandbox::service::config_from_settings(settings, |name| secrets.lookup(name))?;
-    config.listen = args.sandbox_listen;
+        sandbox_settings.into_config(&settings.shops, args.sandbox_listen, |name| {
+            secrets.lookup(name)
+        })?;
     config.webhook_url = None;
     let mut products = Vec::new();
     for seed in &mut config.seed {

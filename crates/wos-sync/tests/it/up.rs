@@ -48,7 +48,7 @@ async fn up_runs_the_whole_flow_against_the_sandbox_and_stops_cleanly_on_sigterm
     let lines = Arc::new(Mutex::new(Vec::<String>::new()));
     let stdout = up.stdout.take().unwrap();
     let collected = lines.clone();
-    tokio::spawn(async move {
+    let stdout_read = tokio::spawn(async move {
         let mut reader = BufReader::new(stdout).lines();
         while let Ok(Some(line)) = reader.next_line().await {
             collected.lock().unwrap().push(line);
@@ -161,6 +161,11 @@ async fn up_runs_the_whole_flow_against_the_sandbox_and_stops_cleanly_on_sigterm
         .expect("up stops within 45 s of SIGTERM")
         .unwrap();
     let _ = std::fs::remove_file(&config);
+    // Everything `up` printed before it exited is read once its stdout ends.
+    tokio::time::timeout(Duration::from_secs(5), stdout_read)
+        .await
+        .expect("up's stdout ends when it exits")
+        .unwrap();
     assert_eq!(
         status.code(),
         Some(0),

@@ -1,193 +1,25 @@
-//! The sandbox's shared core: the store, the live throttle and fault settings, held calls,
-//! the webhook emitter — and every operation the library handle and the admin API offer,
-//! so both do exactly the same thing (including emitting product webhooks).
-
-use std::{
-    sync::{
-        Arc, PoisonError, RwLock,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::Instant,
-};
+//! What a merchant does in Shopify's admin — shops and apps, locations, products and
+//! variants, stock — applied to the store and announced by the `products/*` webhook Shopify
+//! would send; and what the merchant sees there (levels, the adjustment log). The library
+//! handle and the admin API both call these, so a test and an HTTP caller get the same store
+//! and the same webhooks.
 
 use chrono::Utc;
 use model::{
     ids::{InventoryItemId, LocationId, ProductId, VariantId},
     webhook::ProductTopic,
 };
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::{SandboxConfig, ShopSeed},
-    faults::Faults,
-    inventory::{
-        AppliedGroup, CreatedProduct, CreatedVariant, LevelSnapshot, Location, ProductSpec,
-        ProductUpdate, QuantityName, ShopState, Store, StoreError, VariantSpec, VariantUpdate,
+    state::SandboxState,
+    store::{
+        AppliedGroup, CreatedProduct, CreatedVariant, LevelSnapshot, ProductSpec, ProductUpdate,
+        QuantityName, ShopState, StoreError, VariantSpec, VariantUpdate,
     },
-    throttle::{LeakyBucket, ThrottleConfig},
-    webhooks::{WebhookEmitter, delete_payload, product_payload},
+    webhooks::{delete_payload, product_payload},
 };
 
-/// Calls held by the `hold` fault until a test releases them.
-#[derive(Debug)]
-pub struct Holds {
-    held: AtomicUsize,
-    release: watch::Sender<u64>,
-}
-
-impl Holds {
-    fn new() -> Self {
-        Self {
-            held: AtomicUsize::new(0),
-            release: watch::channel(0).0,
-        }
-    }
-
-    /// Waits until the next release (or shutdown).
-    pub async fn hold(&self, shutdown: &CancellationToken) {
-        let mut releases = self.release.subscribe();
-        let generation = *releases.borrow_and_update();
-        self.held.fetch_add(1, Ordering::SeqCst);
-        loop {
-            tokio::select! {
-                changed = releases.changed() => {
-                    if changed.is_err() || *releases.borrow() > generation {
-                        break;
-                    }
-                }
-                () = shutdown.cancelled() => break,
-            }
-        }
-        self.held.fetch_sub(1, Ordering::SeqCst);
-    }
-
-    /// Releases every held call; returns how many were held.
-    pub fn release_all(&self) -> usize {
-        let held = self.held.load(Ordering::SeqCst);
-        self.release.send_modify(|g| *g += 1);
-        held
-    }
-
-    /// How many calls are held now.
-    pub fn count(&self) -> usize {
-        self.held.load(Ordering::SeqCst)
-    }
-}
-
-/// Everything a running sandbox shares.
-#[derive(Debug)]
-pub struct Core {
-    /// Shops and tokens.
-    pub store: Store,
-    /// Live throttle settings.
-    pub throttle: RwLock<ThrottleConfig>,
-    /// Live fault rules.
-    pub faults: Faults,
-    /// Held calls.
-    pub holds: Holds,
-    /// Webhook deliveries.
-    pub webhooks: Arc<WebhookEmitter>,
-    /// Where webhooks go.
-    pub webhook_url: RwLock<Option<String>>,
-    /// The start configuration (versions, limits, seed).
-    pub config: SandboxConfig,
-    /// Cancelled when the sandbox stops.
-    pub shutdown: CancellationToken,
-}
-
-impl Core {
-    /// A core for `config`, seeded.
-    pub fn new(config: SandboxConfig) -> Result<Arc<Self>, StoreError> {
-        let core = Arc::new(Self {
-            store: Store::new(config.id_base),
-            throttle: RwLock::new(config.throttle),
-            faults: Faults::new(config.faults.clone()),
-            holds: Holds::new(),
-            webhooks: WebhookEmitter::start(config.webhook_max_attempts),
-            webhook_url: RwLock::new(config.webhook_url.clone()),
-            shutdown: CancellationToken::new(),
-            config,
-        });
-        core.seed(&core.config.seed)?;
-        Ok(core)
-    }
-
-    /// Creates the seed's shops, locations and products.
-    pub fn seed(&self, seed: &[ShopSeed]) -> Result<(), StoreError> {
-        for shop in seed {
-            self.store.create_shop(&shop.domain, &shop.access_token)?;
-            self.set_webhook_secret(&shop.domain, shop.webhook_secret.clone())?;
-            for (id, name) in &shop.locations {
-                self.create_location(&shop.domain, Some(*id), name)?;
-            }
-            for product in &shop.products {
-                self.create_product(&shop.domain, product)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Back to the start: shops, faults, throttle, webhook log and held calls.
-    pub fn reset(&self) -> Result<(), StoreError> {
-        self.holds.release_all();
-        self.store.clear();
-        self.faults.set(self.config.faults.clone());
-        self.faults.clear_fired();
-        *self
-            .throttle
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = self.config.throttle;
-        self.webhooks.clear();
-        self.seed(&self.config.seed)
-    }
-
-    /// The live throttle settings.
-    pub fn throttle(&self) -> ThrottleConfig {
-        *self.throttle.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Replaces the throttle settings (buckets keep their level, capped at the new size).
-    pub fn set_throttle(&self, throttle: ThrottleConfig) {
-        *self
-            .throttle
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = throttle;
-    }
-
-    /// Sets the level of every bucket of a shop (every app), e.g. 0 to make it throttled now.
-    pub fn set_bucket_available(&self, domain: &str, points: f64) -> Result<(), StoreError> {
-        let throttle = self.throttle();
-        let shop = self.store.shop(domain)?;
-        let mut state = shop.lock();
-        let now = Instant::now();
-        let apps: Vec<u64> = state.apps.iter().map(|a| a.id).collect();
-        for app in apps {
-            state
-                .buckets
-                .entry(app)
-                .or_insert_with(|| LeakyBucket::full(&throttle, now))
-                .set_available(&throttle, now, points);
-        }
-        Ok(())
-    }
-
-    /// Where webhooks go now.
-    pub fn webhook_url(&self) -> Option<String> {
-        self.webhook_url
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Sets where webhooks go (`None`: nowhere).
-    pub fn set_webhook_url(&self, url: Option<String>) {
-        *self
-            .webhook_url
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = url;
-    }
-
+impl SandboxState {
     /// Creates a shop with one app.
     pub fn create_shop(&self, domain: &str, access_token: &str) -> Result<(), StoreError> {
         self.store.create_shop(domain, access_token)
@@ -216,17 +48,6 @@ impl Core {
     ) -> Result<(), StoreError> {
         self.store.shop(domain)?.lock().webhook_secret = secret;
         Ok(())
-    }
-
-    /// Runs `f` on a shop's state.
-    pub fn with_shop<T>(
-        &self,
-        domain: &str,
-        f: impl FnOnce(&mut ShopState) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        let shop = self.store.shop(domain)?;
-        let mut state = shop.lock();
-        f(&mut state)
     }
 
     fn emit(&self, state: &ShopState, topic: ProductTopic, product_id: ProductId) {
@@ -261,14 +82,7 @@ impl Core {
         id: Option<LocationId>,
         name: &str,
     ) -> Result<LocationId, StoreError> {
-        self.with_shop(domain, |s| {
-            s.create_location(&self.store.ids, id, name, Utc::now())
-        })
-    }
-
-    /// Every location of a shop.
-    pub fn locations(&self, domain: &str) -> Result<Vec<Location>, StoreError> {
-        self.with_shop(domain, |s| Ok(s.locations.values().cloned().collect()))
+        self.with_shop(domain, |s| s.create_location(&self.store.ids, id, name))
     }
 
     /// Creates a product (webhook `products/create`).
@@ -377,9 +191,7 @@ impl Core {
         location: LocationId,
         available: i64,
     ) -> Result<(), StoreError> {
-        self.with_shop(domain, |s| {
-            s.stock_item(item, location, available, Utc::now())
-        })
+        self.with_shop(domain, |s| s.stock_item(item, location, available))
     }
 
     /// Sets a stored quantity directly (no adjustment group).
@@ -391,9 +203,7 @@ impl Core {
         name: &str,
         quantity: i64,
     ) -> Result<(), StoreError> {
-        self.with_shop(domain, |s| {
-            s.set_quantity(item, location, name, quantity, Utc::now())
-        })
+        self.with_shop(domain, |s| s.set_quantity(item, location, name, quantity))
     }
 
     /// One quantity, if the shop exists and the item is stocked at the location.
