@@ -8,7 +8,7 @@ deployment promises, and prints the object count by kind.
 Every container of every workload: readiness (/readyz) and liveness (/healthz) probes on a
 declared port, CPU and memory requests and limits, a non-root numeric user, no privilege
 escalation, a read-only root filesystem, all capabilities dropped; every pod an explicit
-terminationGracePeriodSeconds. Every scaled Deployment (a ScaledObject's target, or more than
+terminationGracePeriodSeconds of at most 30 s. Every scaled Deployment (a ScaledObject's target, or more than
 one replica) has a PodDisruptionBudget selecting its pods. ScaledObjects target an existing
 Deployment, never scale to zero, and authenticate through an existing TriggerAuthentication.
 Every Deployment is scraped: a Service selecting its pods with a port a ServiceMonitor names,
@@ -25,6 +25,10 @@ from collections import Counter
 import yaml
 
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet"}
+
+# Kubernetes' default grace period; the services' default pre-stop delay and drain fit in it,
+# and a longer one slows every rollout and node drain.
+MAX_GRACE_SECONDS = 30
 
 
 def key(obj):
@@ -131,8 +135,14 @@ def check(objects):
             problems.append(f"{where}: no containers")
         for container in containers:
             problems.extend(container_problems(where, pod, container))
-        if "terminationGracePeriodSeconds" not in pod:
+        grace = pod.get("terminationGracePeriodSeconds")
+        if grace is None:
             problems.append(f"{where}: no explicit terminationGracePeriodSeconds")
+        elif not isinstance(grace, int) or grace > MAX_GRACE_SECONDS:
+            problems.append(
+                f"{where}: terminationGracePeriodSeconds {grace!r} is over {MAX_GRACE_SECONDS}: "
+                "the services' defaults stop within it (deploy/README.md, Shutdown)"
+            )
         for volume in pod.get("volumes", []):
             config_map = volume.get("configMap", {}).get("name")
             if config_map and (namespace(workload), config_map) not in config_maps:
@@ -204,6 +214,9 @@ def self_test(objects):
         "no termination grace": lambda objs: objs[first("Deployment")]["spec"]["template"]["spec"].pop(
             "terminationGracePeriodSeconds"
         ),
+        "a termination grace over 30 s": lambda objs: objs[first("Deployment")]["spec"]["template"][
+            "spec"
+        ].update(terminationGracePeriodSeconds=40),
     }
     if check(objects):
         print("check-manifests self-test: the manifests must pass before they are broken", file=sys.stderr)

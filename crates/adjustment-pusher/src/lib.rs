@@ -12,6 +12,8 @@
 //! - [`ledger`]: all of that state in PostgreSQL; [`shopify`]: the GraphQL call and how its
 //!   answers are sorted. The transport, each shop's token and its rate limiting from
 //!   `throttleStatus` are the shared `shopify_admin` crate.
+//! - [`retention`]: settled transactions (with their bodies, adjustments and replay records)
+//!   and batches pruned after `[retention] transactions_days`.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -21,6 +23,7 @@ pub mod ledger;
 pub mod operator;
 pub mod push;
 pub mod release;
+pub mod retention;
 pub mod shopify;
 
 use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
@@ -36,7 +39,8 @@ use platform::{
     db,
     http::Health,
     metrics::Metrics,
-    outbox::run_outbox_relay,
+    outbox::{OutboxMetrics, run_outbox_relay},
+    retention::run_retention,
     settings::Settings,
     shutdown::CancellationToken,
     startup::{self, Prepared},
@@ -51,6 +55,7 @@ use crate::{
     intake::Intake,
     push::ShopPusher,
     release::{MappingReleases, Sweeper},
+    retention::PusherRetention,
 };
 
 /// The service name (metric label, `x-service`, connection names).
@@ -177,13 +182,17 @@ pub async fn serve(
         pool,
         health,
         ops_server: server,
+        stop,
     } = startup::serve_ops_and_prepare_database(
         &settings,
         DEFAULT_LISTEN,
         metrics.clone(),
-        shutdown.clone(),
+        shutdown,
     )
     .await?;
+    // Everything below drains on `stop`: at the signal only readiness fails, and the service
+    // serves on for the pre-stop delay.
+    let shutdown = stop;
     // The push loops record Shopify's answers through a pool of their own: intake saturating
     // its pool must never make an answer wait out its lease and cost a resend.
     let push_pool = db::connect_pool(&db::DatabaseSettings {
@@ -206,7 +215,18 @@ pub async fn serve(
     tasks.spawn(run_outbox_relay(
         pool.clone(),
         publisher,
+        OutboxMetrics::new(&metrics, SERVICE),
         outbox_wake.clone(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(run_retention(
+        Arc::new(PusherRetention {
+            pool: pool.clone(),
+            settings: settings.retention.clone(),
+        }),
+        SERVICE,
+        settings.retention.interval(),
+        metrics.clone(),
         shutdown.clone(),
     ));
     // Every background loop is supervised: a panic is counted and the loop started again.

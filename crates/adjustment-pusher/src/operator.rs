@@ -9,7 +9,9 @@
 //! `dead_letter_replays`, keyed by the dead letter's `x-failed-at`, in the same transaction. A
 //! second replay of the same dead letter finds that row and changes nothing, so a crash between
 //! the commit and removing the DLQ message, or a duplicate copy of the dead letter, can never
-//! push the transaction twice. Every function is one database transaction.
+//! push the transaction twice. Purging such a dead letter discards the transaction's dead
+//! adjustments ([`discard_dead_letter`]), so the retention job can prune them in time. Every
+//! function is one database transaction.
 
 use std::collections::BTreeMap;
 
@@ -147,6 +149,41 @@ pub async fn replay_dead_letter(
         parked,
         inventory_item_id,
     })
+}
+
+/// Purging the dead letter of `(shop, transaction_id)` written at `failed_at` (`wos-sync dlq
+/// purge`): the operator gave up on it, so the transaction's dead adjustments become
+/// `discarded` (never pushed, and pruned with the transaction once the retention window has
+/// passed; until then the transaction id is still recognised). Nothing changes when this dead
+/// letter was replayed before (its adjustments moved on) or the transaction is not recorded.
+/// Returns how many adjustments were discarded.
+pub async fn discard_dead_letter(
+    pool: &Pool,
+    shop: &str,
+    transaction_id: &str,
+    failed_at: &str,
+) -> DbResult<u64> {
+    let client = pool.get().await?;
+    let discarded = client
+        .execute(
+            "UPDATE adjustments SET state = 'discarded', updated_at = now(), \
+                 error = coalesce(error || '; ', '') || 'dead letter purged by an operator' \
+             WHERE shop_domain = $1 AND transaction_id = $2 AND state = 'dead' \
+               AND NOT EXISTS (SELECT 1 FROM dead_letter_replays \
+                               WHERE shop_domain = $1 AND transaction_id = $2 AND failed_at = $3)",
+            &[&shop, &transaction_id, &failed_at],
+        )
+        .await
+        .map_err(db)?;
+    if discarded > 0 {
+        tracing::info!(
+            shop,
+            transaction_id,
+            discarded,
+            "dead letter purged: adjustments discarded"
+        );
+    }
+    Ok(discarded)
 }
 
 /// Only a positive inventory item id is a mapping (WOS may write 0 or -1 for "none").

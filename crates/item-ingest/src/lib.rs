@@ -6,11 +6,14 @@
 //! SKU mapping, items, outbox), and this module records the outcome in metrics and wakes the
 //! outbox relay that publishes mapping announcements on `wos-sync.item-mappings`. [`refresh`]
 //! reads from the shop's Admin API the variants a webhook lists beyond the 100 it details.
+//! [`retention`] prunes what grows with traffic (inbox rows, tombstones of deleted products
+//! and variants, undeliverable announcements, old backfill runs).
 
 pub mod bench;
 pub mod event;
 pub mod operator;
 pub mod refresh;
+pub mod retention;
 pub mod store;
 
 use std::{collections::BTreeMap, net::SocketAddr, sync::Arc};
@@ -26,7 +29,8 @@ use platform::{
         topology::ITEM_MAPPINGS,
     },
     metrics::Metrics,
-    outbox::run_outbox_relay,
+    outbox::{OutboxMetrics, run_outbox_relay},
+    retention::run_retention,
     settings::Settings,
     shutdown::CancellationToken,
     startup::{self, Prepared},
@@ -40,6 +44,7 @@ pub use shopify_admin::ShopTokens;
 use crate::{
     event::read_event,
     refresh::ShopRefresher,
+    retention::IngestRetention,
     store::{IngestError, IngestReport, count_conflicts, ingest},
 };
 
@@ -256,13 +261,17 @@ pub async fn serve(
         pool,
         health,
         ops_server: server,
+        stop,
     } = startup::serve_ops_and_prepare_database(
         &settings,
         DEFAULT_LISTEN,
         metrics.clone(),
-        shutdown.clone(),
+        shutdown,
     )
     .await?;
+    // Everything below drains on `stop`: at the signal only readiness fails, and the service
+    // serves on for the pre-stop delay.
+    let shutdown = stop;
 
     let variants_without_sku = IntCounterVec::new(
         prometheus::Opts::new(
@@ -326,10 +335,22 @@ pub async fn serve(
     let relay = tokio::spawn(run_outbox_relay(
         pool.clone(),
         publisher,
+        OutboxMetrics::new(&metrics, SERVICE),
         handler.outbox_wake.clone(),
         shutdown.clone(),
     ));
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(run_retention(
+        Arc::new(IngestRetention {
+            pool: pool.clone(),
+            settings: settings.retention.clone(),
+            announce_exchange: handler.announce_exchange.clone(),
+        }),
+        SERVICE,
+        settings.retention.interval(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     tasks.spawn(rebuild_conflicts_periodically(
         conflicts.clone(),
         settings.shops.clone(),

@@ -7,6 +7,10 @@
 //! `unavailable`: never the database's error text, which is logged instead). The result is
 //! cached for [`READINESS_CACHE`], so probes arriving fast (several kubelets, a scraper, an
 //! attacker on a misrouted port) cost one database query a second at most.
+//!
+//! Once the service is stopping ([`Health::stop_readiness`], at SIGTERM: see
+//! `platform::shutdown::pre_stop`) `/readyz` answers 503 `{"ready":false,"stopping":true}` at
+//! once, cache or not, while the server goes on serving until the pre-stop delay is over.
 
 use std::{
     net::SocketAddr,
@@ -41,6 +45,8 @@ pub struct Health {
     cached: Arc<Mutex<Option<(Instant, bool, serde_json::Value)>>>,
     /// Whether the last database check failed (its error is logged once per outage).
     database_failing: Arc<AtomicBool>,
+    /// Cancelled when the service starts stopping: readiness fails from then on.
+    stopping: CancellationToken,
 }
 
 impl Health {
@@ -51,7 +57,25 @@ impl Health {
             database,
             cached: Arc::new(Mutex::new(None)),
             database_failing: Arc::new(AtomicBool::new(false)),
+            stopping: CancellationToken::new(),
         }
+    }
+
+    /// The service is stopping: `/readyz` answers 503 from now on, so the orchestrator takes it
+    /// out of its endpoints while it still serves.
+    pub fn stop_readiness(&self) {
+        self.stopping.cancel();
+    }
+
+    /// Whether [`Health::stop_readiness`] was called.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.is_cancelled()
+    }
+
+    /// The token [`Health::stop_readiness`] cancels (for a task that must not hold the
+    /// `Health` itself, and with it the database pool).
+    pub fn stopping_token(&self) -> CancellationToken {
+        self.stopping.clone()
     }
 
     /// Records whether the service's broker connection is up.
@@ -72,6 +96,9 @@ impl Health {
 
     /// [`Health::readiness`] as of `now` (tests pass their own clock).
     pub async fn readiness_at(&self, now: Instant) -> (bool, serde_json::Value) {
+        if self.is_stopping() {
+            return (false, json!({ "ready": false, "stopping": true }));
+        }
         if let Ok(cached) = self.cached.lock()
             && let Some((taken, ready, body)) = cached.as_ref()
             && now.saturating_duration_since(*taken) < READINESS_CACHE
@@ -222,6 +249,18 @@ mod tests {
         for leak in ["refused", "127.0.0.1", "wos", "error", "s3cret"] {
             assert!(!text.contains(leak), "`{leak}` in {text}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_stopping_service_is_not_ready_at_once_whatever_the_cache_says() {
+        let health = Health::new(None);
+        health.set_broker_connected(true);
+        let start = Instant::now();
+        assert!(health.readiness_at(start).await.0);
+        health.stop_readiness();
+        let (ready, body) = health.readiness_at(start).await;
+        assert!(!ready, "the cached 200 must not outlive the stop: {body}");
+        assert_eq!(body["stopping"], true, "{body}");
     }
 
     #[tokio::test]

@@ -5,8 +5,16 @@
 //! redelivery, a publisher's duplicate), the insert finds the existing row and the handler
 //! rolls back and reports a duplicate. Because the row and the effect commit together, there is
 //! no window in which one exists without the other.
+//!
+//! Rows are kept for `[retention] inbox_days` and then pruned by the consumer's service
+//! ([`prune_inbox_chunk`]): a copy arriving within that window is a duplicate, a copy arriving
+//! later is new.
 
-use deadpool_postgres::GenericClient;
+use std::time::Duration;
+
+use deadpool_postgres::{GenericClient, Pool};
+
+use crate::db::DbError;
 
 /// Whether a message is new to this consumer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,4 +44,27 @@ pub async fn record_message<C: GenericClient>(
     } else {
         InboxEntry::AlreadyProcessed
     })
+}
+
+/// Deletes up to `chunk` of `consumer`'s inbox rows recorded longer than `window` ago (by
+/// PostgreSQL's clock, the one that stamped them), oldest first, in one transaction; returns
+/// how many. Rows another transaction holds are skipped.
+pub async fn prune_inbox_chunk(
+    pool: &Pool,
+    consumer: &str,
+    window: Duration,
+    chunk: i64,
+) -> Result<u64, DbError> {
+    let deleted = pool
+        .get()
+        .await?
+        .execute(
+            "DELETE FROM inbox WHERE (consumer, message_id) IN ( \
+                 SELECT consumer, message_id FROM inbox \
+                 WHERE consumer = $1 AND processed_at < now() - make_interval(secs => $2) \
+                 ORDER BY processed_at LIMIT $3 FOR UPDATE SKIP LOCKED)",
+            &[&consumer, &window.as_secs_f64(), &chunk],
+        )
+        .await?;
+    Ok(deleted)
 }

@@ -11,9 +11,11 @@
 //! - [`amqp`]: the RabbitMQ topology of the contract, confirmed publishing and the consumer
 //!   runtime (retry tiers, dead letters, reconnects, graceful shutdown);
 //! - [`tls`]: the rustls configuration of every `amqps://` and PostgreSQL TLS connection;
+//! - [`retention`]: each service's background job that prunes old rows in committed chunks;
 //! - [`scratch`]: throw-away database + queue prefix for benchmark commands;
 //! - [`startup`]: a service's start: ops server, database, migrations, in that order;
-//! - [`shutdown`]: SIGTERM/SIGINT as a cancellation token every task can watch;
+//! - [`shutdown`]: SIGTERM/SIGINT as a cancellation token every task can watch, and the
+//!   pre-stop delay (readiness fails first, the service keeps serving, then drains);
 //! - [`supervise`]: background loops that are restarted with backoff and counted when they fail.
 
 pub mod amqp;
@@ -23,6 +25,7 @@ pub mod inbox;
 pub mod metrics;
 pub mod outbox;
 pub mod probe;
+pub mod retention;
 pub mod scratch;
 pub mod settings;
 pub mod shutdown;

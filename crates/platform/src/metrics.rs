@@ -50,6 +50,15 @@ pub struct Metrics {
     /// Beyond CONTRACT 6: failed rounds of background loops (`platform::supervise`).
     pub loop_failures_total: IntCounterVec,
     pub loop_consecutive_failures: IntGaugeVec,
+    /// Beyond CONTRACT 6: rows each service's retention job deleted (`platform::retention`).
+    pub retention_pruned_rows_total: IntCounterVec,
+    /// Beyond CONTRACT 6: outbox rows that could not be published, by why (`unroutable`: a
+    /// dead letter's queue does not exist; `refused`: the broker refused the message or its
+    /// exchange; `unavailable`: the broker could not be reached, which holds up every row).
+    pub outbox_publish_failures_total: IntCounterVec,
+    /// Beyond CONTRACT 6: outbox rows waiting for a retry after their own publish failed
+    /// (the same table-wide count from every service's relay).
+    pub outbox_deferred_messages: IntGaugeVec,
 }
 
 /// Latency buckets for work measured in milliseconds to minutes.
@@ -168,6 +177,21 @@ impl Metrics {
                 "wos_sync_loop_consecutive_failures",
                 "Failed rounds in a row of a background loop; 0 while it is healthy.",
                 &["service", "loop", "shop"],
+            ),
+            retention_pruned_rows_total: counter(
+                "wos_sync_retention_pruned_rows_total",
+                "Rows deleted by a service's retention job, by table.",
+                &["service", "table"],
+            ),
+            outbox_publish_failures_total: counter(
+                "wos_sync_outbox_publish_failures_total",
+                "Outbox rows whose publish failed, by reason (unroutable, refused, unavailable).",
+                &["service", "reason"],
+            ),
+            outbox_deferred_messages: gauge(
+                "wos_sync_outbox_deferred_messages",
+                "Outbox rows waiting to be tried again after their own publish failed.",
+                &["service"],
             ),
             registry,
         }

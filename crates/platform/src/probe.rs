@@ -6,6 +6,8 @@
 //! broker and database plumbing works end to end; the platform's process-level tests (SIGTERM,
 //! a crash between commit and ack) run it as a child process; and `consumer-probe bench`
 //! measures the runtime's throughput next to a bare consume-and-ack loop on the same broker.
+//! Like every service it prunes what it writes (its inbox rows and `probe_effects`, after
+//! `[retention] inbox_days`) and fails readiness before it drains at SIGTERM.
 
 use std::{
     sync::Arc,
@@ -29,8 +31,9 @@ use crate::{
     },
     db::{self, DbError},
     http::Health,
-    inbox::{InboxEntry, record_message},
+    inbox::{InboxEntry, prune_inbox_chunk, record_message},
     metrics::Metrics,
+    retention::{Pruned, RetentionJob, RetentionSettings, in_chunks, run_retention},
     scratch::Scratch,
     settings::Settings,
 };
@@ -141,27 +144,75 @@ pub async fn run(
         pool,
         health,
         ops_server: server,
+        stop,
     } = crate::startup::serve_ops_and_prepare_database(
         &settings,
         default_listen,
         metrics.clone(),
-        shutdown.clone(),
+        shutdown,
     )
     .await?;
     ensure_probe_table(&pool)
         .await
         .context("creating probe_effects")?;
+    let retention = tokio::spawn(run_retention(
+        Arc::new(ProbeRetention {
+            pool: pool.clone(),
+            settings: settings.retention.clone(),
+        }),
+        "consumer-probe",
+        settings.retention.interval(),
+        metrics.clone(),
+        stop.clone(),
+    ));
     let config = consumer_config(&settings, "consumer-probe");
     run_consumer(
         config,
         Arc::new(ProbeHandler::new(pool, options)),
         metrics,
         health,
-        shutdown,
+        stop,
     )
     .await;
+    retention.await.context("retention task")?;
     server.await.context("HTTP server task")?;
     Ok(())
+}
+
+/// The probe's pruning: its inbox rows and its effect rows, after `[retention] inbox_days`.
+#[derive(Debug)]
+struct ProbeRetention {
+    pool: Pool,
+    settings: RetentionSettings,
+}
+
+impl RetentionJob for ProbeRetention {
+    async fn prune(&self, shutdown: &CancellationToken) -> Result<Pruned, DbError> {
+        let (window, chunk) = (self.settings.inbox(), self.settings.chunk());
+        let mut pruned = Pruned::default();
+        let inbox = in_chunks(chunk, shutdown, || {
+            prune_inbox_chunk(&self.pool, CONSUMER, window, chunk)
+        })
+        .await?;
+        pruned.add("inbox", inbox);
+        let effects = in_chunks(chunk, shutdown, || async {
+            Ok(self
+                .pool
+                .get()
+                .await?
+                .execute(
+                    "DELETE FROM probe_effects WHERE message_id IN ( \
+                         SELECT message_id FROM probe_effects \
+                         WHERE applied_at < now() - make_interval(secs => $1) \
+                         LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                    &[&window.as_secs_f64(), &chunk],
+                )
+                .await?)
+        })
+        .await?;
+        pruned.add("probe_effects", effects);
+        Ok(pruned)
+    }
 }
 
 fn consumer_config(settings: &Settings, service: &str) -> ConsumerConfig {

@@ -10,6 +10,7 @@ use std::{
     collections::BTreeSet,
     net::SocketAddr,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use model::config::{ConfigError, ShopDirectory, deserialize_section, parse_shops};
@@ -22,6 +23,7 @@ use crate::{
         topology::{Names, RetryPolicy},
     },
     db::DatabaseSettings,
+    retention::RetentionSettings,
     telemetry::LogFormat,
 };
 
@@ -68,7 +70,7 @@ impl Default for AmqpSettings {
 }
 
 /// `[http]`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSettings {
     /// The service's HTTP address; each service has its own default (CONTRACT 1).
@@ -76,6 +78,27 @@ pub struct HttpSettings {
     /// The relay's address for `/metrics`, `/healthz` and `/readyz`, apart from its public
     /// webhook listener (`--ops-listen` / `OPS_LISTEN_ADDR`; default `0.0.0.0:9466`).
     pub ops_listen: Option<SocketAddr>,
+    /// After SIGTERM, how long `/readyz` answers 503 while the service keeps serving (and
+    /// consuming) before it drains: the time Kubernetes needs to take the pod out of its
+    /// Service's endpoints (`platform::shutdown::pre_stop`). 0 drains at once.
+    pub pre_stop_delay_ms: u64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            ops_listen: None,
+            pre_stop_delay_ms: 5_000,
+        }
+    }
+}
+
+impl HttpSettings {
+    /// [`HttpSettings::pre_stop_delay_ms`] as a duration.
+    pub fn pre_stop_delay(&self) -> Duration {
+        Duration::from_millis(self.pre_stop_delay_ms)
+    }
 }
 
 /// `[log]`.
@@ -92,7 +115,14 @@ pub const SERVICE_SECTIONS: &[&str] = &["item_ingest", "adjustment_pusher", "web
 
 /// The sections the platform itself reads.
 const PLATFORM_SECTIONS: &[&str] = &[
-    "amqp", "database", "consumer", "retry", "http", "log", "shops",
+    "amqp",
+    "database",
+    "consumer",
+    "retry",
+    "http",
+    "log",
+    "retention",
+    "shops",
 ];
 
 /// Everything a service is configured with.
@@ -106,6 +136,7 @@ pub struct Settings {
     pub retry: RetryPolicy,
     pub http: HttpSettings,
     pub log: LogSettings,
+    pub retention: RetentionSettings,
     pub shops: ShopDirectory,
     /// The service-specific tables ([`SERVICE_SECTIONS`]) present in the file, and those the
     /// loading program named as its own ([`Settings::load_with_sections`]), unparsed.
@@ -122,6 +153,7 @@ impl Default for Settings {
             retry: RetryPolicy::default(),
             http: HttpSettings::default(),
             log: LogSettings::default(),
+            retention: RetentionSettings::default(),
             shops: ShopDirectory::default(),
             services: toml::Table::new(),
         }
@@ -246,6 +278,7 @@ impl Settings {
         settings.retry = section(&mut doc, "retry", file)?;
         settings.http = section(&mut doc, "http", file)?;
         settings.log = section(&mut doc, "log", file)?;
+        settings.retention = section(&mut doc, "retention", file)?;
         settings.services = doc
             .into_iter()
             .filter(|(key, _)| services.contains(key.as_str()))
@@ -271,6 +304,7 @@ impl Settings {
     fn validate(&self) -> Result<(), (String, String)> {
         self.consumer.validate()?;
         self.retry.validate()?;
+        self.retention.validate()?;
         let database = [
             (
                 "database.max_connections",
@@ -585,6 +619,14 @@ mod tests {
             Some("database.migration_lock_timeout_ms".into())
         );
         assert_eq!(
+            refused_key("[retention]\ninbox_days = 0"),
+            Some("retention.inbox_days".into())
+        );
+        assert_eq!(
+            refused_key("[retention]\ninbox = 3"),
+            Some("retention".into())
+        );
+        assert_eq!(
             refused_key("[database]\nurl = \"postgres://h/db?sslmode=verify-full\""),
             Some("database.url".into())
         );
@@ -709,6 +751,8 @@ mod tests {
         assert_eq!(settings.consumer, defaults.consumer);
         assert_eq!(settings.retry, defaults.retry);
         assert_eq!(settings.database.url, defaults.database.url);
+        assert_eq!(settings.http, defaults.http);
+        assert_eq!(settings.retention, defaults.retention);
         assert_eq!(settings.shops.len(), 1);
         assert!(settings.services.contains_key("webhook_relay"));
         assert!(settings.services.contains_key("adjustment_pusher"));

@@ -106,8 +106,8 @@ impl TestEnv {
         }
     }
 
-    /// Settings pointing at this test's database and namespace, with fast retries so tests
-    /// need not wait for production delays.
+    /// Settings pointing at this test's database and namespace, with fast retries and no
+    /// pre-stop delay, so tests need not wait for production delays.
     pub fn settings(&self) -> Settings {
         let mut settings = Settings::default();
         settings.amqp.url = self.amqp_url.clone();
@@ -122,6 +122,8 @@ impl TestEnv {
             delivery_limit: 20,
         };
         settings.consumer.shutdown_grace_ms = 5_000;
+        // A test stops its services by cancelling their token: no endpoints to leave first.
+        settings.http.pre_stop_delay_ms = 0;
         settings
     }
 

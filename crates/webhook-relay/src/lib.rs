@@ -16,6 +16,10 @@
 //!
 //! It listens twice: the public address (`--listen`) serves only the webhook route; `/metrics`,
 //! `/healthz` and `/readyz` are on the ops address (`--ops-listen`), which is not exposed.
+//!
+//! On SIGTERM `/readyz` answers 503 at once while both listeners keep serving for
+//! `[http] pre_stop_delay_ms` (5 s); then the public listener stops accepting, every request
+//! already accepted is answered, and the broker connection closes.
 
 pub mod bench;
 pub mod client;
@@ -36,7 +40,7 @@ use platform::{
     http::{self, Health},
     metrics::Metrics,
     settings::{Settings, SettingsError},
-    shutdown::CancellationToken,
+    shutdown::{CancellationToken, pre_stop},
 };
 use tokio::task::JoinHandle;
 
@@ -152,8 +156,11 @@ pub async fn start(
     let ops_router = http::ops_router(metrics.clone(), health.clone());
     tracing::info!(listen = %addr, ops_listen = %ops_addr, exchange, shops, "webhook relay serving");
 
-    // Our own token, so a failing server can stop the keeper without cancelling the caller's.
-    let stop = shutdown.child_token();
+    // At the caller's shutdown /readyz fails at once, and the relay goes on answering webhooks
+    // for the pre-stop delay (the ingress still sends some until the endpoint removal reaches
+    // it); then it stops accepting and answers what it has accepted. Our own child token, so a
+    // failing server can stop the keeper without cancelling the caller's.
+    let stop = pre_stop(&shutdown, &health, settings.http.pre_stop_delay()).child_token();
     let keeper = tokio::spawn(keep_connected(
         publisher.clone(),
         health.clone(),

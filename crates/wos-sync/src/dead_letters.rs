@@ -86,6 +86,11 @@ impl DeadLetter {
         }
     }
 
+    /// A string header of the message.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header_str(self.properties.headers().as_ref(), name)
+    }
+
     /// When it was dead-lettered (`x-failed-at`), if it says.
     pub fn failed_at_time(&self) -> Option<DateTime<Utc>> {
         let text = self.failed_at.as_deref()?;

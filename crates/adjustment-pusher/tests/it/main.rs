@@ -14,5 +14,6 @@ mod loops;
 mod mappings;
 mod parking;
 mod pools;
+mod retention;
 mod rules;
 mod shops;

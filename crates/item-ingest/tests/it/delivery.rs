@@ -413,3 +413,73 @@ async fn a_database_outage_goes_through_the_retry_tiers_and_nothing_is_lost() {
     assert_eq!(ingest.mapping("DURING").await, Some(Some(102)));
     ingest.stop().await;
 }
+
+#[tokio::test]
+async fn an_announcement_is_published_past_a_dead_letter_whose_queue_is_missing() {
+    let mut ingest = Ingest::start().await;
+    let queue = bind_announcements(&ingest).await;
+    // The outbox is shared: the pusher's dead letter of a transaction, addressed to a DLQ an
+    // operator deleted, is first in line.
+    let missing = format!(
+        "{}adjustment-pusher.wos-transactions.dlq",
+        ingest.env.names.prefix()
+    );
+    let client = ingest.env.pool.get().await.unwrap();
+    outbox::enqueue(
+        &client,
+        &outbox::OutboxMessage::json("", &missing, "tx-1", br#"{"transaction_id":"tx-1"}"#),
+    )
+    .await
+    .unwrap();
+    drop(client);
+
+    ingest
+        .send(
+            "products/create",
+            &product(1, "Tee", 1, &[v(11, "TEE-S", 101)]),
+            "w-1",
+        )
+        .await;
+    let seen = announcements(&ingest, &queue, 1).await;
+    assert_eq!(seen[0].1.sku, "TEE-S", "published past the dead letter");
+
+    // The dead letter stays, put aside with its reason, and shows in the metrics.
+    let row = ingest
+        .env
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT routing_key, attempts, last_error, next_attempt_at > now() FROM outbox",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), missing);
+    assert!(row.get::<_, i32>(1) >= 1);
+    assert!(
+        row.get::<_, Option<String>>(2)
+            .is_some_and(|error| error.contains("does not exist")),
+        "{:?}",
+        row.get::<_, Option<String>>(2)
+    );
+    assert!(
+        ingest.metric(
+            "wos_sync_outbox_publish_failures_total",
+            &[("service", "item-ingest"), ("reason", "unroutable")]
+        ) >= 1.0
+    );
+    testkit::wait_until(
+        Duration::from_secs(10),
+        "the deferred row shows",
+        || async {
+            ingest.metric(
+                "wos_sync_outbox_deferred_messages",
+                &[("service", "item-ingest")],
+            ) == 1.0
+        },
+    )
+    .await;
+    ingest.stop().await;
+}

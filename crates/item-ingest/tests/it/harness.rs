@@ -248,6 +248,16 @@ impl Ingest {
             .sum()
     }
 
+    /// Waits until [`Self::metric`] reaches `value`.
+    pub async fn wait_metric_at_least(&self, name: &str, labels: &[(&str, &str)], value: f64) {
+        wait_until(
+            Duration::from_secs(30),
+            &format!("{name} {labels:?} at least {value}"),
+            || async { self.metric(name, labels) >= value },
+        )
+        .await;
+    }
+
     pub fn conflicts(&self) -> i64 {
         self.metrics.sku_conflicts.with_label_values(&[SHOP]).get()
     }

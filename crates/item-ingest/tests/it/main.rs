@@ -12,4 +12,5 @@ mod healing;
 mod lifecycle;
 mod mappings;
 mod policies;
+mod retention;
 mod stack;

@@ -468,3 +468,21 @@ fn the_runbook_check_refuses_missing_sections_wrong_links_and_stale_sections() {
         ["docs/operations.md has no `## Alerts` section"]
     );
 }
+
+/// Every configuration file the repository ships loads as the services load it (a bad key, or
+/// an `admin_base_url` the services refuse, fails here rather than at a container's start).
+#[test]
+fn every_shipped_configuration_file_loads() {
+    let root = repository_root();
+    for file in [
+        "config/local.toml",
+        "docs/config.example.toml",
+        "deploy/compose/wos-sync.toml",
+        "deploy/k8s/base/wos-sync.toml",
+        "deploy/k8s/overlays/production/wos-sync.toml",
+    ] {
+        if let Err(err) = platform::settings::Settings::from_file(&root.join(file)) {
+            panic!("{file} does not load: {err}");
+        }
+    }
+}

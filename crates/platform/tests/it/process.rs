@@ -16,6 +16,12 @@ use testkit::{TestEnv, wait_until};
 /// Starts `consumer-probe run` on the test's database and namespace; returns it and its
 /// metrics URL.
 fn spawn_probe(env: &TestEnv, extra: &[&str]) -> (Child, String) {
+    // No pre-stop delay: these tests time the drain itself.
+    spawn_probe_with(env, "[http]\npre_stop_delay_ms = 0\n", extra)
+}
+
+/// [`spawn_probe`] with more configuration (TOML appended to the test's file).
+fn spawn_probe_with(env: &TestEnv, config_extra: &str, extra: &[&str]) -> (Child, String) {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -27,7 +33,7 @@ fn spawn_probe(env: &TestEnv, extra: &[&str]) -> (Child, String) {
         &config,
         format!(
             "[amqp]\nname_prefix = \"{}\"\n[consumer]\nprefetch = 8\nconcurrency = 8\nshutdown_grace_ms = 3000\n\
-             [retry]\nbase_delay_ms = 200\nmultiplier = 2\ntiers = 3\n",
+             [retry]\nbase_delay_ms = 200\nmultiplier = 2\ntiers = 3\n{config_extra}",
             env.names.prefix()
         ),
     )
@@ -268,4 +274,75 @@ async fn the_ops_server_answers_while_migrations_wait_for_their_lock() {
     wait_ready(&base).await;
     probe.kill().unwrap();
     probe.wait().unwrap();
+}
+
+/// A pre-stop delay that outlasts any test: the second signal ends it.
+const PRE_STOP: &str = "[http]\npre_stop_delay_ms = 600000\n";
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name}");
+}
+
+/// The status line of a GET, or `None` when nothing answers (the listener is closed).
+async fn status_of(url: &str) -> Option<String> {
+    get(url)
+        .await
+        .and_then(|response| response.lines().next().map(str::to_owned))
+        .filter(|line| !line.is_empty())
+}
+
+#[tokio::test]
+async fn on_sigterm_readiness_fails_while_the_probe_still_serves_then_it_drains() {
+    let env = TestEnv::new().await;
+    let queue = probe_queue(&env.names);
+    env.track_queue(&queue);
+    // A pre-stop delay no test waits out: a second signal ends it.
+    let (mut probe, base) = spawn_probe_with(&env, PRE_STOP, &[]);
+    wait_ready(&base).await;
+
+    signal(&probe, "TERM");
+    wait_until(Duration::from_secs(20), "/readyz answers 503", || async {
+        status_of(&format!("{base}/readyz"))
+            .await
+            .is_some_and(|s| s.starts_with("HTTP/1.1 503"))
+    })
+    .await;
+    // Not ready, but still serving: the ops listener answers and messages are consumed.
+    assert_eq!(
+        status_of(&format!("{base}/healthz")).await.as_deref(),
+        Some("HTTP/1.1 200 OK"),
+        "after /readyz went 503"
+    );
+    env.publish(
+        "",
+        &queue.name,
+        b"{}",
+        BasicProperties::default().with_message_id("during-pre-stop".into()),
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(20),
+        "consumed during the pre-stop delay",
+        || async { effects(&env).await == ["during-pre-stop"] },
+    )
+    .await;
+
+    // The second signal ends the delay: the probe drains, closes its listener and exits.
+    signal(&probe, "TERM");
+    let (status, _probe) = tokio::task::spawn_blocking(move || {
+        let status = wait_exit(&mut probe, Duration::from_secs(20));
+        (status, probe)
+    })
+    .await
+    .unwrap();
+    assert!(status.expect("exits after draining").success());
+    assert_eq!(
+        status_of(&format!("{base}/healthz")).await,
+        None,
+        "listener closed"
+    );
 }

@@ -12,7 +12,13 @@ use webhook_relay::client::RelayClient;
 use crate::support::message_id;
 
 fn config_file(env: &TestEnv, shops: &[(&str, &str)]) -> std::path::PathBuf {
-    let mut text = format!("[amqp]\nname_prefix = \"{}\"\n", env.names.prefix());
+    // No pre-stop delay: the stop itself is what these tests look at.
+    config_file_with(env, shops, "[http]\npre_stop_delay_ms = 0\n")
+}
+
+/// [`config_file`] with more platform sections (`extra`, TOML).
+fn config_file_with(env: &TestEnv, shops: &[(&str, &str)], extra: &str) -> std::path::PathBuf {
+    let mut text = format!("[amqp]\nname_prefix = \"{}\"\n{extra}", env.names.prefix());
     for (domain, secret_env) in shops {
         text.push_str(&format!(
             "[[shops]]\ndomain = \"{domain}\"\napi_version = \"2026-04\"\n\
@@ -160,5 +166,116 @@ async fn serves_webhooks_and_stops_cleanly_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(exit.success(), "exit status {exit:?}");
+    let _ = std::fs::remove_file(config);
+}
+
+fn signal(child: &std::process::Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name}");
+}
+
+/// A pre-stop delay that outlasts any test: the second signal ends it.
+const PRE_STOP: &str = "[http]\npre_stop_delay_ms = 600000\n";
+
+#[tokio::test]
+async fn on_sigterm_readiness_fails_first_and_requests_already_accepted_are_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let env = TestEnv::new().await;
+    let secret_env = format!("RELAY_TEST_SECRET_{}", env.id);
+    // A pre-stop delay no test waits out: the second signal ends it.
+    let config = config_file_with(&env, &[("stop.myshopify.com", &secret_env)], PRE_STOP);
+    let (listen, ops_listen) = (free_address(), free_address());
+    let mut child = relay_command(&config, &listen, &ops_listen, &env.amqp_url)
+        .env(&secret_env, "stop-secret")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = RelayClient::new(listen.parse().unwrap(), 0);
+    let ops = RelayClient::new(ops_listen.parse().unwrap(), 0);
+    wait_until(Duration::from_secs(20), "relay process ready", || async {
+        ops.get("/readyz")
+            .await
+            .is_ok_and(|reply| reply.status == 200)
+    })
+    .await;
+    // Product webhooks are answered 200 only once stored: item-ingest's queue must exist.
+    let queue = env.names.item_ingest_queue();
+    platform::amqp::topology::declare_work_queue(env.channel(), &queue, &env.settings().retry)
+        .await
+        .unwrap();
+    let signed = |id: &str| {
+        let body = format!(r#"{{"id":{}}}"#, id.len());
+        let headers = webhook_relay::client::shopify_headers(
+            b"stop-secret",
+            "products/delete",
+            "stop.myshopify.com",
+            id,
+            body.as_bytes(),
+        );
+        (headers, body)
+    };
+
+    signal(&child, "TERM");
+    wait_until(Duration::from_secs(20), "/readyz answers 503", || async {
+        ops.get("/readyz")
+            .await
+            .is_ok_and(|reply| reply.status == 503)
+    })
+    .await;
+    // Out of the endpoints, still answering what the ingress sends meanwhile.
+    let (headers, body) = signed("during-pre-stop");
+    let reply = client.post_webhook(&headers, body).await.unwrap();
+    assert_eq!(reply.status, 200, "{reply:?}");
+
+    // A request the relay has accepted (head read, body on its way) when it stops accepting.
+    let (headers, body) = signed("in-flight");
+    let mut held = tokio::net::TcpStream::connect(&listen).await.unwrap();
+    let mut head = format!(
+        "POST /webhooks/shopify HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in &headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let (first, rest) = body.as_bytes().split_at(body.len() / 2);
+    held.write_all(head.as_bytes()).await.unwrap();
+    held.write_all(first).await.unwrap();
+
+    signal(&child, "TERM");
+    wait_until(Duration::from_secs(20), "the listener closed", || async {
+        tokio::net::TcpStream::connect(&listen).await.is_err()
+    })
+    .await;
+    held.write_all(rest).await.unwrap();
+    let mut answer = String::new();
+    held.read_to_string(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "the accepted request was answered: {answer}"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "still running after draining");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "exit status {exit:?}");
+    assert_eq!(
+        env.drain(&queue.name)
+            .await
+            .iter()
+            .map(message_id)
+            .collect::<Vec<_>>(),
+        ["during-pre-stop", "in-flight"]
+    );
     let _ = std::fs::remove_file(config);
 }

@@ -10,10 +10,16 @@
 //!   transaction dead-lettered before intake recorded it): a copy with a fresh attempt count is
 //!   published to the work queue, confirmed, and only then is the DLQ message removed. The
 //!   consumers' inboxes make a second copy of the same message a duplicate.
+//! - a push-loop dead letter whose transaction is no longer recorded (it settled and the
+//!   pusher's retention job pruned it) is refused and left in the DLQ: a copy would be taken in
+//!   as a new transaction and pushed again.
+//!
+//! Purge removes the selected messages; a push-loop dead letter's dead adjustments are
+//! discarded first, so the pusher's retention job can prune its transaction in time.
 
 use std::time::Duration;
 
-use adjustment_pusher::operator::{ReplayOutcome, replay_dead_letter};
+use adjustment_pusher::operator::{ReplayOutcome, discard_dead_letter, replay_dead_letter};
 use anyhow::Context as _;
 use chrono::Utc;
 use deadpool_postgres::Pool;
@@ -32,6 +38,9 @@ use crate::{
 
 /// The push loop's own dead-letter kinds (the pusher's transactions that intake recorded).
 const PUSH_LOOP_KINDS: [&str; 3] = ["rejected", "exhausted", "unmapped"];
+
+/// The replay action of a dead letter that is not replayed and stays in the DLQ.
+const REFUSED: &str = "refused";
 
 /// How long a replay copy may wait for the broker's confirm.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -168,7 +177,8 @@ struct Replayed {
     message_id: String,
     kind: Option<String>,
     shop: Option<String>,
-    /// `database` (adjustments returned), `already_replayed`, `republished`, `failed`.
+    /// `database` (adjustments returned), `already_replayed`, `republished`, `refused` (left
+    /// in the DLQ), `failed`.
     action: &'static str,
     detail: String,
 }
@@ -201,6 +211,9 @@ async fn replay(context: &Context, args: &DlqSelectArgs) -> anyhow::Result<()> {
         match outcome {
             Ok((action, detail)) => {
                 results.push(replayed(&letter, action, detail));
+                if action == REFUSED {
+                    kept.push(letter);
+                }
             }
             Err(err) => {
                 results.push(replayed(&letter, "failed", format!("{err:#}")));
@@ -214,8 +227,14 @@ async fn replay(context: &Context, args: &DlqSelectArgs) -> anyhow::Result<()> {
     publisher.close().await;
     dlq.give_back(kept).await;
     report(&results, args.json, &args.ids, "replayed")?;
+    let refused = results.iter().filter(|r| r.action == REFUSED).count();
     match stopped {
         Some(err) => Err(Reported(format!("replay stopped: {err:#}")).into()),
+        None if refused > 0 => Err(Reported(format!(
+            "{refused} dead letter(s) refused and left in {}",
+            queue.dead_letter_queue()
+        ))
+        .into()),
         None => Ok(()),
     }
 }
@@ -269,6 +288,18 @@ async fn replay_one(
                         "replayed before, at {}; nothing applied again, removed from the DLQ",
                         replayed_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
                     ),
+                ));
+            }
+            // Written by the push loop, so intake had recorded the transaction: it is gone
+            // because it settled (pushed, or discarded by a purge) and the retention window
+            // passed. A copy on the work queue would be taken in as new and pushed again.
+            ReplayOutcome::NotRecorded if letter.header("x-shop-domain").is_some() => {
+                return Ok((
+                    REFUSED,
+                    "its transaction settled and was pruned after the retention window \
+                     ([retention] transactions_days): replaying it would push it again; \
+                     left in the DLQ, purge it"
+                        .to_owned(),
                 ));
             }
             // Dead-lettered before intake recorded it: the work queue takes it in once.
@@ -342,16 +373,26 @@ async fn purge(context: &Context, args: &DlqPurgeArgs) -> anyhow::Result<()> {
         .into());
     }
     let now = Utc::now();
+    let is_pusher = queue.name == context.settings.names().name(ADJUSTMENT_PUSHER_QUEUE);
+    let pool = if is_pusher && selected.iter().any(|l| push_loop_identity(l).is_some()) {
+        Some(context.database().await?)
+    } else {
+        None
+    };
     let mut results = Vec::with_capacity(selected.len());
     let mut kept = rest;
     let mut failure = None;
     for letter in selected {
-        match dlq.remove(&letter).await {
-            Ok(()) => {
+        if failure.is_some() {
+            kept.push(letter);
+            continue;
+        }
+        match purge_one(&dlq, pool.as_ref(), &letter).await {
+            Ok(detail) => {
                 if !select_args.json {
                     println!("removed {}", describe(&letter, now));
                 }
-                results.push(replayed(&letter, "removed", String::new()));
+                results.push(replayed(&letter, "removed", detail));
             }
             Err(err) => {
                 failure = Some(err);
@@ -374,6 +415,27 @@ async fn purge(context: &Context, args: &DlqPurgeArgs) -> anyhow::Result<()> {
         Some(err) => Err(err),
         None => Ok(()),
     }
+}
+
+/// Removes one held message for good. A push-loop dead letter's dead adjustments are
+/// discarded first (`adjustment_pusher::operator::discard_dead_letter`), so they are pruned in
+/// time instead of being kept forever; a failure there keeps the message.
+async fn purge_one(
+    dlq: &DeadLetterQueue,
+    pool: Option<&Pool>,
+    letter: &DeadLetter,
+) -> anyhow::Result<String> {
+    let mut detail = String::new();
+    if let Some(pool) = pool
+        && let Some((shop, transaction_id, failed_at, _kind)) = push_loop_identity(letter)
+    {
+        let discarded = discard_dead_letter(pool, &shop, &transaction_id, &failed_at).await?;
+        if discarded > 0 {
+            detail = format!("{discarded} dead adjustment(s) discarded: they will never be pushed");
+        }
+    }
+    dlq.remove(letter).await?;
+    Ok(detail)
 }
 
 fn describe(letter: &DeadLetter, now: chrono::DateTime<Utc>) -> String {
@@ -408,14 +470,21 @@ fn report(results: &[Replayed], json: bool, ids: &[String], verb: &str) -> anyho
         for r in results {
             println!(
                 "{} {} ({}, shop {}): {}",
-                if r.action == "failed" { "FAILED" } else { verb },
+                match r.action {
+                    "failed" => "FAILED",
+                    REFUSED => "REFUSED",
+                    _ => verb,
+                },
                 r.message_id,
                 r.kind.as_deref().unwrap_or("no kind"),
                 r.shop.as_deref().unwrap_or("-"),
                 r.detail
             );
         }
-        let done = results.iter().filter(|r| r.action != "failed").count();
+        let done = results
+            .iter()
+            .filter(|r| r.action != "failed" && r.action != REFUSED)
+            .count();
         println!("{done} of {} dead letter(s) {verb}", results.len());
     }
     missing_ids(results, ids)

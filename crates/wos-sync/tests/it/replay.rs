@@ -353,3 +353,126 @@ async fn a_malformed_transaction_is_republished_once_after_its_shop_is_configure
     assert_eq!(world.env.queue_depth(&dlq).await, 0);
     world.stop_pusher().await;
 }
+
+#[tokio::test]
+async fn a_dead_letter_whose_transaction_was_pruned_is_refused_not_pushed_again() {
+    let mut world = World::new(Setup::default()).await;
+    world.map("SKU-1", Some(4242)).await;
+    world.start_pusher();
+    world
+        .wait_consuming(&world.env.names.adjustment_pusher_queue().name)
+        .await;
+    world
+        .publish(&tx(
+            "pruned-1",
+            "put",
+            "SKU-1",
+            "MAIN",
+            json!({"quantity": 4}),
+        ))
+        .await;
+    let dlq = world.pusher_dlq();
+    let dead = world
+        .env
+        .wait_and_drain(&dlq, 1, Duration::from_secs(30))
+        .await
+        .remove(0)
+        .delivery;
+    // The operator fixes the mapping and replays: pushed once.
+    world
+        .env
+        .publish("", &dlq, &dead.data, dead.properties.clone())
+        .await;
+    world.map("SKU-1", Some(world.item("SKU-1"))).await;
+    assert_eq!(replay_all(&world).await, ["database"]);
+    world
+        .wait("the replayed put pushed", || async {
+            world.available("SKU-1", MAIN) == STOCK + 4
+        })
+        .await;
+    world.stop_pusher().await;
+
+    // The retention window passes and the pusher prunes the settled transaction; then a stale
+    // copy of its dead letter turns up (the outbox publishes at least once).
+    world
+        .env
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .batch_execute(
+            "DELETE FROM adjustments WHERE transaction_id = 'pruned-1'; \
+             DELETE FROM dead_letter_replays WHERE transaction_id = 'pruned-1'; \
+             DELETE FROM wos_transactions WHERE transaction_id = 'pruned-1';",
+        )
+        .await
+        .unwrap();
+    world
+        .env
+        .publish("", &dlq, &dead.data, dead.properties.clone())
+        .await;
+    let run = world
+        .cli(&["dlq", "replay", "--queue", PUSHER_QUEUE, "--all", "--json"])
+        .await;
+    run.assert_code(1);
+    let results = run.json();
+    assert_eq!(results[0]["action"], "refused", "{results}");
+    assert!(
+        results[0]["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("retention"),
+        "{results}"
+    );
+    assert_eq!(world.env.queue_depth(&dlq).await, 1, "left in the DLQ");
+    assert_eq!(
+        world
+            .env
+            .queue_depth(&world.env.names.adjustment_pusher_queue().name)
+            .await,
+        0,
+        "nothing republished to the work queue"
+    );
+}
+
+#[tokio::test]
+async fn a_purged_dead_letter_discards_its_adjustments_so_they_can_be_pruned() {
+    let mut world = World::new(Setup::default()).await;
+    world.map("SKU-1", Some(4242)).await;
+    world.start_pusher();
+    world
+        .wait_consuming(&world.env.names.adjustment_pusher_queue().name)
+        .await;
+    world
+        .publish(&tx(
+            "purged-1",
+            "put",
+            "SKU-1",
+            "MAIN",
+            json!({"quantity": 4}),
+        ))
+        .await;
+    let dlq = world.pusher_dlq();
+    world
+        .wait("the dead letter", || async {
+            world.env.queue_depth(&dlq).await == 1
+        })
+        .await;
+    world.stop_pusher().await;
+    world
+        .cli(&["dlq", "purge", "--queue", PUSHER_QUEUE, "--all", "--yes"])
+        .await
+        .assert_code(0);
+    assert_eq!(world.env.queue_depth(&dlq).await, 0);
+    assert_eq!(
+        world
+            .count(
+                "SELECT count(*) FROM adjustments \
+                 WHERE transaction_id = 'purged-1' AND state = 'discarded'"
+            )
+            .await,
+        1,
+        "no longer dead: the operator gave up on it"
+    );
+    assert_eq!(world.available("SKU-1", MAIN), STOCK, "never pushed");
+}
