@@ -28,10 +28,10 @@ COPY --from=planner /build/recipe.json recipe.json
 # Dependencies only: cached until Cargo.toml or Cargo.lock change.
 RUN cargo chef cook --release --locked --recipe-path recipe.json
 COPY . .
-# Every [[bin]] of every workspace member. The release profile keeps line tables for
+# Every [[bin]] of every workspace member but the benchmarks (wos-sync-bench). The release profile keeps line tables for
 # backtraces; they are stripped here (function names stay), which divides the binaries' size
 # by about four.
-RUN cargo build --release --locked --bins \
+RUN cargo build --release --locked --workspace --exclude bench --bins \
  && mkdir /out \
  && find target/release -maxdepth 1 -type f -perm -u+x -exec cp {} /out/ \; \
  && strip --strip-debug /out/*

@@ -17,7 +17,6 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-pub mod bench;
 pub mod intake;
 pub mod ledger;
 pub mod operator;

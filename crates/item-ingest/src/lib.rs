@@ -9,7 +9,6 @@
 //! [`retention`] prunes what grows with traffic (inbox rows, tombstones of deleted products
 //! and variants, undeliverable announcements, old backfill runs).
 
-pub mod bench;
 pub mod event;
 pub mod operator;
 pub mod refresh;

@@ -1,6 +1,7 @@
 //! Shared I/O plumbing of the wos-shopify-sync services.
 //!
 //! Every service is a thin layer over the pieces here:
+//! - [`entry`]: the binaries' shared `main` (settings, tracing, runtime, signals);
 //! - [`settings`]: the TOML configuration file, environment overrides and command-line flags;
 //! - [`telemetry`]: tracing (JSON in production, readable in a terminal);
 //! - [`metrics`]: every Prometheus family of CONTRACT section 6, registered in one place;
@@ -12,7 +13,6 @@
 //!   runtime (retry tiers, dead letters, reconnects, graceful shutdown);
 //! - [`tls`]: the rustls configuration of every `amqps://` and PostgreSQL TLS connection;
 //! - [`retention`]: each service's background job that prunes old rows in committed chunks;
-//! - [`scratch`]: throw-away database + queue prefix for benchmark commands;
 //! - [`startup`]: a service's start: ops server, database, migrations, in that order;
 //! - [`shutdown`]: SIGTERM/SIGINT as a cancellation token every task can watch, and the
 //!   pre-stop delay (readiness fails first, the service keeps serving, then drains);
@@ -20,13 +20,12 @@
 
 pub mod amqp;
 pub mod db;
+pub mod entry;
 pub mod http;
 pub mod inbox;
 pub mod metrics;
 pub mod outbox;
-pub mod probe;
 pub mod retention;
-pub mod scratch;
 pub mod settings;
 pub mod shutdown;
 pub mod startup;

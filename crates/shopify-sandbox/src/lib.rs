@@ -29,7 +29,6 @@
 
 pub mod adjust;
 pub mod admin;
-pub mod bench;
 pub mod client;
 pub mod config;
 pub mod faults;

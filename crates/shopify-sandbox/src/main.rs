@@ -1,14 +1,9 @@
-//! `shopify-sandbox`: the local Shopify Admin GraphQL stand-in (serve, or benchmark it).
+//! `shopify-sandbox`: the local Shopify Admin GraphQL stand-in.
 //! See `shopify_sandbox` and `docs/shopify-sandbox.md`.
 
-use std::time::Duration;
-
 use clap::{Parser, Subcommand};
-use platform::{
-    settings::{CommonArgs, Settings},
-    shutdown, telemetry,
-};
-use shopify_sandbox::{bench, settings::SECTION};
+use platform::settings::CommonArgs;
+use shopify_sandbox::settings::SECTION;
 
 /// A local Shopify Admin GraphQL API: inventory adjustments with Shopify's validation,
 /// idempotency and throttling, fault injection, an admin API under /sandbox, signed product
@@ -26,46 +21,10 @@ struct Cli {
 enum Command {
     /// Serve until SIGTERM/SIGINT (the default).
     Serve,
-    /// Measure requests/s of 250-change adjustments against an in-process sandbox
-    /// (throttling off, 127.0.0.1 only).
-    Bench {
-        /// Concurrent clients.
-        #[arg(long, default_value_t = 8)]
-        clients: usize,
-        /// Requests to send (after a warm-up of one per client).
-        #[arg(long, default_value_t = 4000)]
-        requests: u64,
-        /// Time limit in seconds.
-        #[arg(long, default_value_t = 30)]
-        seconds: u64,
-        /// Changes per request (1..=250).
-        #[arg(long, default_value_t = 250)]
-        changes: usize,
-    },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let settings = Settings::load_with_sections(&cli.common, &[SECTION])?;
-    telemetry::init_tracing(settings.log.format);
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => shopify_sandbox::run(settings, shutdown::on_termination_signal()).await,
-        Command::Bench {
-            clients,
-            requests,
-            seconds,
-            changes,
-        } => {
-            let report = bench::run(bench::BenchOptions {
-                clients,
-                requests,
-                max_duration: Duration::from_secs(seconds),
-                changes,
-            })
-            .await?;
-            println!("{report}");
-            Ok(())
-        }
-    }
+    let Command::Serve = cli.command.unwrap_or(Command::Serve);
+    platform::entry::serve(&cli.common, &[SECTION], shopify_sandbox::run)
 }

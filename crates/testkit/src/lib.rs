@@ -27,7 +27,7 @@ use lapin::{
 };
 use platform::{
     amqp::{
-        publish::confirm_channel,
+        publisher::confirm_channel,
         publisher::{Confirmed, Publisher},
         topology::{Names, RetryPolicy, WorkQueue},
     },

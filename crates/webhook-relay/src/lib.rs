@@ -21,7 +21,6 @@
 //! `[http] pre_stop_delay_ms` (5 s); then the public listener stops accepting, every request
 //! already accepted is answered, and the broker connection closes.
 
-pub mod bench;
 pub mod client;
 pub mod config;
 pub mod secrets;

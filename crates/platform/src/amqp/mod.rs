@@ -3,16 +3,15 @@
 //! - [`endpoint`]: the broker an AMQP URL names and the TLS it asks for (`amqps://`);
 //! - [`topology`]: exchange and queue names of the contract, and idempotent declaration of a
 //!   work queue with its `Q.retry.<n>` tiers and `Q.dlq`;
-//! - [`publish`]: the persistent delivery mode and confirm-mode channels;
 //! - [`publisher`]: the cloneable, self-reconnecting confirmed publisher services hold (the
-//!   relay, outboxes, the consumer runtime's retry and dead-letter copies);
+//!   relay, outboxes, the consumer runtime's retry and dead-letter copies), and the primitives
+//!   under it (the persistent delivery mode, confirm-mode channels);
 //! - [`consumer`]: the runtime every service's consumer runs in (dispositions, retries,
 //!   dead letters, reconnects, graceful shutdown).
 
 pub mod consumer;
 pub mod endpoint;
 pub mod headers;
-pub mod publish;
 pub mod publisher;
 pub mod topology;
 

@@ -17,6 +17,9 @@
 //!   concurrent publishes could report a routed message as unroutable and vice versa.
 //! - **A hook at every (re)connect** ([`Publisher::on_connect`]) declares what the publisher
 //!   needs (its exchange), so a broker that lost its definitions is repaired by reconnecting.
+//!
+//! The two primitives under it, [`PERSISTENT`] and [`confirm_channel`], are public for the
+//! benchmarks and tests that pipeline thousands of publishes on one channel.
 
 use std::{
     fmt,
@@ -29,13 +32,26 @@ use std::{
     time::Duration,
 };
 
-use lapin::{BasicProperties, Channel, Confirmation, Connection, options::BasicPublishOptions};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection,
+    options::{BasicPublishOptions, ConfirmSelectOptions},
+};
 use tokio::{
     sync::{Mutex, Semaphore},
     time::Instant,
 };
 
-use super::publish::{PERSISTENT, confirm_channel};
+/// AMQP delivery mode 2: the broker writes the message to disk.
+pub const PERSISTENT: u8 = 2;
+
+/// Opens a channel in publisher-confirm mode.
+pub async fn confirm_channel(connection: &lapin::Connection) -> Result<Channel, lapin::Error> {
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok(channel)
+}
 
 /// What the broker did with a confirmed message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,6 +9,5 @@ mod database;
 mod deploy_files;
 mod outbox;
 mod pg_tls;
-mod process;
 mod runtime;
 mod topology;

@@ -46,28 +46,37 @@ use platform::{
 use tokio::{io::AsyncWriteExt, net::TcpStream, task::JoinSet, time::Instant};
 
 use crate::{
+    Figures,
+    serve::{Service, serve_command},
+    status_kib,
+};
+use webhook_relay::{
     client::{RelayClient, webhook_headers},
     config::RelayConfig,
     secrets::ShopSecrets,
 };
 
 /// What to measure.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct BenchOptions {
-    /// Length of each measured phase.
+    /// Length of each measured phase, in seconds.
+    #[arg(long, default_value_t = 10)]
     pub seconds: u64,
-    /// Concurrent workers of the closed-loop phase.
+    /// Concurrent workers of the throughput phase.
+    #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
-    /// Size of each webhook body.
+    /// Size of each webhook body in bytes.
+    #[arg(long, default_value_t = 4096)]
     pub body_bytes: usize,
-    /// Phase 3: connections trickling a request head a byte a second.
+    /// Phase 3: connections trickling a request head one byte a second.
+    #[arg(long, default_value_t = 500)]
     pub slow_clients: usize,
     /// Phase 3: workers sending maximum-size bodies with a wrong signature back to back.
+    #[arg(long, default_value_t = 200)]
     pub big_bodies: usize,
-    /// Phase 3: signed webhooks per second.
+    /// Phase 3: signed webhooks per second while under attack.
+    #[arg(long, default_value_t = 100.0)]
     pub signed_rate: f64,
-    /// Phase 3: the relay binary to start (this program by default).
-    pub relay_binary: Option<PathBuf>,
 }
 
 /// Latency percentiles of one phase.
@@ -210,8 +219,7 @@ impl fmt::Display for BenchReport {
             hostile.big_answered,
             mib(hostile.peak_rss_bytes),
             hostile.relay_cpu_per_second
-        )?;
-        write!(f, "{}", self.result_line())
+        )
     }
 }
 
@@ -220,22 +228,26 @@ fn mib(bytes: u64) -> f64 {
 }
 
 impl BenchReport {
-    /// One `RESULT name=value ...` line with the headline figures, for scripts.
-    pub fn result_line(&self) -> String {
+    /// The headline figures, for the `RESULT` line.
+    pub fn figures(&self) -> Figures {
         let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1000.0);
-        format!(
-            "RESULT accepted_per_s={:.0} paced_p99_ms={} hostile_signed_p99_ms={} \
-             hostile_signed_max_ms={} hostile_signed_accepted={} hostile_signed_failed={} \
-             relay_peak_rss_mib={:.1} relay_cpu_per_s={:.2}",
-            self.max_rate(),
-            ms(self.paced_latency.p99),
-            ms(self.hostile.signed_latency.p99),
-            ms(self.hostile.signed_latency.max),
-            self.hostile.signed_accepted,
-            self.hostile.signed_failed,
-            mib(self.hostile.peak_rss_bytes),
-            self.hostile.relay_cpu_per_second
-        )
+        let mut figures = Figures::default();
+        figures
+            .add("accepted_per_s", format!("{:.0}", self.max_rate()))
+            .add("paced_p99_ms", ms(self.paced_latency.p99))
+            .add("hostile_signed_p99_ms", ms(self.hostile.signed_latency.p99))
+            .add("hostile_signed_max_ms", ms(self.hostile.signed_latency.max))
+            .add("hostile_signed_accepted", self.hostile.signed_accepted)
+            .add("hostile_signed_failed", self.hostile.signed_failed)
+            .add(
+                "relay_peak_rss_mib",
+                format!("{:.1}", mib(self.hostile.peak_rss_bytes)),
+            )
+            .add(
+                "relay_cpu_per_s",
+                format!("{:.2}", self.hostile.relay_cpu_per_second),
+            );
+        figures
     }
 }
 
@@ -338,7 +350,7 @@ async fn measure(
     options: BenchOptions,
 ) -> anyhow::Result<BenchReport> {
     let shutdown = CancellationToken::new();
-    let relay = crate::start(settings, secrets, shutdown.clone()).await?;
+    let relay = webhook_relay::start(settings, secrets, shutdown.clone()).await?;
     let connected = Instant::now() + Duration::from_secs(10);
     while !relay.publisher.is_connected() {
         anyhow::ensure!(
@@ -415,7 +427,7 @@ async fn under_attack(
     options: &BenchOptions,
 ) -> anyhow::Result<HostileReport> {
     let config: RelayConfig = relay_settings.service_section("webhook_relay")?;
-    let relay = RelayProcess::start(relay_settings, settings, secret, options).await?;
+    let relay = RelayProcess::start(relay_settings, settings, secret).await?;
     let outcome = async {
         let stop = CancellationToken::new();
         let mut attackers = JoinSet::new();
@@ -544,7 +556,6 @@ impl RelayProcess {
         relay_settings: &Settings,
         settings: &Settings,
         secret: &str,
-        options: &BenchOptions,
     ) -> anyhow::Result<Self> {
         let free = || {
             std::net::TcpListener::bind("127.0.0.1:0")
@@ -569,29 +580,27 @@ impl RelayProcess {
             relay_settings.amqp.name_prefix.trim_end_matches('.')
         ));
         std::fs::write(&config_file, text).context("writing the relay's configuration")?;
-        let binary = match &options.relay_binary {
-            Some(binary) => binary.clone(),
-            None => std::env::current_exe().context("the relay binary")?,
-        };
-        let mut child = tokio::process::Command::new(&binary)
-            .args(["--config", &config_file.display().to_string()])
-            .args([
+        // The relay's own `--ops-listen` flag is the environment variable here.
+        let mut child = serve_command(
+            Service::WebhookRelay,
+            [
+                "--config",
+                &config_file.display().to_string(),
                 "--listen",
                 &addr.to_string(),
-                "--ops-listen",
-                &ops_addr.to_string(),
-            ])
-            .arg("run")
-            .env("AMQP_URL", &settings.amqp.url)
-            .env("BENCH_WEBHOOK_SECRET", secret)
-            .env("RUST_LOG", "warn,lapin::returned_messages=error")
-            .env("LOG_FORMAT", "json")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
+            ],
+        )?
+        .env("OPS_LISTEN_ADDR", ops_addr.to_string())
+        .env("AMQP_URL", &settings.amqp.url)
+        .env("BENCH_WEBHOOK_SECRET", secret)
+        .env("RUST_LOG", "warn,lapin::returned_messages=error")
+        .env("LOG_FORMAT", "json")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting webhook-relay")?;
         let pid = child.id().context("the relay process id")?;
         let ops = RelayClient::new(ops_addr, 1);
         let ready_by = Instant::now() + Duration::from_secs(30);
@@ -670,19 +679,6 @@ impl RelayProcess {
         }
         let _ = std::fs::remove_file(&self.config_file);
     }
-}
-
-/// A `kB` field of `/proc/<pid>/status`; 0 when unreadable.
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix(field))
-                .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// Empties the bench queue (so the broker does not carry a phase's messages into the next)

@@ -19,7 +19,8 @@ use anyhow::{Context, bail};
 use model::ids::{InventoryItemId, LocationId};
 use serde_json::{Value, json};
 
-use crate::{
+use crate::Figures;
+use shopify_sandbox::{
     Sandbox, SandboxConfig, ThrottleConfig,
     client::HttpClient,
     store::{ProductSpec, VariantSpec},
@@ -75,6 +76,18 @@ impl BenchReport {
     }
 }
 
+impl BenchReport {
+    /// The headline figures, for the `RESULT` line.
+    pub fn figures(&self) -> Figures {
+        let mut figures = Figures::default();
+        figures.add(
+            "sandbox_requests_per_s",
+            format!("{:.0}", self.requests_per_second()),
+        );
+        figures
+    }
+}
+
 impl fmt::Display for BenchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
@@ -117,7 +130,9 @@ const TOKEN: &str = "shpat_bench";
 
 /// Runs the benchmark.
 pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
-    if options.changes == 0 || options.changes > crate::adjust::MAX_CHANGES || options.clients == 0
+    if options.changes == 0
+        || options.changes > shopify_sandbox::adjust::MAX_CHANGES
+        || options.clients == 0
     {
         bail!("changes must be 1..=250 and clients at least 1");
     }

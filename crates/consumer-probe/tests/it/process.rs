@@ -6,11 +6,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use consumer_probe::{CRASH_HEADER, probe_queue};
 use lapin::{BasicProperties, types::FieldTable};
-use platform::{
-    amqp::headers::set_str,
-    probe::{CRASH_HEADER, probe_queue},
-};
+use platform::amqp::headers::set_str;
 use testkit::{TestEnv, wait_until};
 
 /// Starts `consumer-probe run` on the test's database and namespace; returns it and its

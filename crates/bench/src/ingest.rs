@@ -16,14 +16,20 @@ use lapin::{BasicProperties, options::BasicPublishOptions, types::FieldTable};
 use platform::{
     amqp::{
         headers::set_str,
-        publish::{PERSISTENT, confirm_channel},
+        publisher::{PERSISTENT, confirm_channel},
         topology::{SHOPIFY_EVENTS, declare_exchanges, declare_work_queue},
     },
     db,
-    scratch::Scratch,
     settings::Settings,
 };
 use serde_json::json;
+
+use crate::{
+    Figures,
+    scratch::Scratch,
+    serve::{Service, serve_command},
+    status_kib,
+};
 
 const SHOP: &str = "bench.myshopify.com";
 
@@ -34,6 +40,26 @@ pub struct BenchReport {
     pub variants_per_product: u64,
     pub seconds: f64,
     pub peak_rss_kib: u64,
+}
+
+impl BenchReport {
+    /// The headline figures, for the `RESULT` line.
+    pub fn figures(&self) -> Figures {
+        let variants = self.products * self.variants_per_product;
+        let mut figures = Figures::default();
+        figures
+            .add("products", self.products)
+            .add("variants_per_product", self.variants_per_product)
+            .add(
+                "upserts_per_s",
+                format!("{:.0}", variants as f64 / self.seconds),
+            )
+            .add(
+                "peak_rss_mib",
+                format!("{:.1}", self.peak_rss_kib as f64 / 1024.0),
+            );
+        figures
+    }
 }
 
 impl std::fmt::Display for BenchReport {
@@ -126,21 +152,23 @@ async fn run(scratch: &Scratch, products: u64, variants: u64) -> anyhow::Result<
     let _ = connection.close(200, "published".into()).await;
 
     let config = write_config(settings)?;
-    let mut child = tokio::process::Command::new(std::env::current_exe()?)
-        .args([
+    let mut child = serve_command(
+        Service::ItemIngest,
+        [
             "--config",
             config.to_str().context("config path")?,
             "--listen",
             "127.0.0.1:0",
             "--log-format",
             "json",
-        ])
-        .env("AMQP_URL", &settings.amqp.url)
-        .env("DATABASE_URL", &settings.database.url)
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting item-ingest")?;
+        ],
+    )?
+    .env("AMQP_URL", &settings.amqp.url)
+    .env("DATABASE_URL", &settings.database.url)
+    .env("RUST_LOG", "warn")
+    .kill_on_drop(true)
+    .spawn()
+    .context("starting item-ingest")?;
     let pid = child.id().context("child pid")?;
 
     let pool = db::connect_pool(&settings.database)?;
@@ -156,7 +184,7 @@ async fn run(scratch: &Scratch, products: u64, variants: u64) -> anyhow::Result<
         if let Some(status) = child.try_wait()? {
             anyhow::bail!("item-ingest exited early: {status}");
         }
-        peak_rss_kib = peak_rss_kib.max(peak_rss(pid).unwrap_or(0));
+        peak_rss_kib = peak_rss_kib.max(status_kib(pid, "VmHWM:"));
         let stored: i64 = match pool.get().await {
             Ok(client) => client
                 .query_one("SELECT count(*) FROM shopify_variants", &[])
@@ -174,7 +202,7 @@ async fn run(scratch: &Scratch, products: u64, variants: u64) -> anyhow::Result<
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let seconds = first.map_or(0.0, |t| t.elapsed().as_secs_f64()).max(0.001);
-    peak_rss_kib = peak_rss_kib.max(peak_rss(pid).unwrap_or(0));
+    peak_rss_kib = peak_rss_kib.max(status_kib(pid, "VmHWM:"));
     let _ = tokio::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()
@@ -188,13 +216,6 @@ async fn run(scratch: &Scratch, products: u64, variants: u64) -> anyhow::Result<
         seconds,
         peak_rss_kib,
     })
-}
-
-/// Peak resident set size of `pid` in KiB (`VmHWM` in `/proc/<pid>/status`).
-fn peak_rss(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn write_config(settings: &Settings) -> anyhow::Result<PathBuf> {

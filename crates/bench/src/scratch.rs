@@ -7,7 +7,7 @@
 
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 
-use crate::{
+use platform::{
     amqp::topology::{Names, WorkQueue},
     db,
     settings::Settings,
@@ -27,7 +27,10 @@ impl std::fmt::Debug for Scratch {
         f.debug_struct("Scratch")
             .field("settings", &self.settings)
             .field("database", &self.database)
-            .field("admin_url", &crate::settings::redact_url(&self.admin_url))
+            .field(
+                "admin_url",
+                &platform::settings::redact_url(&self.admin_url),
+            )
             .finish()
     }
 }
@@ -60,7 +63,7 @@ impl Scratch {
     /// Deletes `queues` (each with its retry tiers and dead-letter queue), the prefix's
     /// exchanges, and the database. Errors are logged, not returned: teardown is best effort.
     pub async fn teardown(&self, queues: &[WorkQueue]) {
-        match crate::amqp::connect(&self.settings.amqp.url, "bench-teardown").await {
+        match platform::amqp::connect(&self.settings.amqp.url, "bench-teardown").await {
             Ok(connection) => {
                 if let Ok(channel) = connection.create_channel().await {
                     for queue in queues {

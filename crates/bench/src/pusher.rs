@@ -23,12 +23,11 @@ use model::{
 };
 use platform::{
     amqp::{
-        publish::{PERSISTENT, confirm_channel},
+        publisher::{PERSISTENT, confirm_channel},
         topology::{WOS_TRANSACTIONS, declare_exchanges, declare_work_queue},
     },
     db,
     metrics::Metrics,
-    scratch::Scratch,
     settings::Settings,
     shutdown::CancellationToken,
 };
@@ -37,7 +36,9 @@ use shopify_sandbox::{
     ProductSpec, Sandbox, SandboxConfig, SandboxHandle, Stock, ThrottleConfig, VariantSpec,
 };
 
-use crate::{ShopTokens, serve};
+use adjustment_pusher::{ShopTokens, serve};
+
+use crate::{Figures, scratch::Scratch};
 
 const SHOP: &str = "bench.myshopify.com";
 const TOKEN: &str = "bench-token";
@@ -75,8 +76,8 @@ struct ModeFigures {
     lag_p99: f64,
 }
 
-/// Runs every measurement and prints the figures.
-pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<()> {
+/// Runs every measurement, prints the figures and returns the headline ones.
+pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<Figures> {
     let free = ThrottleConfig {
         enabled: false,
         ..ThrottleConfig::default()
@@ -150,7 +151,29 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<()> {
             f.lag_p99 * 1000.0
         );
     }
-    Ok(())
+    let mut figures = Figures::default();
+    for (prefix, (_, f)) in ["batched", "per_tx"].iter().zip(&rows) {
+        figures
+            .add(&format!("{prefix}_tx_per_s"), format!("{:.0}", f.free_tps))
+            .add(
+                &format!("{prefix}_calls_per_tx"),
+                format!("{:.3}", f.free_calls_per_tx),
+            )
+            .add(
+                &format!("{prefix}_standard_tx_per_s"),
+                format!("{:.1}", f.throttled_tps),
+            )
+            .add(
+                &format!("{prefix}_standard_ceiling_ratio"),
+                f.throttled_fraction
+                    .map_or_else(|| "not_throttle_bound".to_owned(), |r| format!("{r:.2}")),
+            )
+            .add(
+                &format!("{prefix}_lag_p99_ms"),
+                format!("{:.0}", f.lag_p99 * 1000.0),
+            );
+    }
+    Ok(figures)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -413,7 +436,7 @@ async fn measure_call_cost(
         "name": "available", "reason": "correction", "referenceDocumentUri": "wos-sync://bench/cost-probe",
         "changes": [{"delta": 1, "inventoryItemId": item.gid(), "locationId": location.gid(), "changeFromQuantity": null}],
     });
-    let result = crate::shopify::adjust(
+    let result = adjustment_pusher::shopify::adjust(
         &client,
         &input,
         &uuid::Uuid::new_v4().to_string(),
@@ -421,7 +444,10 @@ async fn measure_call_cost(
     )
     .await;
     anyhow::ensure!(
-        matches!(result.outcome, crate::shopify::CallOutcome::Applied { .. }),
+        matches!(
+            result.outcome,
+            adjustment_pusher::shopify::CallOutcome::Applied { .. }
+        ),
         "the cost probe call failed: {:?}",
         result.outcome
     );
