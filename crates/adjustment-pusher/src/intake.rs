@@ -24,7 +24,7 @@ use platform::{
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
-use crate::ledger::{Recorded, record_transaction};
+use crate::store::{Recorded, record_transaction};
 
 /// The handler of `adjustment-pusher.wos-transactions`.
 #[derive(Debug)]

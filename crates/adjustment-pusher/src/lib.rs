@@ -9,7 +9,7 @@
 //! - [`push`]: one loop per shop batches pending adjustments into `inventoryAdjustQuantities`
 //!   calls persisted with their idempotency key before sending, and resends each unchanged until
 //!   Shopify answers definitely;
-//! - [`ledger`]: all of that state in PostgreSQL; [`shopify`]: the GraphQL call and how its
+//! - [`store`]: all of that state in PostgreSQL (intake, parking, forming, batches, outcomes); [`shopify`]: the GraphQL call and how its
 //!   answers are sorted. The transport, each shop's token and its rate limiting from
 //!   `throttleStatus` are the shared `shopify_admin` crate.
 //! - [`retention`]: settled transactions (with their bodies, adjustments and replay records)
@@ -18,12 +18,12 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod intake;
-pub mod ledger;
 pub mod operator;
 pub mod push;
 pub mod release;
 pub mod retention;
 pub mod shopify;
+pub mod store;
 
 use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
 

@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use platform::db::DbError;
 
-use crate::ledger::DbResult;
+use crate::store::DbResult;
 
 fn db(err: tokio_postgres::Error) -> DbError {
     DbError::Postgres(err)

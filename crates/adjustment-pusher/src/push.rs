@@ -29,8 +29,8 @@ use shopify_admin::ShopClient;
 
 use crate::{
     PusherSettings,
-    ledger::{self, Acknowledged, Batch, BatchRules, Sendable},
     shopify::{self, CallOutcome},
+    store::{self, Acknowledged, Batch, BatchRules, Sendable},
 };
 
 /// Everything one shop's loop needs.
@@ -116,7 +116,7 @@ impl ShopPusher {
         let lease =
             Duration::from_millis(self.settings.request_timeout_ms) * 2 + Duration::from_secs(5);
         let claimed =
-            ledger::claim_open_batch(&self.pool, &self.shop, lease, self.give_up_after()).await?;
+            store::claim_open_batch(&self.pool, &self.shop, lease, self.give_up_after()).await?;
         if let Some(batch) = claimed {
             if batch.key_expired {
                 // E.g. the pusher (or its database) was down longer than Shopify keeps keys.
@@ -131,7 +131,7 @@ impl ShopPusher {
             }
             return Ok(true);
         }
-        if ledger::has_open_batch(&self.pool, &self.shop).await? {
+        if store::has_open_batch(&self.pool, &self.shop).await? {
             return Ok(false); // being sent by another replica, or waiting for its retry time
         }
         let rules = BatchRules {
@@ -139,7 +139,7 @@ impl ShopPusher {
             coalesce_transactions: self.settings.batching,
         };
         let Some(formed) =
-            ledger::form_batch(&self.pool, &self.shop, rules, &self.dead_letter_queue).await?
+            store::form_batch(&self.pool, &self.shop, rules, &self.dead_letter_queue).await?
         else {
             return Ok(false);
         };
@@ -170,7 +170,7 @@ impl ShopPusher {
     /// clock, that the claim still holds and the key is still young enough: a process paused
     /// between its claim and this call sends nothing Shopify may have forgotten.
     pub async fn send(&self, batch: Batch) -> Result<(), DbError> {
-        match ledger::sendable(&self.pool, &batch, self.give_up_after()).await? {
+        match store::sendable(&self.pool, &batch, self.give_up_after()).await? {
             Sendable::Yes => {}
             Sendable::NotOurs => {
                 tracing::warn!(shop = %self.shop, batch = batch.id, "claim lost before sending (lease over): left to its new sender");
@@ -194,7 +194,7 @@ impl ShopPusher {
 
         match result.outcome {
             CallOutcome::Applied { group_id } => {
-                let acknowledged = ledger::mark_applied(&self.pool, &batch, &group_id).await?;
+                let acknowledged = store::mark_applied(&self.pool, &batch, &group_id).await?;
                 self.acknowledge(&acknowledged);
                 tracing::info!(
                     shop,
@@ -212,7 +212,7 @@ impl ShopPusher {
                     .map(|e| e.describe())
                     .collect::<Vec<_>>()
                     .join("; ");
-                let refused = ledger::mark_refused(
+                let refused = store::mark_refused(
                     &self.pool,
                     &batch,
                     &refusals,
@@ -233,8 +233,7 @@ impl ShopPusher {
                     batch = batch.id,
                     "previous attempt with this key failed; resending under a new key"
                 );
-                ledger::renew_key(&self.pool, &batch, "IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED")
-                    .await?;
+                store::renew_key(&self.pool, &batch, "IDEMPOTENCY_PREVIOUS_ATTEMPT_FAILED").await?;
             }
             CallOutcome::KeyAlreadyUsed { reason } => {
                 // The key ran before, with what Shopify sees as other parameters: that run may
@@ -263,7 +262,7 @@ impl ShopPusher {
                 }
                 tracing::warn!(shop, batch = batch.id, attempt = batch.attempts, maybe_applied, error = %reason, retry_in_ms = delay.as_millis() as u64, "transient failure; resending the same batch with the same key");
                 // Whether the key is still young enough is decided at the next claim.
-                ledger::schedule_resend(&self.pool, &batch, delay, &reason, maybe_applied).await?;
+                store::schedule_resend(&self.pool, &batch, delay, &reason, maybe_applied).await?;
             }
         }
         Ok(())
@@ -302,7 +301,7 @@ impl ShopPusher {
                 batch.attempts
             );
             let refused =
-                ledger::mark_refused(&self.pool, batch, &[], &why, &self.dead_letter_queue).await?;
+                store::mark_refused(&self.pool, batch, &[], &why, &self.dead_letter_queue).await?;
             tracing::warn!(
                 shop,
                 batch = batch.id,
@@ -324,7 +323,7 @@ impl ShopPusher {
 
     /// Dead-letters a batch whose outcome cannot be known as `exhausted`.
     async fn exhaust(&self, batch: &Batch, why: &str) -> Result<(), DbError> {
-        let dead = ledger::mark_exhausted(&self.pool, batch, why, &self.dead_letter_queue).await?;
+        let dead = store::mark_exhausted(&self.pool, batch, why, &self.dead_letter_queue).await?;
         self.count_dead_letters(&dead);
         self.outbox_wake.notify_one();
         tracing::error!(

@@ -19,7 +19,7 @@ use platform::{
 };
 use tokio::sync::Notify;
 
-use crate::ledger;
+use crate::store;
 
 /// The handler of `adjustment-pusher.item-mappings`.
 #[derive(Debug)]
@@ -39,7 +39,7 @@ impl Handler for MappingReleases {
             }
         };
         // The announcement is a hint: the mapping is read from `items` when releasing.
-        match ledger::release_parked(
+        match store::release_parked(
             &self.pool,
             &announcement.shop_domain,
             &announcement.sku,
@@ -99,12 +99,12 @@ impl Sweeper {
     }
 
     async fn sweep(&self) -> Result<(), platform::db::DbError> {
-        for shop in ledger::release_all_mapped(&self.pool, self.chunk).await? {
+        for shop in store::release_all_mapped(&self.pool, self.chunk).await? {
             if let Some(wake) = self.wakers.get(&shop) {
                 wake.notify_one();
             }
         }
-        let expired = ledger::expire_parked(
+        let expired = store::expire_parked(
             &self.pool,
             self.max_park_age,
             &self.dead_letter_queue,
@@ -120,7 +120,7 @@ impl Sweeper {
                 .with_label_values(&[shop, kind, "dead_lettered"])
                 .inc();
         }
-        let counts = ledger::parked_counts(&self.pool).await?;
+        let counts = store::parked_counts(&self.pool).await?;
         for shop in self.wakers.keys() {
             let parked = counts.get(shop).copied().unwrap_or(0);
             self.metrics

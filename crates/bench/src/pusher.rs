@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use lapin::{BasicProperties, options::BasicPublishOptions};
 use model::{
-    config::{ShopConfig, ShopDirectory},
+    config::{ShopDirectory, ShopSettings},
     ids::LocationId,
 };
 use platform::{
@@ -263,7 +263,7 @@ async fn measure_in(
     let locations = [("MAIN".to_owned(), main), ("EAST".to_owned(), east)]
         .into_iter()
         .collect();
-    settings.shops = ShopDirectory::new(vec![ShopConfig {
+    settings.shops = ShopDirectory::new(vec![ShopSettings {
         domain: SHOP.into(),
         api_version: "2026-04".into(),
         admin_base_url: sandbox.base_url(),

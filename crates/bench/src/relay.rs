@@ -52,8 +52,8 @@ use crate::{
 };
 use webhook_relay::{
     client::{RelayClient, webhook_headers},
-    config::RelayConfig,
     secrets::ShopSecrets,
+    settings::RelaySettings,
 };
 
 /// What to measure.
@@ -426,7 +426,7 @@ async fn under_attack(
     queue: &WorkQueue,
     options: &BenchOptions,
 ) -> anyhow::Result<HostileReport> {
-    let config: RelayConfig = relay_settings.service_section("webhook_relay")?;
+    let config: RelaySettings = relay_settings.service_section("webhook_relay")?;
     let relay = RelayProcess::start(relay_settings, settings, secret).await?;
     let outcome = async {
         let stop = CancellationToken::new();

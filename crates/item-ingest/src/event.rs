@@ -7,7 +7,7 @@
 use chrono::{DateTime, Utc};
 use model::{
     catalog::EventKind,
-    config::{ShopConfig, ShopDirectory},
+    config::{ShopDirectory, ShopSettings},
     webhook::{ProductEvent, ProductTopic, parse_product_event, parse_shopify_timestamp},
 };
 use platform::amqp::consumer::Incoming;
@@ -15,7 +15,7 @@ use platform::amqp::consumer::Incoming;
 /// A product webhook, ready to ingest.
 #[derive(Debug, Clone)]
 pub struct WebhookEvent<'a> {
-    pub shop: &'a ShopConfig,
+    pub shop: &'a ShopSettings,
     /// `X-Shopify-Webhook-Id`: the same on every redelivery of one webhook.
     pub webhook_id: String,
     /// Orders events without `updated_at` (deletes): `X-Shopify-Triggered-At`, else receipt.

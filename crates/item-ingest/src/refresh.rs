@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use model::{
     catalog::FetchedVariant,
-    config::ShopConfig,
+    config::ShopSettings,
     ids::{InventoryItemId, ProductId, VariantId},
     webhook::{is_decimal, parse_shopify_timestamp, sku_or_none},
 };
@@ -63,7 +63,7 @@ fn read_policy() -> ReadPolicy {
 #[derive(Debug)]
 pub struct ShopRefresher {
     pub pool: Pool,
-    pub shop: ShopConfig,
+    pub shop: ShopSettings,
     /// `None`: the shop has no access token (its environment variable is not set).
     pub client: Option<ShopClient>,
     pub metrics: Metrics,

@@ -45,7 +45,7 @@ pub const MAX_WAREHOUSE_CODE_CHARS: usize = 64;
 
 /// One Shopify store the services work for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShopConfig {
+pub struct ShopSettings {
     /// `name.myshopify.com`, lowercase; the key everything else is filed under.
     pub domain: String,
     /// Admin API version, `YYYY-MM`, [`MIN_API_VERSION`] or later.
@@ -66,7 +66,7 @@ pub struct ShopConfig {
     pub fields: FieldPolicies,
 }
 
-impl ShopConfig {
+impl ShopSettings {
     /// The Admin GraphQL endpoint: `{admin_base_url}/admin/api/{api_version}/graphql.json`.
     pub fn graphql_url(&self) -> String {
         format!(
@@ -87,7 +87,7 @@ impl ShopConfig {
 /// An absent `shops` key yields an empty list: tools such as `wos-sync migrate` need no
 /// shop, so a service that does must check for an empty list itself. The first problem found
 /// is returned, with the TOML path of the key (e.g. `shops[1].api_version`).
-pub fn parse_shops(doc: &toml::Table) -> Result<Vec<ShopConfig>, ConfigError> {
+pub fn parse_shops(doc: &toml::Table) -> Result<Vec<ShopSettings>, ConfigError> {
     let Some(shops) = doc.get("shops") else {
         return Ok(Vec::new());
     };
@@ -102,7 +102,7 @@ pub fn parse_shops(doc: &toml::Table) -> Result<Vec<ShopConfig>, ConfigError> {
 }
 
 /// Refuses a second shop with the same domain, naming both positions.
-fn check_unique_domains(shops: &[ShopConfig]) -> Result<(), ConfigError> {
+fn check_unique_domains(shops: &[ShopSettings]) -> Result<(), ConfigError> {
     let mut seen = BTreeMap::new();
     for (i, shop) in shops.iter().enumerate() {
         if let Some(first) = seen.insert(shop.domain.as_str(), i) {
@@ -121,14 +121,14 @@ fn check_unique_domains(shops: &[ShopConfig]) -> Result<(), ConfigError> {
 /// The configured shops, looked up by domain. Built once at start from [`parse_shops`].
 #[derive(Debug, Clone, Default)]
 pub struct ShopDirectory {
-    shops: Vec<ShopConfig>,
+    shops: Vec<ShopSettings>,
     by_domain: BTreeMap<String, usize>,
 }
 
 impl ShopDirectory {
     /// Builds the directory, refusing duplicate domains (as [`parse_shops`] does) so a
     /// hand-built list cannot make lookups ambiguous.
-    pub fn new(shops: Vec<ShopConfig>) -> Result<Self, ConfigError> {
+    pub fn new(shops: Vec<ShopSettings>) -> Result<Self, ConfigError> {
         check_unique_domains(&shops)?;
         let by_domain = shops
             .iter()
@@ -140,12 +140,12 @@ impl ShopDirectory {
 
     /// The shop with exactly this domain (domains are validated lowercase; callers holding a
     /// header value can lowercase it first).
-    pub fn get(&self, domain: &str) -> Option<&ShopConfig> {
+    pub fn get(&self, domain: &str) -> Option<&ShopSettings> {
         self.by_domain.get(domain).and_then(|&i| self.shops.get(i))
     }
 
     /// The shops in configuration order.
-    pub fn iter(&self) -> std::slice::Iter<'_, ShopConfig> {
+    pub fn iter(&self) -> std::slice::Iter<'_, ShopSettings> {
         self.shops.iter()
     }
 
@@ -161,8 +161,8 @@ impl ShopDirectory {
 }
 
 impl<'a> IntoIterator for &'a ShopDirectory {
-    type Item = &'a ShopConfig;
-    type IntoIter = std::slice::Iter<'a, ShopConfig>;
+    type Item = &'a ShopSettings;
+    type IntoIter = std::slice::Iter<'a, ShopSettings>;
 
     fn into_iter(self) -> Self::IntoIter {
         self.iter()

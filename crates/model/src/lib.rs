@@ -38,7 +38,7 @@ pub mod validate;
 pub mod webhook;
 
 pub use config::{
-    ConfigError, FieldPolicies, FieldPolicy, ItemField, ShopConfig, ShopDirectory, parse_shops,
+    ConfigError, FieldPolicies, FieldPolicy, ItemField, ShopDirectory, ShopSettings, parse_shops,
 };
 pub use delta::{
     AdjustmentPlan, AdjustmentReason, LocationMap, PlannedChange, Skip, plan_adjustments,

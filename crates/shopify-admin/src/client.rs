@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use model::config::ShopConfig;
+use model::config::ShopSettings;
 use platform::metrics::Metrics;
 use serde_json::Value;
 
@@ -90,7 +90,7 @@ pub struct Answer {
 
 impl ShopClient {
     /// The client of a configured shop.
-    pub fn new(http: reqwest::Client, shop: &ShopConfig, token: String) -> Self {
+    pub fn new(http: reqwest::Client, shop: &ShopSettings, token: String) -> Self {
         Self::for_url(http, &shop.domain, shop.graphql_url(), token)
     }
 

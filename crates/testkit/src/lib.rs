@@ -280,6 +280,22 @@ pub async fn admin_sql(statement: &str) {
         .unwrap_or_else(|err| panic!("{statement}: {err}"));
 }
 
+/// Waits for a child process to exit (polling every 50 ms) and returns its status; panics with
+/// `what` after `timeout`.
+pub async fn wait_for_exit(
+    child: &mut std::process::Child,
+    timeout: Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    let mut status = None;
+    wait_until(timeout, what, || {
+        status = status.or_else(|| child.try_wait().expect("the child's status"));
+        std::future::ready(status.is_some())
+    })
+    .await;
+    status.expect("wait_until returned, so the child exited")
+}
+
 /// Polls `condition` every 50 ms until it holds; panics with `what` after `timeout`.
 pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut condition: F)
 where

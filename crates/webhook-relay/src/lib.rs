@@ -22,9 +22,9 @@
 //! already accepted is answered, and the broker connection closes.
 
 pub mod client;
-pub mod config;
 pub mod secrets;
 pub mod server;
+pub mod settings;
 pub mod webhook;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -44,9 +44,9 @@ use platform::{
 use tokio::task::JoinHandle;
 
 use crate::{
-    config::RelayConfig,
     secrets::ShopSecrets,
     server::ConnectionLimits,
+    settings::RelaySettings,
     webhook::{RelayMetrics, RelayState},
 };
 
@@ -94,7 +94,7 @@ pub async fn start(
     secrets: ShopSecrets,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Relay> {
-    let config: RelayConfig = settings.service_section("webhook_relay")?;
+    let config: RelaySettings = settings.service_section("webhook_relay")?;
     config.validate().map_err(|(key, reason)| SettingsError {
         file: settings
             .source

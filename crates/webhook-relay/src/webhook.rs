@@ -50,8 +50,8 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeV
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::{
-    config::{LARGE_BODY_BYTES, RelayConfig},
     secrets::{ShopSecrets, Verification},
+    settings::{LARGE_BODY_BYTES, RelaySettings},
 };
 
 /// The route Shopify delivers to.
@@ -178,7 +178,7 @@ pub struct RelayState {
     pub publisher: Publisher,
     /// `shopify.events` under the deployment's prefix.
     pub exchange: String,
-    pub config: RelayConfig,
+    pub config: RelaySettings,
     pub metrics: Metrics,
     pub relay_metrics: RelayMetrics,
     /// Slots of `max_concurrent_requests`.
@@ -225,7 +225,7 @@ impl RelayState {
         secrets: ShopSecrets,
         publisher: Publisher,
         exchange: String,
-        config: RelayConfig,
+        config: RelaySettings,
         metrics: Metrics,
         relay_metrics: RelayMetrics,
     ) -> Self {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use deadpool_postgres::Pool;
-use model::config::ShopConfig;
+use model::config::ShopSettings;
 use platform::{
     amqp::topology::{WorkQueue, declare_exchanges, declare_work_queue},
     db,
@@ -107,7 +107,7 @@ impl Context {
     }
 
     /// The configured shop `domain`, or an error listing the configured ones.
-    pub fn shop(&self, domain: &str) -> anyhow::Result<&ShopConfig> {
+    pub fn shop(&self, domain: &str) -> anyhow::Result<&ShopSettings> {
         self.settings.shops.get(domain).with_context(|| {
             let known: Vec<&str> = self
                 .settings
@@ -127,7 +127,7 @@ impl Context {
     }
 
     /// A Shopify client for `shop`, with the token from the variable its configuration names.
-    pub fn shop_client(&self, shop: &ShopConfig) -> anyhow::Result<ShopClient> {
+    pub fn shop_client(&self, shop: &ShopSettings) -> anyhow::Result<ShopClient> {
         let directory = model::config::ShopDirectory::new(vec![shop.clone()])
             .map_err(|err| anyhow::anyhow!("{err}"))?;
         let tokens = ShopTokens::from_env(&directory)?;

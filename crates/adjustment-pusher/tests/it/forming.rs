@@ -2,7 +2,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use adjustment_pusher::ledger::{self, BatchRules};
+use adjustment_pusher::store::{self, BatchRules};
 
 use crate::harness::Harness;
 
@@ -54,10 +54,10 @@ async fn concurrent_batch_forming_by_two_replicas_never_leaves_two_open_batches_
         let dlq = dlq.clone();
         formers.push(tokio::spawn(async move {
             barrier.wait().await;
-            if ledger::has_open_batch(&pool, SHOP).await.unwrap() {
+            if store::has_open_batch(&pool, SHOP).await.unwrap() {
                 return false;
             }
-            ledger::form_batch(
+            store::form_batch(
                 &pool,
                 SHOP,
                 BatchRules {

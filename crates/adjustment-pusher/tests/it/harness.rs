@@ -9,7 +9,7 @@ use std::{
 use adjustment_pusher::ShopTokens;
 use lapin::BasicProperties;
 use model::{
-    config::{ShopConfig, ShopDirectory},
+    config::{ShopDirectory, ShopSettings},
     ids::{InventoryItemId, LocationId},
 };
 use platform::{
@@ -158,9 +158,9 @@ impl Harness {
 
         let mut settings = env.settings();
         settings.http.listen = Some("127.0.0.1:0".parse().unwrap());
-        let configs: Vec<ShopConfig> = shops
+        let configs: Vec<ShopSettings> = shops
             .iter()
-            .map(|shop| ShopConfig {
+            .map(|shop| ShopSettings {
                 domain: shop.domain.clone(),
                 api_version: "2026-04".into(),
                 admin_base_url: sandbox.base_url(),
@@ -399,7 +399,7 @@ impl Harness {
     }
 
     /// Writes `count` pending adjustments (+`delta` each, SKU-`n` at MAIN) straight into the
-    /// ledger, as intake would have.
+    /// store, as intake would have.
     pub async fn insert_pending(&self, sku: &str, delta: i64, count: i64) {
         let shop = &self.shops[0];
         let main = shop.locations["MAIN"].0 as i64;

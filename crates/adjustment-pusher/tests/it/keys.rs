@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use adjustment_pusher::ledger::{self, BatchRules};
+use adjustment_pusher::store::{self, BatchRules};
 use shopify_sandbox::{FaultAction, FaultConfig, FaultRule};
 
 use crate::harness::Harness;
@@ -18,7 +18,7 @@ async fn a_key_that_aged_between_claim_and_send_is_never_sent() {
     h.stop_replicas().await;
     let pusher = h.shop_pusher(0);
     h.insert_pending("SKU-0", 3, 1).await;
-    ledger::form_batch(
+    store::form_batch(
         &h.env.pool,
         SHOP,
         BatchRules::default(),
@@ -27,7 +27,7 @@ async fn a_key_that_aged_between_claim_and_send_is_never_sent() {
     .await
     .unwrap()
     .unwrap();
-    let batch = ledger::claim_open_batch(&h.env.pool, SHOP, Duration::from_secs(60), DAY)
+    let batch = store::claim_open_batch(&h.env.pool, SHOP, Duration::from_secs(60), DAY)
         .await
         .unwrap()
         .expect("claimed");
@@ -77,7 +77,7 @@ async fn a_concurrent_request_waits_for_its_batch_not_for_the_shop() {
     h.stop_replicas().await;
     let pusher = std::sync::Arc::new(h.shop_pusher(0));
     h.insert_pending("SKU-1", 2, 1).await;
-    ledger::form_batch(
+    store::form_batch(
         &h.env.pool,
         SHOP,
         BatchRules::default(),
@@ -86,7 +86,7 @@ async fn a_concurrent_request_waits_for_its_batch_not_for_the_shop() {
     .await
     .unwrap()
     .unwrap();
-    let batch = ledger::claim_open_batch(&h.env.pool, SHOP, Duration::from_secs(60), DAY)
+    let batch = store::claim_open_batch(&h.env.pool, SHOP, Duration::from_secs(60), DAY)
         .await
         .unwrap()
         .expect("claimed");

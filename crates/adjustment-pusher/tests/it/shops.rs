@@ -62,19 +62,18 @@ async fn a_throttled_shop_and_a_failing_shop_do_not_delay_a_healthy_one() {
     }
     // The healthy shop's quantities arrive promptly although the others are stuck.
     let healthy = h.shop(0).clone();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let done = healthy.items.values().all(|item| {
-            h.sandbox
-                .quantity(HEALTHY, *item, healthy.locations["EAST"], "available")
-                == Some(crate::harness::STOCK + 5)
-        });
-        if done {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the healthy shop was held up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    testkit::wait_until(
+        Duration::from_secs(10),
+        "the healthy shop's quantities (held up?)",
+        || async {
+            healthy.items.values().all(|item| {
+                h.sandbox
+                    .quantity(HEALTHY, *item, healthy.locations["EAST"], "available")
+                    == Some(crate::harness::STOCK + 5)
+            })
+        },
+    )
+    .await;
     tracing::info!(healthy_done = ?started.elapsed(), "healthy shop done while the others are stuck");
     assert!(h.sandbox.adjustment_groups(THROTTLED).unwrap().is_empty());
     assert!(h.sandbox.adjustment_groups(FAILING).unwrap().is_empty());

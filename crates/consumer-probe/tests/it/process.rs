@@ -9,7 +9,7 @@ use std::{
 use consumer_probe::{CRASH_HEADER, probe_queue};
 use lapin::{BasicProperties, types::FieldTable};
 use platform::amqp::headers::set_str;
-use testkit::{TestEnv, wait_until};
+use testkit::{TestEnv, wait_for_exit, wait_until};
 
 /// Starts `consumer-probe run` on the test's database and namespace; returns it and its
 /// metrics URL.
@@ -95,17 +95,6 @@ async fn effects(env: &TestEnv) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
-
 #[tokio::test]
 async fn a_crash_between_commit_and_ack_is_recognised_as_a_duplicate_on_redelivery() {
     let env = TestEnv::new().await;
@@ -121,16 +110,8 @@ async fn a_crash_between_commit_and_ack_is_recognised_as_a_duplicate_on_redelive
     env.publish("", &probe_queue(&env.names).name, b"payload", properties)
         .await;
 
-    let status = tokio::task::spawn_blocking(move || {
-        let status = wait_exit(&mut probe, Duration::from_secs(20));
-        (status, probe)
-    })
-    .await
-    .unwrap();
-    assert!(
-        status.0.is_some_and(|s| !s.success()),
-        "the probe aborted after its commit"
-    );
+    let status = wait_for_exit(&mut probe, Duration::from_secs(20), "the probe to abort").await;
+    assert!(!status.success(), "the probe aborted after its commit");
     assert_eq!(
         effects(&env).await,
         ["crash-1"],
@@ -188,14 +169,13 @@ async fn sigterm_with_messages_in_flight_exits_in_time_and_loses_nothing() {
             .success()
     );
     let sent = Instant::now();
-    let (status, _probe) = tokio::task::spawn_blocking(move || {
-        let status = wait_exit(&mut probe, Duration::from_secs(10));
-        (status, probe)
-    })
-    .await
-    .unwrap();
+    let status = wait_for_exit(
+        &mut probe,
+        Duration::from_secs(10),
+        "the probe to exit after SIGTERM",
+    )
+    .await;
     let took = sent.elapsed();
-    let status = status.expect("the probe exits after SIGTERM");
     assert!(status.success(), "clean exit, got {status:?}");
     assert!(
         took < Duration::from_secs(4),
@@ -331,13 +311,13 @@ async fn on_sigterm_readiness_fails_while_the_probe_still_serves_then_it_drains(
 
     // The second signal ends the delay: the probe drains, closes its listener and exits.
     signal(&probe, "TERM");
-    let (status, _probe) = tokio::task::spawn_blocking(move || {
-        let status = wait_exit(&mut probe, Duration::from_secs(20));
-        (status, probe)
-    })
-    .await
-    .unwrap();
-    assert!(status.expect("exits after draining").success());
+    let status = wait_for_exit(
+        &mut probe,
+        Duration::from_secs(20),
+        "the probe to exit after draining",
+    )
+    .await;
+    assert!(status.success());
     assert_eq!(
         status_of(&format!("{base}/healthz")).await,
         None,

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use item_ingest::ShopTokens;
 use lapin::{BasicProperties, types::FieldTable};
-use model::config::{FieldPolicies, ShopConfig, ShopDirectory};
+use model::config::{FieldPolicies, ShopDirectory, ShopSettings};
 use platform::{
     amqp::{
         headers::set_str,
@@ -57,7 +57,7 @@ impl Ingest {
 
     /// item-ingest for one shop configured as given (e.g. pointing at a sandbox), with these
     /// access tokens.
-    pub async fn start_with_shop(shop: ShopConfig, tokens: ShopTokens) -> Self {
+    pub async fn start_with_shop(shop: ShopSettings, tokens: ShopTokens) -> Self {
         // Logs show up in a failing test's output.
         platform::telemetry::init_test_tracing();
         let env = TestEnv::new().await;
@@ -321,8 +321,8 @@ impl Drop for Ingest {
     }
 }
 
-pub fn shop(fields: FieldPolicies) -> ShopConfig {
-    ShopConfig {
+pub fn shop(fields: FieldPolicies) -> ShopSettings {
+    ShopSettings {
         domain: SHOP.to_owned(),
         api_version: "2026-04".to_owned(),
         admin_base_url: "http://127.0.0.1:1".to_owned(),

@@ -6,7 +6,7 @@ use std::time::Duration;
 use adjustment_pusher::ShopTokens;
 use lapin::BasicProperties;
 use model::{
-    config::{FieldPolicies, ShopConfig},
+    config::{FieldPolicies, ShopSettings},
     ids::{InventoryItemId, LocationId},
 };
 use platform::{
@@ -44,7 +44,7 @@ impl Stack {
         .unwrap();
         sandbox.create_shop(SHOP, TOKEN).unwrap();
         let main = sandbox.create_location(SHOP, "Main").unwrap();
-        let config = ShopConfig {
+        let config = ShopSettings {
             domain: SHOP.to_owned(),
             api_version: "2026-04".to_owned(),
             admin_base_url: sandbox.base_url(),

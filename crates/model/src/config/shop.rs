@@ -1,4 +1,4 @@
-//! One `[[shops]]` table: its serde type and the rules that make it a [`ShopConfig`].
+//! One `[[shops]]` table: its serde type and the rules that make it a [`ShopSettings`].
 //!
 //! Serde reads the table's shape: which keys exist, that each holds a string or a table, and no
 //! others. The rules here then check what serde cannot say precisely: required keys, the shop
@@ -15,7 +15,7 @@ use serde::de::{Deserializer, SeqAccess, Visitor};
 use super::admin_url::normalize_admin_base_url;
 use super::policies::read_field_policies;
 use super::section::{ConfigError, describe_toml, key_path};
-use super::{MAX_WAREHOUSE_CODE_CHARS, MIN_API_VERSION, ShopConfig};
+use super::{MAX_WAREHOUSE_CODE_CHARS, MIN_API_VERSION, ShopSettings};
 use crate::delta::LocationMap;
 use crate::ids::LocationId;
 use crate::validate::{
@@ -71,7 +71,7 @@ pub(super) struct ShopTable {
 
 impl ShopTable {
     /// Applies every rule to the table found at `key` (`shops[0]`).
-    pub(super) fn validate(self, key: &str) -> Result<ShopConfig, ConfigError> {
+    pub(super) fn validate(self, key: &str) -> Result<ShopSettings, ConfigError> {
         let refuse = |name: &str, reason: String| ConfigError::new(key_path(key, name), reason);
         let required = |value: Option<String>, name: &str| {
             value.ok_or_else(|| refuse(name, "is required".to_owned()))
@@ -123,7 +123,7 @@ impl ShopTable {
 
         let locations = read_locations(self.locations, &key_path(key, "locations"))?;
         let fields = read_field_policies(self.fields, &key_path(key, "fields"))?;
-        Ok(ShopConfig {
+        Ok(ShopSettings {
             domain,
             api_version,
             admin_base_url,

@@ -23,7 +23,7 @@ fn doc(text: &str) -> toml::Table {
     text.parse::<toml::Table>().expect("valid TOML")
 }
 
-fn parse(text: &str) -> Result<Vec<ShopConfig>, ConfigError> {
+fn parse(text: &str) -> Result<Vec<ShopSettings>, ConfigError> {
     parse_shops(&doc(text))
 }
 
@@ -75,7 +75,7 @@ fn contracts_example_parses() {
     let shop = &from_contract[0];
     assert_eq!(
         shop,
-        &ShopConfig {
+        &ShopSettings {
             domain: "acme.myshopify.com".into(),
             api_version: "2026-07".into(),
             admin_base_url: "https://acme.myshopify.com".into(),
@@ -107,7 +107,7 @@ fn minimal_shop_and_defaults() {
     let shops = parse(&shop_with("")).expect("valid");
     assert_eq!(
         shops,
-        vec![ShopConfig {
+        vec![ShopSettings {
             domain: "acme.myshopify.com".into(),
             api_version: "2026-04".into(),
             admin_base_url: "https://acme.myshopify.com".into(),

@@ -13,7 +13,7 @@ use webhook_relay::{
     webhook::{LARGE_BODY_SLOT, OTHER_TOPIC, REQUEST_SLOT, UNVERIFIED_TOPIC},
 };
 
-use crate::support::{Harness, NEW_SECRET, ROTATING_SHOP, connected_relay, message_id};
+use crate::harness::{Harness, NEW_SECRET, ROTATING_SHOP, connected_relay, message_id};
 
 /// Reads until the peer closes the connection (or `limit` passes); `true` when it closed.
 async fn closed_by_peer(stream: &mut TcpStream, limit: Duration) -> bool {

@@ -7,9 +7,9 @@
 #![allow(clippy::unwrap_used)]
 
 mod exposure;
+mod harness;
 mod outage;
 mod process;
 mod publishing;
 mod refusals;
 mod signatures;
-mod support;

@@ -9,7 +9,7 @@ use std::{
 
 use testkit::{TestEnv, proxy::Proxy, wait_until};
 
-use crate::support::{Harness, NEW_SECRET, ROTATING_SHOP, message_id, start_relay};
+use crate::harness::{Harness, NEW_SECRET, ROTATING_SHOP, message_id, start_relay};
 
 /// Tight budgets so the test is quick: connect 0.5 s, publish 1.5 s, request 2 s.
 const BUDGETS: &str = "[webhook_relay]\nconnect_timeout_ms = 500\npublish_timeout_ms = 1500\nrequest_timeout_ms = 2000\n";

@@ -3,13 +3,13 @@
 use std::{
     net::TcpListener,
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use testkit::{TestEnv, wait_until};
+use testkit::{TestEnv, wait_for_exit, wait_until};
 use webhook_relay::client::RelayClient;
 
-use crate::support::message_id;
+use crate::harness::message_id;
 
 fn config_file(env: &TestEnv, shops: &[(&str, &str)]) -> std::path::PathBuf {
     // No pre-stop delay: the stop itself is what these tests look at.
@@ -154,17 +154,12 @@ async fn serves_webhooks_and_stops_cleanly_on_sigterm() {
         .status()
         .unwrap();
     assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let exit = loop {
-        if let Some(exit) = child.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still running 10 s after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let exit = wait_for_exit(
+        &mut child,
+        Duration::from_secs(10),
+        "the relay to exit after SIGTERM",
+    )
+    .await;
     assert!(exit.success(), "exit status {exit:?}");
     let _ = std::fs::remove_file(config);
 }
@@ -260,14 +255,12 @@ async fn on_sigterm_readiness_fails_first_and_requests_already_accepted_are_answ
         "the accepted request was answered: {answer}"
     );
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let exit = loop {
-        if let Some(exit) = child.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(Instant::now() < deadline, "still running after draining");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let exit = wait_for_exit(
+        &mut child,
+        Duration::from_secs(20),
+        "the relay to exit after draining",
+    )
+    .await;
     assert!(exit.success(), "exit status {exit:?}");
     assert_eq!(
         env.drain(&queue.name)

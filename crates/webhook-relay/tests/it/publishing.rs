@@ -9,7 +9,7 @@ use platform::amqp::{
 };
 use webhook_relay::{client::shopify_headers, webhook::header};
 
-use crate::support::{
+use crate::harness::{
     NEW_SECRET, ROTATING_SHOP, VECTOR_SHOP, connected_relay, hmac_vector, message_id,
 };
 

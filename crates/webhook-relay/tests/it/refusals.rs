@@ -11,7 +11,7 @@ use webhook_relay::{
     webhook::{UNVERIFIED_TOPIC, header},
 };
 
-use crate::support::{NEW_SECRET, ROTATING_SHOP, connected_relay, message_id};
+use crate::harness::{NEW_SECRET, ROTATING_SHOP, connected_relay, message_id};
 
 /// The test relays' body limit.
 const LIMIT: usize = 1024;

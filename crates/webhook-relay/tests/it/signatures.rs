@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use webhook_relay::webhook::{UNVERIFIED_TOPIC, header};
 
-use crate::support::{
+use crate::harness::{
     NEW_SECRET, OLD_SECRET, ROTATED_SHOP, ROTATING_SHOP, VECTOR_SHOP, connected_relay, hmac_vector,
     message_id,
 };

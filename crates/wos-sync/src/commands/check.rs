@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use model::{
-    config::{ShopConfig, ShopDirectory},
+    config::{ShopDirectory, ShopSettings},
     ids::LocationId,
 };
 use platform::{
@@ -256,7 +256,7 @@ async fn check_database(context: &Context, report: &mut Report) {
     }
 }
 
-async fn check_shop(context: &Context, shop: &ShopConfig, report: &mut Report) {
+async fn check_shop(context: &Context, shop: &ShopSettings, report: &mut Report) {
     let name = format!("shop {}", shop.domain);
     check_webhook_secret(shop, &name, report);
     let client = match context.shop_client(shop) {
@@ -369,7 +369,7 @@ pub fn missing_scopes(granted: &[String]) -> Vec<(&'static str, &'static str)> {
 
 async fn check_locations(
     client: &shopify_admin::ShopClient,
-    shop: &ShopConfig,
+    shop: &ShopSettings,
     name: &str,
     policy: &ReadPolicy,
     report: &mut Report,
@@ -433,7 +433,7 @@ async fn check_locations(
     }
 }
 
-fn check_webhook_secret(shop: &ShopConfig, name: &str, report: &mut Report) {
+fn check_webhook_secret(shop: &ShopSettings, name: &str, report: &mut Report) {
     let Ok(directory) = ShopDirectory::new(vec![shop.clone()]) else {
         return;
     };

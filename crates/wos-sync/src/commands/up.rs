@@ -23,7 +23,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use model::config::{ShopConfig, ShopDirectory};
+use model::config::{ShopDirectory, ShopSettings};
 use platform::{
     metrics::Metrics,
     settings::{Settings, redact_url},
@@ -152,7 +152,7 @@ pub async fn run(mut context: Context, args: &UpArgs) -> anyhow::Result<()> {
     print_next_steps(&context, sandbox_handle.as_ref(), relay_addr, example);
 
     let watcher = sandbox_handle.as_ref().map(|handle| {
-        let shops: Vec<ShopConfig> = context.settings.shops.iter().cloned().collect();
+        let shops: Vec<ShopSettings> = context.settings.shops.iter().cloned().collect();
         watch_adjustments(handle, shops, shutdown.clone())
     });
     let ended = tokio::select! {
@@ -175,7 +175,7 @@ impl Secrets {
     fn new(settings: &mut Settings, sandbox: bool) -> anyhow::Result<Self> {
         let mut generated = HashMap::new();
         if sandbox {
-            let mut shops: Vec<ShopConfig> = settings.shops.iter().cloned().collect();
+            let mut shops: Vec<ShopSettings> = settings.shops.iter().cloned().collect();
             for shop in &mut shops {
                 // The relay needs a webhook secret per shop; the sandbox signs with it.
                 let secret_env = shop.webhook_secret_env.get_or_insert_with(|| {
@@ -245,7 +245,7 @@ async fn start_sandbox(
         .await
         .with_context(|| format!("starting the Shopify sandbox on {}", args.sandbox_listen))?;
     let base = handle.base_url();
-    let shops: Vec<ShopConfig> = settings
+    let shops: Vec<ShopSettings> = settings
         .shops
         .iter()
         .cloned()
@@ -477,7 +477,7 @@ fn print_next_steps(
 /// Prints every adjustment group the sandbox applies, with the quantities after it.
 async fn watch_adjustments(
     sandbox: &SandboxHandle,
-    shops: Vec<ShopConfig>,
+    shops: Vec<ShopSettings>,
     stop: CancellationToken,
 ) {
     let mut seen: BTreeMap<String, usize> = shops.iter().map(|s| (s.domain.clone(), 0)).collect();

@@ -22,7 +22,7 @@ pub const SHOPIFY_ANSWER_LIMIT: Duration = Duration::from_secs(5);
 /// `[webhook_relay]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RelayConfig {
+pub struct RelaySettings {
     /// Largest webhook body accepted; a larger one is answered 413 without being read.
     pub max_body_bytes: usize,
     /// Everything one request may take (reading, verifying, publishing); past it the relay
@@ -68,7 +68,7 @@ pub const LARGE_BODY_BYTES: u64 = 64 * 1024;
 /// The topics item-ingest consumes (CONTRACT 3).
 pub const DEFAULT_TOPICS: [&str; 3] = ["products/create", "products/update", "products/delete"];
 
-impl Default for RelayConfig {
+impl Default for RelaySettings {
     fn default() -> Self {
         Self {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
@@ -86,7 +86,7 @@ impl Default for RelayConfig {
     }
 }
 
-impl RelayConfig {
+impl RelaySettings {
     /// Checks the values; the error names the key and says why.
     pub fn validate(&self) -> Result<(), (String, String)> {
         let fail = |key: &str, why: String| Err((format!("webhook_relay.{key}"), why));
@@ -166,27 +166,27 @@ impl RelayConfig {
         self.topics.iter().any(|allowed| allowed == topic)
     }
 
-    /// [`RelayConfig::header_read_timeout_ms`] as a duration.
+    /// [`RelaySettings::header_read_timeout_ms`] as a duration.
     pub fn header_read_timeout(&self) -> Duration {
         Duration::from_millis(self.header_read_timeout_ms)
     }
 
-    /// [`RelayConfig::idle_timeout_ms`] as a duration.
+    /// [`RelaySettings::idle_timeout_ms`] as a duration.
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.idle_timeout_ms)
     }
 
-    /// [`RelayConfig::request_timeout_ms`] as a duration.
+    /// [`RelaySettings::request_timeout_ms`] as a duration.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
     }
 
-    /// [`RelayConfig::publish_timeout_ms`] as a duration.
+    /// [`RelaySettings::publish_timeout_ms`] as a duration.
     pub fn publish_timeout(&self) -> Duration {
         Duration::from_millis(self.publish_timeout_ms)
     }
 
-    /// [`RelayConfig::connect_timeout_ms`] as a duration.
+    /// [`RelaySettings::connect_timeout_ms`] as a duration.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
     }
@@ -208,9 +208,9 @@ mod tests {
 
     use super::*;
 
-    fn parse(text: &str) -> Result<RelayConfig, String> {
+    fn parse(text: &str) -> Result<RelaySettings, String> {
         let settings = Settings::from_toml_str(text, "test.toml").map_err(|e| e.to_string())?;
-        let config: RelayConfig = settings
+        let config: RelaySettings = settings
             .service_section("webhook_relay")
             .map_err(|e| e.to_string())?;
         config
@@ -222,7 +222,7 @@ mod tests {
     #[test]
     fn defaults_answer_within_shopifys_limit() {
         let config = parse("").expect("defaults are valid");
-        assert_eq!(config, RelayConfig::default());
+        assert_eq!(config, RelaySettings::default());
         assert_eq!(config.max_body_bytes, 2 * 1024 * 1024);
         assert!(config.header_read_timeout() <= SHOPIFY_ANSWER_LIMIT);
         assert!(config.idle_timeout() > config.request_timeout());
@@ -237,10 +237,10 @@ mod tests {
     fn the_documented_example_shows_the_defaults() {
         let text = include_str!("../../../docs/config.example.toml");
         let settings = Settings::from_toml_str(text, "config.example.toml").expect("valid");
-        let documented: RelayConfig = settings
+        let documented: RelaySettings = settings
             .service_section("webhook_relay")
             .expect("a valid [webhook_relay]");
-        assert_eq!(documented, RelayConfig::default());
+        assert_eq!(documented, RelaySettings::default());
     }
 
     #[test]

@@ -1,0 +1,242 @@
+//! Forming a batch: the shop's pending adjustments, claimed `FOR UPDATE SKIP LOCKED`, mapped to
+//! their inventory items now, cut by `model::batch`'s rule, and the batch row recorded (with its
+//! key, exact variables and the adjustments behind each change) before anything is sent.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use deadpool_postgres::{GenericClient, Pool, Transaction};
+use model::{
+    batch::{FormedBatch, PendingAdjustment, form_batch as form},
+    ids::{InventoryItemId, LocationId},
+};
+use platform::{amqp::consumer::ErrorKind, db::DbError};
+use tokio_postgres::error::SqlState;
+
+use crate::shopify;
+
+use super::{Acknowledged, BatchRules, DbResult, db, dead_letter, mapped};
+
+/// The slot batches are formed in: one per shop, so a shop has at most one open batch (the
+/// unique index `push_batches_one_open_per_slot` enforces it across replicas).
+const SLOT: i16 = 0;
+
+/// Pending adjustments one forming looks at, oldest first.
+const FORMING_WINDOW: i64 = 5000;
+
+/// What forming a batch did.
+#[derive(Debug, Clone, Default)]
+pub struct Formed {
+    /// The batch row (`None` when nothing was sendable: everything parked again).
+    pub id: Option<i64>,
+    /// Changes of the call (0: nothing to send; the cancelled adjustments are done).
+    pub changes: usize,
+    /// Adjustments in the call.
+    pub adjustments: usize,
+    /// Adjustments parked again: their item is not mapped any more.
+    pub parked: usize,
+    /// Adjustments whose pair summed to zero: done without a call (counted as pushed).
+    pub cancelled: Vec<Acknowledged>,
+    /// Types of transactions dead-lettered because an adjustment could never be sent.
+    pub dead: Vec<String>,
+}
+
+/// Forms one batch from the shop's pending adjustments, if there are any, by the rule of
+/// `model::batch::form_batch`, each adjustment going to the inventory item its item is mapped
+/// to now. The batch row (idempotency key, exact variables, the adjustments behind each
+/// change) is committed before anything is sent. `None` when there is nothing pending, or when
+/// the shop already has an open batch (another replica formed it first).
+pub async fn form_batch(
+    pool: &Pool,
+    shop: &str,
+    rules: BatchRules,
+    dlq: &str,
+) -> DbResult<Option<Formed>> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await.map_err(db)?;
+    let rows = tx
+        .query(
+            "SELECT a.id, a.sku, a.location_id, a.delta, a.reason, a.transaction_id, a.solo, \
+                 i.inventory_item_id \
+             FROM adjustments a \
+             LEFT JOIN items i ON i.shop_domain = a.shop_domain AND i.sku = a.sku \
+             WHERE a.shop_domain = $1 AND a.state = 'pending' \
+             ORDER BY a.id LIMIT $2 FOR UPDATE OF a SKIP LOCKED",
+            &[&shop, &FORMING_WINDOW],
+        )
+        .await
+        .map_err(db)?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let mut pending = Vec::with_capacity(rows.len());
+    let mut unmapped: Vec<i64> = Vec::new();
+    let mut unmapped_skus: BTreeSet<String> = BTreeSet::new();
+    for row in &rows {
+        let (id, sku, location): (i64, String, i64) = (row.get(0), row.get(1), row.get(2));
+        let item: Option<i64> = row.get(7);
+        let item = if unmapped_skus.contains(&sku) {
+            None
+        } else {
+            mapped(shop, &sku, item)
+        };
+        let Some(item) = item.and_then(|i| u64::try_from(i).ok()) else {
+            unmapped.push(id);
+            unmapped_skus.insert(sku);
+            continue;
+        };
+        pending.push(PendingAdjustment {
+            id,
+            inventory_item_id: InventoryItemId(item),
+            location_id: LocationId(u64::try_from(location).unwrap_or_default()),
+            delta: row.get(3),
+            reason: row.get(4),
+            transaction_id: row.get(5),
+            solo: row.get(6),
+        });
+    }
+    let mut formed = Formed {
+        parked: unmapped.len(),
+        ..Formed::default()
+    };
+    if !unmapped.is_empty() {
+        tracing::info!(shop, skus = ?unmapped_skus, adjustments = unmapped.len(), "items not mapped any more: their pending adjustments are parked again");
+        tx.execute(
+            "UPDATE adjustments SET state = 'parked', updated_at = now() WHERE id = ANY($1)",
+            &[&unmapped],
+        )
+        .await
+        .map_err(db)?;
+    }
+    let Some(batch) = form(&pending, rules) else {
+        tx.commit().await.map_err(db)?;
+        return Ok(Some(formed));
+    };
+    // A batch row when there is a call to make or sums that cancelled out (their audit trail);
+    // adjustments that can never be sent are only dead-lettered.
+    let batch_id = if batch.has_changes() || !batch.cancelled.is_empty() {
+        let batch_id: i64 = tx
+            .query_one(
+                "SELECT nextval(pg_get_serial_sequence('push_batches', 'id'))",
+                &[],
+            )
+            .await
+            .map_err(db)?
+            .get(0);
+        if !record_formed(&tx, shop, batch_id, &batch).await? {
+            // Another replica's batch is open for the shop: ours waits (nothing was taken).
+            tx.rollback().await.map_err(db)?;
+            return Ok(None);
+        }
+        Some(batch_id)
+    } else {
+        None
+    };
+    formed.id = batch_id;
+    formed.changes = batch.changes.len();
+    formed.adjustments = batch.adjustment_count();
+    let (ids, items): (Vec<i64>, Vec<i64>) = batch
+        .changes
+        .iter()
+        .flat_map(|c| {
+            c.adjustments
+                .iter()
+                .map(|id| (*id, c.inventory_item_id.0 as i64))
+        })
+        .unzip();
+    tx.execute(
+        "UPDATE adjustments a SET state = 'batched', batch_id = $1, inventory_item_id = u.item, \
+             updated_at = now() \
+         FROM unnest($2::bigint[], $3::bigint[]) AS u(id, item) WHERE a.id = u.id",
+        &[&batch_id, &ids, &items],
+    )
+    .await
+    .map_err(db)?;
+    let item_of: BTreeMap<i64, i64> = pending
+        .iter()
+        .map(|p| (p.id, p.inventory_item_id.0 as i64))
+        .collect();
+    let cancelled_items: Vec<i64> = batch
+        .cancelled
+        .iter()
+        .map(|id| item_of.get(id).copied().unwrap_or_default())
+        .collect();
+    let cancelled = tx
+        .query(
+            "UPDATE adjustments a SET state = 'pushed', batch_id = $1, \
+                 inventory_item_id = u.item, updated_at = now() \
+             FROM unnest($2::bigint[], $3::bigint[]) AS u(id, item) WHERE a.id = u.id \
+             RETURNING a.kind, a.occurred_at",
+            &[&batch_id, &batch.cancelled, &cancelled_items],
+        )
+        .await
+        .map_err(db)?;
+    formed.cancelled = cancelled
+        .iter()
+        .map(|row| Acknowledged {
+            kind: row.get(0),
+            occurred_at: row.get(1),
+        })
+        .collect();
+    let mut dead: BTreeMap<(String, String), String> = BTreeMap::new();
+    for (id, reason) in &batch.unsendable {
+        let row = tx
+            .query_one(
+                "UPDATE adjustments SET state = 'dead', error = $2, updated_at = now() \
+                 WHERE id = $1 RETURNING shop_domain, transaction_id",
+                &[id, reason],
+            )
+            .await
+            .map_err(db)?;
+        dead.entry((row.get(0), row.get(1)))
+            .or_insert_with(|| reason.clone());
+    }
+    for ((shop, transaction), reason) in &dead {
+        formed
+            .dead
+            .push(dead_letter(&tx, shop, transaction, ErrorKind::Rejected, reason, 1, dlq).await?);
+    }
+    tx.commit().await.map_err(db)?;
+    Ok(Some(formed))
+}
+
+/// Inserts the batch row of a formed batch: open (slot [`SLOT`]) when it has changes, applied
+/// at once when everything cancelled out. `false` when the shop's slot is taken.
+async fn record_formed(
+    tx: &Transaction<'_>,
+    shop: &str,
+    batch_id: i64,
+    batch: &FormedBatch,
+) -> DbResult<bool> {
+    let input = shopify::adjust_input(shop, batch_id, &batch.reason, &batch.changes);
+    let changes = serde_json::to_value(&batch.changes)
+        .map_err(|err| DbError::Config(format!("batch changes: {err}")))?;
+    let state = if batch.has_changes() {
+        "open"
+    } else {
+        "applied"
+    };
+    let change_count = i32::try_from(batch.changes.len()).unwrap_or(i32::MAX);
+    let inserted = tx
+        .execute(
+            "INSERT INTO push_batches (id, shop_domain, reason, idempotency_key, variables, \
+                 changes, change_count, state, slot, completed_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, CASE WHEN $8 = 'applied' THEN now() END)",
+            &[
+                &batch_id,
+                &shop,
+                &batch.reason,
+                &uuid::Uuid::new_v4().to_string(),
+                &input,
+                &changes,
+                &change_count,
+                &state,
+                &SLOT,
+            ],
+        )
+        .await;
+    match inserted {
+        Ok(_) => Ok(true),
+        Err(err) if err.code() == Some(&SqlState::UNIQUE_VIOLATION) => Ok(false),
+        Err(err) => Err(db(err)),
+    }
+}
