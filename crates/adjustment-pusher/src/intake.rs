@@ -23,6 +23,7 @@ use platform::{
 };
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
+use tracing::Instrument as _;
 
 use crate::store::{Recorded, record_transaction};
 
@@ -51,6 +52,12 @@ impl Handler for Intake {
         let plan = plan_adjustments(&transaction, &shop.locations);
         let digest = content_digest(&transaction);
         let headers = to_json(message.properties.headers().as_ref());
+        let span = tracing::info_span!(
+            "transaction",
+            shop = %shop.domain,
+            transaction_id = %transaction.transaction_id,
+            kind = transaction.kind.type_name(),
+        );
         let recorded = record_transaction(
             &self.pool,
             &transaction,
@@ -59,6 +66,7 @@ impl Handler for Intake {
             &headers,
             &plan,
         )
+        .instrument(span)
         .await;
         let (shop, kind) = (shop.domain.as_str(), transaction.kind.type_name());
         let count = |outcome: &str, n: usize| {

@@ -105,6 +105,7 @@ impl ShopPusher {
     }
 
     /// One unit of work: send the due open batch, or form a new one. `false` when idle.
+    #[tracing::instrument(name = "push_step", skip_all, fields(shop = %self.shop))]
     pub async fn step(&self, shutdown: &CancellationToken) -> Result<bool, DbError> {
         let pause = self.client.pacer().delay_before_call(Instant::now());
         if !pause.is_zero() {
@@ -169,6 +170,11 @@ impl ShopPusher {
     /// Sends a claimed batch and records Shopify's answer. Checks first, by the database's
     /// clock, that the claim still holds and the key is still young enough: a process paused
     /// between its claim and this call sends nothing Shopify may have forgotten.
+    #[tracing::instrument(
+        name = "push_batch",
+        skip_all,
+        fields(shop = %self.shop, batch = batch.id, attempt = batch.attempts)
+    )]
     pub async fn send(&self, batch: Batch) -> Result<(), DbError> {
         match store::sendable(&self.pool, &batch, self.give_up_after()).await? {
             Sendable::Yes => {}
