@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 #
-# One image with every binary of the workspace (item-ingest, adjustment-pusher, webhook-relay,
-# wos-sync, shopify-sandbox, consumer-probe). A container runs one of them by name:
+# One image with every binary of the workspace but the benchmarks (item-ingest, adjustment-pusher,
+# webhook-relay, wos-sync, shopify-sandbox, consumer-probe). A container runs one of them by name:
 #
 #   docker build -t wos-shopify-sync .
 #   docker run --rm wos-shopify-sync item-ingest --help
@@ -28,12 +28,13 @@ COPY --from=planner /build/recipe.json recipe.json
 # Dependencies only: cached until Cargo.toml or Cargo.lock change.
 RUN cargo chef cook --release --locked --recipe-path recipe.json
 COPY . .
-# Every [[bin]] of every workspace member but the benchmarks (wos-sync-bench). The release profile keeps line tables for
-# backtraces; they are stripped here (function names stay), which divides the binaries' size
+# Every [[bin]] of every workspace member but the benchmarks (wos-sync-bench: cargo-chef's
+# dependency layer leaves a stub of it in target/, so it is excluded by name too). The release
+# profile keeps line tables for backtraces; they are stripped here (function names stay), which divides the binaries' size
 # by about four.
 RUN cargo build --release --locked --workspace --exclude bench --bins \
  && mkdir /out \
- && find target/release -maxdepth 1 -type f -perm -u+x -exec cp {} /out/ \; \
+ && find target/release -maxdepth 1 -type f -perm -u+x ! -name wos-sync-bench -exec cp {} /out/ \; \
  && strip --strip-debug /out/*
 
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime

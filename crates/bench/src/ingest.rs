@@ -1,9 +1,10 @@
-//! `item-ingest bench`: variant upserts per second for a stream of products, and the service's
+//! `wos-sync-bench ingest`: item-ingest's variant upserts per second for a stream of products, and the service's
 //! peak memory while it ingests them.
 //!
 //! In a scratch namespace and database it publishes `products` `products/create` webhooks of
 //! `variants` variants each (every variant a new SKU), then starts item-ingest as a child
-//! process (this same binary), times it from the first variant stored to the last, samples the
+//! process (`wos-sync-bench serve item-ingest`: the service's own entry; the benchmark's other
+//! code is linked but never runs, so little of it is resident), times it from the first variant stored to the last, samples the
 //! child's peak resident set size (`VmHWM`), stops it with SIGTERM and removes everything.
 
 use std::{
@@ -12,11 +13,11 @@ use std::{
 };
 
 use anyhow::Context as _;
-use lapin::{BasicProperties, options::BasicPublishOptions, types::FieldTable};
+use lapin::{BasicProperties, types::FieldTable};
 use platform::{
     amqp::{
         headers::set_str,
-        publisher::{PERSISTENT, confirm_channel},
+        publisher::confirm_channel,
         topology::{SHOPIFY_EVENTS, declare_exchanges, declare_work_queue},
     },
     db,
@@ -25,7 +26,7 @@ use platform::{
 use serde_json::json;
 
 use crate::{
-    Figures,
+    Figures, Outgoing, publish_pipelined,
     scratch::Scratch,
     serve::{Service, serve_command},
     status_kib,
@@ -89,8 +90,26 @@ impl std::fmt::Display for BenchReport {
     }
 }
 
-/// Runs the benchmark against the configured broker and database server.
-pub async fn bench(
+/// What to measure.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Products to ingest (each a products/create webhook).
+    #[arg(long, default_value_t = 500)]
+    pub products: u64,
+    /// Variants per product, each with its own SKU.
+    #[arg(long, default_value_t = 20)]
+    pub variants: u64,
+}
+
+/// Runs the benchmark, prints its report and returns its headline figures.
+pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Figures> {
+    let report = measure(settings, args.products, args.variants).await?;
+    println!("{report}");
+    Ok(report.figures())
+}
+
+/// Measures against the configured broker and database server.
+pub async fn measure(
     settings: &Settings,
     products: u64,
     variants: u64,
@@ -99,12 +118,12 @@ pub async fn bench(
         .await
         .context("creating the scratch database")?;
     let queue = scratch.names().item_ingest_queue();
-    let result = run(&scratch, products, variants).await;
+    let result = ingest_in(&scratch, products, variants).await;
     scratch.teardown(&[queue]).await;
     result
 }
 
-async fn run(scratch: &Scratch, products: u64, variants: u64) -> anyhow::Result<BenchReport> {
+async fn ingest_in(scratch: &Scratch, products: u64, variants: u64) -> anyhow::Result<BenchReport> {
     let settings = &scratch.settings;
     let names = scratch.names();
     let connection = platform::amqp::connect(&settings.amqp.url, "item-ingest-bench").await?;
@@ -113,9 +132,7 @@ async fn run(scratch: &Scratch, products: u64, variants: u64) -> anyhow::Result<
     declare_work_queue(&channel, &names.item_ingest_queue(), &settings.retry).await?;
 
     let exchange = names.name(SHOPIFY_EVENTS);
-    let mut confirms = Vec::new();
-    for product in 0..products {
-        let body = product_payload(product, variants).to_string();
+    publish_pipelined(&channel, &exchange, products, |product| {
         let mut headers = FieldTable::default();
         set_str(&mut headers, "x-shopify-topic", "products/create");
         set_str(&mut headers, "x-shopify-shop-domain", SHOP);
@@ -124,29 +141,16 @@ async fn run(scratch: &Scratch, products: u64, variants: u64) -> anyhow::Result<
             "x-shopify-webhook-id",
             format!("bench-{product}"),
         );
-        let properties = BasicProperties::default()
-            .with_message_id(format!("bench-{product}").as_str().into())
-            .with_content_type("application/json".into())
-            .with_delivery_mode(PERSISTENT)
-            .with_headers(headers);
-        confirms.push(
-            channel
-                .basic_publish(
-                    exchange.as_str().into(),
-                    "products.create".into(),
-                    BasicPublishOptions::default(),
-                    body.as_bytes(),
-                    properties,
-                )
-                .await?,
-        );
-    }
-    for confirm in confirms {
-        anyhow::ensure!(
-            confirm.await?.is_ack(),
-            "the broker refused a benchmark webhook"
-        );
-    }
+        Outgoing {
+            routing_key: "products.create".to_owned(),
+            body: product_payload(product, variants).to_string().into_bytes(),
+            properties: BasicProperties::default()
+                .with_message_id(format!("bench-{product}").as_str().into())
+                .with_content_type("application/json".into())
+                .with_headers(headers),
+        }
+    })
+    .await?;
     // Channels first: closing a connection under an open channel makes lapin log an error.
     let _ = channel.close(200, "published".into()).await;
     let _ = connection.close(200, "published".into()).await;

@@ -22,6 +22,9 @@ pub mod serve;
 
 use std::fmt::Display;
 
+use lapin::{BasicProperties, Channel, options::BasicPublishOptions};
+use platform::amqp::publisher::PERSISTENT;
+
 /// A benchmark's headline figures, printed last as `RESULT name=value name=value ...`.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Figures(Vec<(String, String)>);
@@ -33,9 +36,17 @@ impl Figures {
         self
     }
 
-    /// Appends every figure of `other` (for `wos-sync-bench all`).
-    pub fn extend(&mut self, other: Figures) {
-        self.0.extend(other.0);
+    /// Appends every figure of `other` (for `wos-sync-bench all`); a name already present is
+    /// refused, so every name of the combined line means one thing.
+    pub fn extend(&mut self, other: Figures) -> anyhow::Result<()> {
+        for (name, value) in other.0 {
+            anyhow::ensure!(
+                self.0.iter().all(|(present, _)| *present != name),
+                "two benchmarks report a figure named {name}"
+            );
+            self.0.push((name, value));
+        }
+        Ok(())
     }
 
     /// The summary line scripts read.
@@ -46,6 +57,55 @@ impl Figures {
         }
         line
     }
+}
+
+/// One message of [`publish_pipelined`].
+#[derive(Debug)]
+pub struct Outgoing {
+    pub routing_key: String,
+    pub body: Vec<u8>,
+    /// Its properties (message id, headers); the delivery mode is set to persistent.
+    pub properties: BasicProperties,
+}
+
+/// Publishes `count` messages to `exchange` ("" for the default exchange, routing by queue
+/// name), `message(n)` the n-th, persistent and with confirms, pipelined in windows of 1000:
+/// as fast as the broker confirms, never more than a window unconfirmed. Fails if the broker
+/// refuses one.
+pub async fn publish_pipelined(
+    channel: &Channel,
+    exchange: &str,
+    count: u64,
+    mut message: impl FnMut(u64) -> Outgoing,
+) -> anyhow::Result<()> {
+    const WINDOW: u64 = 1000;
+    let mut sent = 0;
+    while sent < count {
+        let window = (count - sent).min(WINDOW);
+        let mut confirms = Vec::with_capacity(usize::try_from(window)?);
+        for n in sent..sent + window {
+            let outgoing = message(n);
+            confirms.push(
+                channel
+                    .basic_publish(
+                        exchange.into(),
+                        outgoing.routing_key.as_str().into(),
+                        BasicPublishOptions::default(),
+                        &outgoing.body,
+                        outgoing.properties.with_delivery_mode(PERSISTENT),
+                    )
+                    .await?,
+            );
+        }
+        for confirm in confirms {
+            anyhow::ensure!(
+                confirm.await?.is_ack(),
+                "the broker refused a benchmark message"
+            );
+        }
+        sent += window;
+    }
+    Ok(())
 }
 
 /// A `kB` field of `/proc/<pid>/status` (`VmHWM:` is the peak resident set size, `VmRSS:` the

@@ -1,15 +1,17 @@
 //! `wos-sync-bench`: every benchmark of wos-shopify-sync. See the library and the README's
 //! Benchmarks section.
 
-use std::{net::SocketAddr, time::Duration};
+use std::net::SocketAddr;
 
 use bench::{Figures, ingest, pusher, relay, runtime, sandbox, serve::Service};
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use platform::settings::{CommonArgs, Settings};
+use shopify_sandbox::settings::SECTION as SANDBOX_SECTION;
 
-/// Benchmarks of wos-shopify-sync, each on a scratch queue namespace and database of the
-/// configured RabbitMQ and PostgreSQL (removed afterwards; a deployment's data is never
-/// touched). Each prints its figures, then one `RESULT name=value ...` line for scripts.
+/// Benchmarks of wos-shopify-sync. Those that need RabbitMQ or PostgreSQL use a scratch queue
+/// prefix and database of the configured servers (removed afterwards; a deployment's data is
+/// never touched). Each prints its figures, then one `RESULT name=value ...` line for scripts.
+/// The common flags (`--config`, ...) come before the subcommand.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
@@ -23,64 +25,29 @@ struct Cli {
 enum Command {
     /// The consumer runtime (inbox commit + ack per message, the probe's handler) next to a
     /// bare consume-and-ack loop on the same broker.
-    Runtime(RuntimeArgs),
+    Runtime(runtime::Args),
     /// item-ingest's variant upserts per second and its peak RSS (the service runs as a child
     /// process).
-    Ingest(IngestArgs),
+    Ingest(ingest::Args),
     /// adjustment-pusher end to end against an in-process Shopify sandbox, batched and one call
     /// per transaction: throughput, calls per transaction, throttle-bound ratio, lag.
-    Pusher(pusher::BenchArgs),
+    Pusher(pusher::Args),
     /// webhook-relay: accepted webhooks per second (with confirms), latency at half that rate,
     /// and latency and memory under attack (slow headers, maximum-size unsigned bodies).
-    Relay(relay::BenchOptions),
-    /// The Shopify sandbox's requests per second (250-change adjustments, throttling off).
-    Sandbox(SandboxArgs),
+    Relay(relay::Args),
+    /// The Shopify sandbox's requests per second (250-change adjustments, throttling off; no
+    /// broker or database needed).
+    Sandbox(sandbox::Args),
     /// Every benchmark above with its defaults, then one `RESULT` line with all their figures.
     All,
     /// Runs one service as the benchmarks' child process (used by `ingest` and `relay`).
     #[command(hide = true)]
     Serve {
         service: Service,
-        /// The relay's ops address (as its own `--ops-listen`).
-        #[arg(long, env = "OPS_LISTEN_ADDR")]
+        /// The relay's ops address (its own `--ops-listen`).
+        #[arg(long, value_name = "ADDR")]
         ops_listen: Option<SocketAddr>,
     },
-}
-
-#[derive(Debug, Clone, Args)]
-struct RuntimeArgs {
-    /// Messages per measurement.
-    #[arg(long, default_value_t = 20_000)]
-    messages: u64,
-    /// Body size in bytes.
-    #[arg(long, default_value_t = 128)]
-    body_bytes: usize,
-}
-
-#[derive(Debug, Clone, Args)]
-struct IngestArgs {
-    /// Products to ingest (each a products/create webhook).
-    #[arg(long, default_value_t = 500)]
-    products: u64,
-    /// Variants per product, each with its own SKU.
-    #[arg(long, default_value_t = 20)]
-    variants: u64,
-}
-
-#[derive(Debug, Clone, Args)]
-struct SandboxArgs {
-    /// Concurrent clients.
-    #[arg(long, default_value_t = 8)]
-    clients: usize,
-    /// Requests to send (after a warm-up of one per client).
-    #[arg(long, default_value_t = 4000)]
-    requests: u64,
-    /// Time limit in seconds.
-    #[arg(long, default_value_t = 30)]
-    seconds: u64,
-    /// Changes per request (1..=250).
-    #[arg(long, default_value_t = 250)]
-    changes: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -92,53 +59,30 @@ fn main() -> anyhow::Result<()> {
     {
         return serve(&cli.common, service, ops_listen);
     }
-    let settings = platform::entry::load_settings(&cli.common, &[])?;
-    platform::telemetry::init_tracing(settings.log.format);
-    let figures = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(measure(&settings, cli.command))?;
+    // The sandbox's section is accepted, so a `--config` that seeds a sandbox can be reused.
+    let settings = platform::entry::load_settings(&cli.common, &[SANDBOX_SECTION])?;
+    let figures = platform::entry::run_with_tracing(settings.log.format, async {
+        measure(&settings, cli.command).await
+    })?;
     println!("{}", figures.result_line());
     Ok(())
 }
 
-/// Runs the benchmark `command` names, printing its report; returns its headline figures.
+/// Runs the benchmark `command` names (which prints its report); returns its headline figures.
 async fn measure(settings: &Settings, command: Command) -> anyhow::Result<Figures> {
     match command {
-        Command::Runtime(args) => {
-            let report = runtime::bench(settings, args.messages, args.body_bytes).await?;
-            println!("{report}");
-            Ok(report.figures())
-        }
-        Command::Ingest(args) => {
-            let report = ingest::bench(settings, args.products, args.variants).await?;
-            println!("{report}");
-            Ok(report.figures())
-        }
+        Command::Runtime(args) => runtime::run(settings, &args).await,
+        Command::Ingest(args) => ingest::run(settings, &args).await,
         Command::Pusher(args) => pusher::run(settings, &args).await,
-        Command::Relay(options) => {
-            let report = relay::bench(settings, options).await?;
-            println!("{}", report.to_string().trim_end());
-            Ok(report.figures())
-        }
-        Command::Sandbox(args) => {
-            let report = sandbox::run(sandbox::BenchOptions {
-                clients: args.clients,
-                requests: args.requests,
-                max_duration: Duration::from_secs(args.seconds),
-                changes: args.changes,
-            })
-            .await?;
-            println!("{report}");
-            Ok(report.figures())
-        }
+        Command::Relay(args) => relay::run(settings, &args).await,
+        Command::Sandbox(args) => sandbox::run(&args).await,
         Command::All => {
             let mut all = Figures::default();
             for (title, command) in every_benchmark() {
                 println!("== {title} ==");
                 let figures = Box::pin(measure(settings, command)).await?;
                 println!("{}", figures.result_line());
-                all.extend(figures);
+                all.extend(figures)?;
             }
             Ok(all)
         }
@@ -169,6 +113,9 @@ fn serve(
     ops_listen: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
     let mut settings = platform::entry::load_settings(common, &[])?;
+    if ops_listen.is_some() && service != Service::WebhookRelay {
+        anyhow::bail!("--ops-listen is the relay's; {} has none", service.name());
+    }
     match service {
         Service::ItemIngest => platform::entry::serve_settings(settings, item_ingest::run),
         Service::WebhookRelay => {

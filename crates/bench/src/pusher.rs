@@ -1,4 +1,4 @@
-//! `adjustment-pusher bench`: end-to-end figures against an in-process Shopify sandbox, for the
+//! `wos-sync-bench pusher`: end-to-end figures against an in-process Shopify sandbox, for the
 //! batched mode and the one-call-per-transaction mode of this same code, in one invocation.
 //!
 //! Each measurement gets a scratch queue namespace and database and a fresh sandbox shop with
@@ -38,14 +38,14 @@ use shopify_sandbox::{
 
 use adjustment_pusher::{ShopTokens, serve};
 
-use crate::{Figures, scratch::Scratch};
+use crate::{Figures, Outgoing, publish_pipelined, scratch::Scratch};
 
 const SHOP: &str = "bench.myshopify.com";
 const TOKEN: &str = "bench-token";
 
 /// Benchmark sizes.
 #[derive(Debug, Clone, clap::Args)]
-pub struct BenchArgs {
+pub struct Args {
     /// Transactions per throughput run without throttling.
     #[arg(long, default_value_t = 5000)]
     pub transactions: u64,
@@ -77,7 +77,7 @@ struct ModeFigures {
 }
 
 /// Runs every measurement, prints the figures and returns the headline ones.
-pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<Figures> {
+pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Figures> {
     let free = ThrottleConfig {
         enabled: false,
         ..ThrottleConfig::default()
@@ -196,7 +196,7 @@ struct Run {
 
 async fn measure(
     settings: &Settings,
-    args: &BenchArgs,
+    args: &Args,
     batching: bool,
     throttle: ThrottleConfig,
     load: Load,
@@ -222,7 +222,7 @@ async fn measure(
 async fn measure_in(
     scratch: &Scratch,
     sandbox: &SandboxHandle,
-    args: &BenchArgs,
+    args: &Args,
     batching: bool,
     load: Load,
 ) -> anyhow::Result<Run> {
@@ -325,27 +325,13 @@ async fn measure_in(
     let started = Instant::now();
     let transactions = match load {
         Load::Burst(count) => {
-            let mut confirms = Vec::new();
-            for n in 0..count {
-                let body = publish(n);
-                let properties = BasicProperties::default()
-                    .with_message_id(format!("bench-{n}").as_str().into())
-                    .with_delivery_mode(PERSISTENT);
-                confirms.push(
-                    channel
-                        .basic_publish(
-                            exchange.as_str().into(),
-                            "inventory.put".into(),
-                            BasicPublishOptions::default(),
-                            body.as_bytes(),
-                            properties,
-                        )
-                        .await?,
-                );
-            }
-            for confirm in confirms {
-                anyhow::ensure!(confirm.await?.is_ack(), "the broker refused a transaction");
-            }
+            publish_pipelined(&channel, &exchange, count, |n| Outgoing {
+                routing_key: "inventory.put".to_owned(),
+                body: publish(n).into_bytes(),
+                properties: BasicProperties::default()
+                    .with_message_id(format!("bench-{n}").as_str().into()),
+            })
+            .await?;
             count
         }
         Load::Constant { rate, seconds } => {

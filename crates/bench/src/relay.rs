@@ -1,4 +1,4 @@
-//! `webhook-relay bench`: how many webhooks per second the relay accepts with publisher
+//! `wos-sync-bench relay`: how many webhooks per second the relay accepts with publisher
 //! confirms, its latency at half that rate, and whether it keeps answering Shopify while
 //! hostile clients try to exhaust it.
 //!
@@ -12,8 +12,8 @@
 //! 2. open loop at half that rate: requests leave on a fixed schedule whether or not earlier
 //!    ones were answered, and each latency is measured from its scheduled start, so a stall
 //!    shows up in the percentiles instead of silently slowing the generator down;
-//! 3. under attack (relay in a process of its own, this binary's `run`, so its memory can be
-//!    measured alone): `slow_clients` connections trickle a request head one byte a second
+//! 3. under attack (relay in a process of its own, `wos-sync-bench serve webhook-relay`,
+//!    so its memory can be measured alone): `slow_clients` connections trickle a request head one byte a second
 //!    (reconnecting when cut off) and `big_bodies` workers send maximum-size bodies with a
 //!    wrong signature back to back, while signed webhooks arrive in an open loop at
 //!    `signed_rate` per second; reported: their latency percentiles, how many were accepted,
@@ -58,7 +58,7 @@ use webhook_relay::{
 
 /// What to measure.
 #[derive(Debug, Clone, clap::Args)]
-pub struct BenchOptions {
+pub struct Args {
     /// Length of each measured phase, in seconds.
     #[arg(long, default_value_t = 10)]
     pub seconds: u64,
@@ -124,7 +124,7 @@ impl fmt::Display for Latencies {
 /// Figures of one benchmark run.
 #[derive(Debug, Clone)]
 pub struct BenchReport {
-    pub options: BenchOptions,
+    pub options: Args,
     pub max_accepted: u64,
     pub max_failed: u64,
     /// Messages found in the queue after the phase.
@@ -200,7 +200,7 @@ impl fmt::Display for BenchReport {
             self.paced_latency
         )?;
         let hostile = &self.hostile;
-        writeln!(
+        write!(
             f,
             "phase 3, under attack ({} connections trickling headers 1 byte/s, {} workers \
              sending {}-byte unsigned bodies), signed webhooks at {:.0}/s for {} s: {} sent, \
@@ -261,9 +261,16 @@ const SETTLE: Duration = Duration::from_secs(3);
 /// failed instead of piling up without bound.
 const MAX_OUTSTANDING: usize = 20_000;
 
-/// Runs both phases against a relay started here; `settings` gives the broker (and the
+/// Runs the benchmark, prints its report and returns its headline figures.
+pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Figures> {
+    let report = measure(settings, args.clone()).await?;
+    println!("{report}");
+    Ok(report.figures())
+}
+
+/// Runs the phases against a relay started here; `settings` gives the broker (and the
 /// `[webhook_relay]` table, so a tuned configuration can be measured).
-pub async fn bench(settings: &Settings, options: BenchOptions) -> anyhow::Result<BenchReport> {
+pub async fn measure(settings: &Settings, options: Args) -> anyhow::Result<BenchReport> {
     anyhow::ensure!(options.seconds >= 1, "--seconds must be at least 1");
     anyhow::ensure!(
         (1..=4096).contains(&options.concurrency),
@@ -302,7 +309,7 @@ pub async fn bench(settings: &Settings, options: BenchOptions) -> anyhow::Result
     declare_work_queue(&channel, &queue, &relay_settings.retry).await?;
 
     let result = async {
-        let mut report = measure(
+        let mut report = measure_in_process(
             relay_settings.clone(),
             secrets,
             secret.as_bytes(),
@@ -341,13 +348,13 @@ pub async fn bench(settings: &Settings, options: BenchOptions) -> anyhow::Result
     result
 }
 
-async fn measure(
+async fn measure_in_process(
     settings: Settings,
     secrets: ShopSecrets,
     secret: &[u8],
     channel: &lapin::Channel,
     queue: &WorkQueue,
-    options: BenchOptions,
+    options: Args,
 ) -> anyhow::Result<BenchReport> {
     let shutdown = CancellationToken::new();
     let relay = webhook_relay::start(settings, secrets, shutdown.clone()).await?;
@@ -424,7 +431,7 @@ async fn under_attack(
     secret: &str,
     channel: &lapin::Channel,
     queue: &WorkQueue,
-    options: &BenchOptions,
+    options: &Args,
 ) -> anyhow::Result<HostileReport> {
     let config: RelaySettings = relay_settings.service_section("webhook_relay")?;
     let relay = RelayProcess::start(relay_settings, settings, secret).await?;
@@ -580,7 +587,6 @@ impl RelayProcess {
             relay_settings.amqp.name_prefix.trim_end_matches('.')
         ));
         std::fs::write(&config_file, text).context("writing the relay's configuration")?;
-        // The relay's own `--ops-listen` flag is the environment variable here.
         let mut child = serve_command(
             Service::WebhookRelay,
             [
@@ -590,10 +596,10 @@ impl RelayProcess {
                 &addr.to_string(),
             ],
         )?
-        .env("OPS_LISTEN_ADDR", ops_addr.to_string())
+        .args(["--ops-listen", &ops_addr.to_string()])
         .env("AMQP_URL", &settings.amqp.url)
         .env("BENCH_WEBHOOK_SECRET", secret)
-        .env("RUST_LOG", "warn,lapin::returned_messages=error")
+        .env("RUST_LOG", "warn")
         .env("LOG_FORMAT", "json")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -14,13 +14,13 @@ use consumer_probe::{
 use futures_util::StreamExt;
 use lapin::{
     BasicProperties,
-    options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions},
+    options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions},
     types::FieldTable,
 };
 use platform::{
     amqp::{
         consumer::run_consumer,
-        publisher::{PERSISTENT, confirm_channel},
+        publisher::confirm_channel,
         topology::{WorkQueue, declare_exchanges, declare_work_queue},
     },
     db,
@@ -30,7 +30,7 @@ use platform::{
     shutdown::CancellationToken,
 };
 
-use crate::{Figures, scratch::Scratch};
+use crate::{Figures, Outgoing, publish_pipelined, scratch::Scratch};
 
 /// Figures of one benchmark run.
 #[derive(Debug, Clone)]
@@ -95,9 +95,27 @@ impl std::fmt::Display for BenchReport {
     }
 }
 
+/// What to measure.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Messages per measurement.
+    #[arg(long, default_value_t = 20_000)]
+    pub messages: u64,
+    /// Body size in bytes.
+    #[arg(long, default_value_t = 128)]
+    pub body_bytes: usize,
+}
+
+/// Runs the benchmark, prints its report and returns its headline figures.
+pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Figures> {
+    let report = measure(settings, args.messages, args.body_bytes).await?;
+    println!("{report}");
+    Ok(report.figures())
+}
+
 /// Measures consume -> inbox commit -> ack through the runtime, and a bare consume-and-ack loop,
 /// on the same broker in the same run. Uses a fresh database and queue namespace, removed after.
-pub async fn bench(
+pub async fn measure(
     settings: &Settings,
     messages: u64,
     body_bytes: usize,
@@ -207,7 +225,7 @@ pub async fn bench(
     result
 }
 
-/// Publishes `count` messages with confirms, pipelined in windows of 1000.
+/// Publishes `count` messages of `body` straight to `queue`, ids `<tag>-<n>`.
 async fn publish_many(
     channel: &lapin::Channel,
     queue: &str,
@@ -215,33 +233,11 @@ async fn publish_many(
     count: u64,
     tag: &str,
 ) -> anyhow::Result<()> {
-    let mut sent = 0;
-    while sent < count {
-        let window = (count - sent).min(1000);
-        let mut confirms = Vec::with_capacity(window as usize);
-        for n in sent..sent + window {
-            let properties = BasicProperties::default()
-                .with_message_id(format!("{tag}-{n}").as_str().into())
-                .with_delivery_mode(PERSISTENT);
-            confirms.push(
-                channel
-                    .basic_publish(
-                        "".into(),
-                        queue.into(),
-                        BasicPublishOptions::default(),
-                        body,
-                        properties,
-                    )
-                    .await?,
-            );
-        }
-        for confirm in confirms {
-            anyhow::ensure!(
-                confirm.await?.is_ack(),
-                "broker refused a benchmark message"
-            );
-        }
-        sent += window;
-    }
-    Ok(())
+    publish_pipelined(channel, "", count, |n| Outgoing {
+        routing_key: queue.to_owned(),
+        body: body.to_vec(),
+        properties: BasicProperties::default()
+            .with_message_id(format!("{tag}-{n}").as_str().into()),
+    })
+    .await
 }

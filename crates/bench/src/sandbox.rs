@@ -1,4 +1,4 @@
-//! `shopify-sandbox bench`: how many full-size adjustments per second the sandbox serves.
+//! `wos-sync-bench sandbox`: how many full-size adjustments per second the sandbox serves.
 //!
 //! It starts a sandbox in-process (throttling off, no faults) on 127.0.0.1, creates one shop
 //! with as many stocked items as a call has changes, and lets N concurrent clients send
@@ -27,34 +27,27 @@ use shopify_sandbox::{
 };
 
 /// What to measure.
-#[derive(Debug, Clone, Copy)]
-pub struct BenchOptions {
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct Args {
     /// Concurrent clients.
+    #[arg(long, default_value_t = 8)]
     pub clients: usize,
-    /// Total requests (after warm-up).
+    /// Requests to send (after a warm-up of one per client).
+    #[arg(long, default_value_t = 4000)]
     pub requests: u64,
-    /// Time limit of the measurement.
-    pub max_duration: Duration,
-    /// Changes per call (at most 250).
+    /// Time limit of the measurement, in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub seconds: u64,
+    /// Changes per request (1..=250).
+    #[arg(long, default_value_t = 250)]
     pub changes: usize,
-}
-
-impl Default for BenchOptions {
-    fn default() -> Self {
-        Self {
-            clients: 8,
-            requests: 4000,
-            max_duration: Duration::from_secs(30),
-            changes: 250,
-        }
-    }
 }
 
 /// What was measured.
 #[derive(Debug, Clone)]
 pub struct BenchReport {
-    /// The options.
-    pub options: BenchOptions,
+    /// What was asked.
+    pub options: Args,
     /// Successful calls.
     pub ok: u64,
     /// Failed calls.
@@ -128,8 +121,15 @@ const MUTATION: &str = "mutation Bench($input: InventoryAdjustQuantitiesInput!, 
 const SHOP: &str = "bench.myshopify.com";
 const TOKEN: &str = "shpat_bench";
 
-/// Runs the benchmark.
-pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
+/// Runs the benchmark, prints its report and returns its headline figures.
+pub async fn run(args: &Args) -> anyhow::Result<Figures> {
+    let report = measure(*args).await?;
+    println!("{report}");
+    Ok(report.figures())
+}
+
+/// Measures requests per second of `options.changes`-change calls.
+pub async fn measure(options: Args) -> anyhow::Result<BenchReport> {
     if options.changes == 0
         || options.changes > shopify_sandbox::adjust::MAX_CHANGES
         || options.clients == 0
@@ -170,7 +170,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
 
     let issued = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
-    let deadline = start + options.max_duration;
+    let deadline = start + Duration::from_secs(options.seconds);
     let mut workers = Vec::with_capacity(options.clients);
     for _ in 0..options.clients {
         let client = client.clone();

@@ -11,7 +11,7 @@ use std::future::Future;
 use crate::{
     settings::{CommonArgs, Settings},
     shutdown::{self, CancellationToken},
-    telemetry,
+    telemetry::{self, LogFormat},
 };
 
 /// Loads the settings (`own_sections`: the binary's own top-level configuration sections, which
@@ -36,13 +36,22 @@ where
     F: FnOnce(Settings, CancellationToken) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    telemetry::init_tracing(settings.log.format);
+    run_with_tracing(settings.log.format, async move {
+        // Inside the runtime: the signal listener is a task.
+        let shutdown = shutdown::on_termination_signal();
+        service(settings, shutdown).await
+    })
+}
+
+/// Installs tracing in `format` and runs `work` to its end on a multi-threaded runtime (what
+/// [`serve_settings`] does for a service; the benchmarks use it for a measurement).
+pub fn run_with_tracing<T>(
+    format: LogFormat,
+    work: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    telemetry::init_tracing(format);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(async move {
-            // Inside the runtime: the signal listener is a task.
-            let shutdown = shutdown::on_termination_signal();
-            service(settings, shutdown).await
-        })
+        .block_on(work)
 }
