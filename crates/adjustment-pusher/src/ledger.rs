@@ -26,6 +26,7 @@ use platform::{
     amqp::consumer::{ErrorKind, dead_letter_fields},
     db::DbError,
     outbox::{OutboxMessage, enqueue},
+    trace::{self, TraceParent},
 };
 use serde_json::Value;
 use tokio_postgres::error::SqlState;
@@ -352,6 +353,10 @@ pub struct Batch {
     /// The key was first sent longer ago than the pusher may resend it (Shopify keeps keys
     /// 24 h), by PostgreSQL's clock, the one that stamped `first_sent_at`.
     pub key_expired: bool,
+    /// The trace the batch is pushed under (the same on every resend).
+    pub trace: TraceParent,
+    /// The trace ids of the transactions whose adjustments it carries.
+    pub source_trace_ids: Vec<String>,
 }
 
 impl Batch {
@@ -396,7 +401,8 @@ pub async fn claim_open_batch(
                          ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) \
              RETURNING id, idempotency_key, variables, changes, attempts, created_at, \
                  first_sent_at, uncertain_attempts - 1, \
-                 first_sent_at < now() - make_interval(secs => $3)",
+                 first_sent_at < now() - make_interval(secs => $3), traceparent, \
+                 source_trace_ids",
             &[&shop, &lease.as_secs_f64(), &give_up.as_secs_f64()],
         )
         .await
@@ -418,6 +424,12 @@ pub async fn claim_open_batch(
             first_sent_at: row.get(6),
             uncertain_before: row.get(7),
             key_expired: row.get(8),
+            // Batches formed before traces were recorded have none: they get one now.
+            trace: row
+                .get::<_, Option<&str>>(9)
+                .and_then(|value| TraceParent::parse(value).ok())
+                .unwrap_or_else(TraceParent::new_root),
+            source_trace_ids: row.get(10),
         }
     }))
 }
@@ -501,6 +513,8 @@ pub struct Formed {
     pub cancelled: Vec<Acknowledged>,
     /// Types of transactions dead-lettered because an adjustment could never be sent.
     pub dead: Vec<String>,
+    /// The trace ids of the batch's transactions (empty without a batch row).
+    pub source_trace_ids: Vec<String>,
 }
 
 /// Forms one batch from the shop's pending adjustments, if there are any, by the rule of
@@ -585,11 +599,13 @@ pub async fn form_batch(
             .await
             .map_err(db)?
             .get(0);
-        if !record_formed(&tx, shop, batch_id, &batch).await? {
+        let (trace, source_trace_ids) = batch_traces(&tx, &batch).await?;
+        if !record_formed(&tx, shop, batch_id, &batch, &trace, &source_trace_ids).await? {
             // Another replica's batch is open for the shop: ours waits (nothing was taken).
             tx.rollback().await.map_err(db)?;
             return Ok(None);
         }
+        formed.source_trace_ids = source_trace_ids;
         Some(batch_id)
     } else {
         None
@@ -662,6 +678,36 @@ pub async fn form_batch(
     Ok(Some(formed))
 }
 
+/// The trace a formed batch is pushed under and the trace ids of its transactions
+/// (`trace::joined`), from the `traceparent` intake stored with each transaction's headers.
+async fn batch_traces(
+    tx: &Transaction<'_>,
+    batch: &FormedBatch,
+) -> DbResult<(TraceParent, Vec<String>)> {
+    let ids: Vec<i64> = batch
+        .changes
+        .iter()
+        .flat_map(|change| change.adjustments.iter().copied())
+        .chain(batch.cancelled.iter().copied())
+        .collect();
+    let rows = tx
+        .query(
+            "SELECT DISTINCT w.headers->>$2 FROM adjustments a \
+             JOIN wos_transactions w \
+                 ON w.shop_domain = a.shop_domain AND w.transaction_id = a.transaction_id \
+             WHERE a.id = ANY($1)",
+            &[&ids, &trace::HEADER],
+        )
+        .await
+        .map_err(db)?;
+    let parents = rows
+        .iter()
+        .filter_map(|row| row.get::<_, Option<&str>>(0))
+        .filter_map(|value| TraceParent::parse(value).ok());
+    let (trace, trace_ids) = trace::joined(parents);
+    Ok((trace, trace_ids.iter().map(ToString::to_string).collect()))
+}
+
 /// Inserts the batch row of a formed batch: open (slot [`SLOT`]) when it has changes, applied
 /// at once when everything cancelled out. `false` when the shop's slot is taken.
 async fn record_formed(
@@ -669,6 +715,8 @@ async fn record_formed(
     shop: &str,
     batch_id: i64,
     batch: &FormedBatch,
+    trace: &TraceParent,
+    source_trace_ids: &[String],
 ) -> DbResult<bool> {
     let input = shopify::adjust_input(shop, batch_id, &batch.reason, &batch.changes);
     let changes = serde_json::to_value(&batch.changes)
@@ -682,8 +730,9 @@ async fn record_formed(
     let inserted = tx
         .execute(
             "INSERT INTO push_batches (id, shop_domain, reason, idempotency_key, variables, \
-                 changes, change_count, state, slot, completed_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, CASE WHEN $8 = 'applied' THEN now() END)",
+                 changes, change_count, state, slot, completed_at, traceparent, source_trace_ids) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, CASE WHEN $8 = 'applied' THEN now() END, \
+                 $10, $11)",
             &[
                 &batch_id,
                 &shop,
@@ -694,6 +743,8 @@ async fn record_formed(
                 &change_count,
                 &state,
                 &SLOT,
+                &trace.to_string(),
+                &source_trace_ids,
             ],
         )
         .await;

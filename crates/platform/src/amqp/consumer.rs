@@ -491,6 +491,7 @@ impl<H: Handler> Runtime<H> {
             ..
         } = delivery;
         let attempt = previous_attempts(&properties).saturating_add(1);
+        let (properties, trace) = crate::trace::adopt(properties);
         let message = Incoming {
             body: data,
             properties,
@@ -504,8 +505,9 @@ impl<H: Handler> Runtime<H> {
             queue = %self.config.queue.name,
             message_id = message.message_id().unwrap_or(""),
             attempt,
+            trace_id = %trace.trace_id(),
         );
-        async {
+        let work = async {
             // The broker counts redeliveries of one message (`x-delivery-count`): one that keeps
             // coming back (it crashes the process, or we could never forward it) is dead-lettered
             // here, with the contract's headers, before the broker's own limit would move it
@@ -577,8 +579,8 @@ impl<H: Handler> Runtime<H> {
                 }
             }
         }
-        .instrument(span)
-        .await
+        .instrument(span);
+        crate::trace::scope(trace, work).await
     }
 
     fn count(&self, outcome: MessageOutcome, started: Instant) {
