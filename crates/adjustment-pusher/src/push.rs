@@ -24,7 +24,6 @@ use platform::{
     db::DbError, metrics::Metrics, shutdown::CancellationToken, supervise::LoopMonitor,
 };
 use tokio::sync::Notify;
-use tracing::Instrument;
 
 use shopify_admin::ShopClient;
 
@@ -178,8 +177,7 @@ impl ShopPusher {
             trace_id = %batch.trace.trace_id(),
             trace_ids = %batch.source_trace_ids.join(","),
         );
-        let trace = batch.trace;
-        platform::trace::scope(trace, self.send_traced(batch).instrument(span)).await
+        platform::trace::scope(batch.trace, span, self.send_traced(batch)).await
     }
 
     /// [`Self::send`]'s work. Checks first, by the database's clock, that the claim still holds

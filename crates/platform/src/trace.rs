@@ -13,16 +13,19 @@
 //! - **Messages**: the AMQP header [`HEADER`] (`traceparent`, a string). The consumer runtime
 //!   [`adopt`]s a delivery's trace (writing a new one into its headers when it has none or an
 //!   invalid one, so retry and dead-letter copies keep the same trace) and runs its handler in
-//!   [`scope`]; [`current`] is then the delivery's trace. What a handler publishes through the
-//!   outbox carries a child of it ([`stamp_json`]), as does a Shopify request sent while it
-//!   runs.
+//!   [`scope`] (the relay its request, the pusher a batch's push): the span the work runs in
+//!   continues the trace, and [`current`] is that span's context, which is what the work
+//!   passes on: what a handler publishes through the outbox carries it ([`stamp_json`]), as
+//!   does a Shopify request sent while it runs.
 //! - **Ids**: a new trace has a random trace id and parent id and the sampled flag set (every
-//!   trace is recorded, in the logs). A hop writes a [`TraceParent::child`]: the same trace id
-//!   and flags under a new parent id.
+//!   trace is recorded, in the logs). A span that continues a trace gets its own parent id
+//!   ([`TraceParent::child`]: the same trace id and flags), which is the parent id the next hop
+//!   sees.
 
 use std::{fmt, future::Future, str::FromStr};
 
 use lapin::{BasicProperties, types::FieldTable};
+use tracing::Instrument;
 
 use crate::amqp::headers::{header_str, set_str};
 
@@ -219,23 +222,26 @@ tokio::task_local! {
     static CURRENT: TraceParent;
 }
 
-/// Runs `work` with `trace` as the [`current`] trace.
-pub async fn scope<F: Future>(trace: TraceParent, work: F) -> F::Output {
-    CURRENT.scope(trace, work).await
+/// Runs `work` in `span`, which continues `trace` (the trace of the message, request or batch
+/// the work is for): [`current`] is then the span's own context, the one to pass on.
+pub async fn scope<F: Future>(trace: TraceParent, span: tracing::Span, work: F) -> F::Output {
+    let ours = trace.child();
+    CURRENT.scope(ours, work.instrument(span)).await
 }
 
-/// The trace the running task works for (a delivery's, a batch's), if any.
+/// The context of the span the running task works in (a delivery's, a request's, a batch's
+/// push), if any: what it passes on as `traceparent`.
 pub fn current() -> Option<TraceParent> {
     CURRENT.try_with(|trace| *trace).ok()
 }
 
-/// Adds a child of the [`current`] trace to a JSON header object (an outbox message's) that has
-/// no `traceparent` of its own. Headers copied from a message (a dead letter's) keep theirs.
+/// Adds the [`current`] context to a JSON header object (an outbox message's) that has no
+/// `traceparent` of its own. Headers copied from a message (a dead letter's) keep theirs.
 pub fn stamp_json(headers: &mut serde_json::Value) {
     if let (Some(trace), Some(object)) = (current(), headers.as_object_mut()) {
         object
             .entry(HEADER)
-            .or_insert_with(|| serde_json::Value::from(trace.child().to_string()));
+            .or_insert_with(|| serde_json::Value::from(trace.to_string()));
     }
 }
 
@@ -406,7 +412,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn stamp_adds_a_child_of_the_current_trace_only_where_none_is() {
+    async fn work_in_a_scope_passes_on_its_own_span_of_the_trace() {
         let mut untraced = serde_json::json!({});
         stamp_json(&mut untraced);
         assert_eq!(
@@ -416,20 +422,19 @@ mod tests {
         );
 
         let trace = TraceParent::parse(VALID).expect("valid");
-        let (stamped, kept) = scope(trace, async {
-            assert_eq!(current(), Some(trace));
+        let (ours, stamped, kept) = scope(trace, tracing::Span::none(), async {
+            let ours = current().expect("in a scope");
             let mut fresh = serde_json::json!({"x-a": "b"});
             stamp_json(&mut fresh);
             let other = "00-11111111111111111111111111111111-2222222222222222-01";
             let mut copied = serde_json::json!({ HEADER: other });
             stamp_json(&mut copied);
-            (fresh, copied[HEADER].clone())
+            (ours, fresh, copied[HEADER].clone())
         })
         .await;
-        let written =
-            TraceParent::parse(stamped[HEADER].as_str().expect("stamped")).expect("valid");
-        assert_eq!(written.trace_id(), trace.trace_id());
-        assert_ne!(written, trace, "a child, not the same parent id");
+        assert_eq!(ours.trace_id(), trace.trace_id());
+        assert_ne!(ours.parent_id(), trace.parent_id(), "a span of its own");
+        assert_eq!(stamped[HEADER], ours.to_string());
         assert_eq!(stamped["x-a"], "b");
         assert_eq!(
             kept,

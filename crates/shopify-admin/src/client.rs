@@ -177,7 +177,7 @@ impl ShopClient {
         // Sent for the work the task does (a batch, a delivery): Shopify ignores it, but a proxy
         // or a stand-in in between can log the request under the trace id our logs name.
         if let Some(trace) = platform::trace::current() {
-            post = post.header(platform::trace::HEADER, trace.child().to_string());
+            post = post.header(platform::trace::HEADER, trace.to_string());
         }
         let response = post
             .json(request)

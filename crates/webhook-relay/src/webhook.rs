@@ -28,8 +28,8 @@
 //!
 //! Each request runs in a span `webhook` with the `trace_id` of its trace: the request's W3C
 //! `traceparent` when it sends a valid one (a tracing proxy in front of the relay), a new trace
-//! otherwise. The published message carries it on (`traceparent` header, a child of it), so
-//! item-ingest's log lines for the webhook name the same trace id.
+//! otherwise. The published message carries it on (`traceparent` header: the request span's
+//! context), so item-ingest's log lines for the webhook name the same trace id.
 
 use std::{sync::Arc, time::Instant};
 
@@ -54,7 +54,6 @@ use platform::{
 };
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 use tokio::sync::{Semaphore, SemaphorePermit};
-use tracing::Instrument;
 
 use crate::{
     config::{LARGE_BODY_BYTES, RelayConfig},
@@ -318,7 +317,7 @@ pub async fn receive(
         None => Answer::shed("too many requests at once, retry later"),
         Some(_slot) => match tokio::time::timeout(
             state.config.request_timeout(),
-            handle(&state, &headers, body, &trace).instrument(span.clone()),
+            platform::trace::scope(trace, span.clone(), handle(&state, &headers, body)),
         )
         .await
         {
@@ -358,12 +357,7 @@ pub async fn receive(
 }
 
 /// The checks and the publish; see the module documentation for the order.
-async fn handle(
-    state: &RelayState,
-    headers: &HeaderMap,
-    body: Body,
-    trace: &TraceParent,
-) -> Answer {
+async fn handle(state: &RelayState, headers: &HeaderMap, body: Body) -> Answer {
     let limit = state.config.max_body_bytes;
     let declared = match headers.get(CONTENT_LENGTH) {
         None => None,
@@ -454,7 +448,7 @@ async fn handle(
             ..Answer::bad_request("products/delete body must be {\"id\": <product id>}")
         };
     }
-    let properties = message_properties(headers, &shop, webhook_id, trace);
+    let properties = message_properties(headers, &shop, webhook_id, platform::trace::current());
     let routing_key = routing_key(topic);
     let published = state
         .publisher
@@ -565,16 +559,18 @@ fn request_trace(headers: &HeaderMap) -> TraceParent {
 }
 
 /// Properties of the published message (CONTRACT 3.1). The shop domain header carries the
-/// configured (lowercase) domain the webhook was verified for; `traceparent` the request's
-/// trace (a child of it: the relay is a hop).
+/// configured (lowercase) domain the webhook was verified for; `traceparent` the context of
+/// the request's span (`platform::trace::scope`).
 fn message_properties(
     headers: &HeaderMap,
     shop: &str,
     webhook_id: &str,
-    trace: &TraceParent,
+    trace: Option<TraceParent>,
 ) -> BasicProperties {
     let mut table = FieldTable::default();
-    trace.child().write_to(&mut table);
+    if let Some(trace) = trace {
+        trace.write_to(&mut table);
+    }
     for name in FORWARDED {
         if name == header::SHOP_DOMAIN {
             set_str(&mut table, name, shop);
@@ -659,7 +655,7 @@ mod tests {
             headers.insert(name, HeaderValue::from_static(value));
         }
         let trace = TraceParent::new_root();
-        let properties = message_properties(&headers, "acme.myshopify.com", "w-1", &trace);
+        let properties = message_properties(&headers, "acme.myshopify.com", "w-1", Some(trace));
         assert_eq!(
             properties.message_id().as_ref().map(|v| v.as_str()),
             Some("w-1")
@@ -677,7 +673,7 @@ mod tests {
         assert_eq!(get(header::HMAC), None, "the signature is not forwarded");
         let sent = TraceParent::parse(get(platform::trace::HEADER).unwrap_or_default())
             .expect("a valid traceparent");
-        assert_eq!(sent.trace_id(), trace.trace_id());
+        assert_eq!(sent, trace);
         assert_eq!(table.map(|t| t.inner().len()), Some(4));
     }
 

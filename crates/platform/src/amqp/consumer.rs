@@ -43,7 +43,6 @@ use lapin::{
 use serde::Deserialize;
 use tokio::{sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use super::{
     headers::{from_json, header_str, header_u64, set_i64, set_str},
@@ -578,9 +577,8 @@ impl<H: Handler> Runtime<H> {
                         .await;
                 }
             }
-        }
-        .instrument(span);
-        crate::trace::scope(trace, work).await
+        };
+        crate::trace::scope(trace, span, work).await
     }
 
     fn count(&self, outcome: MessageOutcome, started: Instant) {
