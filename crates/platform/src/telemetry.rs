@@ -79,7 +79,7 @@ pub fn init_test_tracing() {
                 .json()
                 .with_current_span(true)
                 .with_span_list(true)
-                .with_writer(|| CaptureWriter::default()),
+                .with_writer(CaptureWriter::default),
         )
         .try_init();
 }

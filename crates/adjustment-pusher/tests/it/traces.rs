@@ -115,7 +115,7 @@ async fn a_webhooks_trace_reaches_its_item_row_and_the_pusher_and_a_transactions
     // The relay's line, item-ingest's line for the item row, and the pusher's line for the
     // mapping announcement the row caused: one trace id.
     let published = wait_for_line("webhook published", &webhook_id).await;
-    assert_eq!(trace_ids_of(&published), [webhook_id.clone()]);
+    assert_eq!(trace_ids_of(&published), std::slice::from_ref(&webhook_id));
     let row = wait_for_line("item row written", &webhook_id).await;
     assert_eq!(row["fields"]["sku"], "SKU-0");
     assert!(trace_ids_of(&row).contains(&webhook_id), "{row}");
@@ -137,7 +137,7 @@ async fn a_webhooks_trace_reaches_its_item_row_and_the_pusher_and_a_transactions
         .unwrap();
     let (batch_id, batch_trace, sources): (i64, String, Vec<String>) =
         (batch.get(0), batch.get(1), batch.get(2));
-    assert_eq!(sources, [transaction_id.clone()]);
+    assert_eq!(sources, std::slice::from_ref(&transaction_id));
     let batch_trace = TraceParent::parse(&batch_trace).unwrap();
     assert_eq!(batch_trace.trace_id(), transaction_trace.trace_id());
     let applied = wait_for_line("batch applied", &transaction_id).await;
