@@ -1,14 +1,20 @@
-//! One trace id followed through the services by their log lines and rows (issue 14.6): from a
-//! webhook's `traceparent` at the relay to item-ingest's item row and the mapping announcement
-//! the pusher acts on, and from a WOS transaction's `traceparent` to the push batch that carried
-//! it to Shopify. Log lines are the JSON a deployment writes, captured in the test process
+//! One trace id followed through the services by their log lines, messages and rows (issue
+//! 14.6): from a webhook's `traceparent` at the relay to item-ingest's item row and the mapping
+//! announcement it published, and from a WOS transaction's `traceparent` to the push batch that
+//! carried it to Shopify. Log lines are the JSON a deployment writes, captured in the test process
 //! (`platform::telemetry::captured_log_lines`); every wait is on a condition.
 
 use std::time::Duration;
 
-use lapin::types::FieldTable;
+use lapin::{
+    options::{QueueBindOptions, QueueDeclareOptions},
+    types::FieldTable,
+};
 use platform::{
-    amqp::headers::set_str,
+    amqp::{
+        headers::{header_str, set_str},
+        topology::ITEM_MAPPINGS,
+    },
     telemetry::captured_log_lines,
     trace::{self, TraceParent},
 };
@@ -53,6 +59,34 @@ fn traced(traceparent: &str) -> FieldTable {
     headers
 }
 
+/// A queue of the test's own that receives item-ingest's mapping announcements.
+async fn bind_announcements(h: &Harness) -> String {
+    let queue = h.env.names.name("trace-announcements");
+    let channel = h.env.channel();
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            h.env.names.name(ITEM_MAPPINGS).as_str().into(),
+            "mapping.*".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    queue
+}
+
 async fn publish(h: &mut Harness, id: &str, sku: &str, headers: FieldTable) {
     let body = tx(id, SHOP, "put", sku, "MAIN", json!({"quantity": 3}));
     h.publish_with_headers(body.to_string().as_bytes(), id, "put", headers)
@@ -60,7 +94,7 @@ async fn publish(h: &mut Harness, id: &str, sku: &str, headers: FieldTable) {
 }
 
 #[tokio::test]
-async fn a_webhooks_trace_reaches_its_item_row_and_the_pusher_and_a_transactions_its_batch() {
+async fn a_webhooks_trace_reaches_its_item_row_and_announcement_and_a_transactions_its_batch() {
     let mut h = Harness::with(Options {
         webhooks: true,
         ..Options::default()
@@ -79,6 +113,7 @@ async fn a_webhooks_trace_reaches_its_item_row_and_the_pusher_and_a_transactions
     )
     .await;
     h.wait_parked(1).await;
+    let announcements = bind_announcements(&h).await;
 
     // The webhook that maps the item, through the relay, with a traceparent of its own (as a
     // tracing proxy in front of the relay would add).
@@ -112,16 +147,23 @@ async fn a_webhooks_trace_reaches_its_item_row_and_the_pusher_and_a_transactions
     assert_eq!(reply.status, 200, "{}", reply.body);
 
     let webhook_id = webhook_trace.trace_id().to_string();
-    // The relay's line, item-ingest's line for the item row, and the pusher's line for the
-    // mapping announcement the row caused: one trace id.
+    // The relay's line, item-ingest's line for the item row, and the mapping announcement the
+    // row caused: one trace id.
     let published = wait_for_line("webhook published", &webhook_id).await;
     assert_eq!(trace_ids_of(&published), std::slice::from_ref(&webhook_id));
     let row = wait_for_line("item row written", &webhook_id).await;
     assert_eq!(row["fields"]["sku"], "SKU-0");
     assert!(trace_ids_of(&row).contains(&webhook_id), "{row}");
-    let released = wait_for_line("parked adjustments released", &webhook_id).await;
-    assert_eq!(released["fields"]["sku"], "SKU-0");
-    assert!(trace_ids_of(&released).contains(&webhook_id), "{released}");
+    let announced = h
+        .env
+        .wait_and_drain(&announcements, 1, Duration::from_secs(20))
+        .await;
+    let header = header_str(
+        announced[0].delivery.properties.headers().as_ref(),
+        trace::HEADER,
+    );
+    let announced_trace = TraceParent::parse(header.unwrap_or_default()).unwrap();
+    assert_eq!(announced_trace.trace_id(), webhook_trace.trace_id());
 
     // The transaction's trace: its batch is pushed under it (the batch holds no other trace)
     // and names it.
