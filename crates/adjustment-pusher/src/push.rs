@@ -163,19 +163,29 @@ impl ShopPusher {
             self.count_dead_letters(&formed.dead);
             self.outbox_wake.notify_one();
         }
-        tracing::debug!(shop, batch = ?formed.id, changes = formed.changes, adjustments = formed.adjustments, cancelled = formed.cancelled.len(), parked = formed.parked, "batch formed");
+        tracing::info!(shop, batch = ?formed.id, changes = formed.changes, adjustments = formed.adjustments, cancelled = formed.cancelled.len(), parked = formed.parked, trace_ids = %formed.source_trace_ids.join(","), "batch formed");
         Ok(true)
     }
 
-    /// Sends a claimed batch and records Shopify's answer. Checks first, by the database's
-    /// clock, that the claim still holds and the key is still young enough: a process paused
-    /// between its claim and this call sends nothing Shopify may have forgotten.
-    #[tracing::instrument(
-        name = "push_batch",
-        skip_all,
-        fields(shop = %self.shop, batch = batch.id, attempt = batch.attempts)
-    )]
+    /// Sends a claimed batch and records Shopify's answer, in the batch's trace: a span `push_batch`
+    /// with its `trace_id` and the `trace_ids` of its transactions on every log line, and the
+    /// trace on the Shopify call (`traceparent`).
     pub async fn send(&self, batch: Batch) -> Result<(), DbError> {
+        let span = tracing::info_span!(
+            "push_batch",
+            shop = %self.shop,
+            batch = batch.id,
+            attempt = batch.attempts,
+            trace_id = %batch.trace.trace_id(),
+            trace_ids = %batch.source_trace_ids.join(","),
+        );
+        platform::trace::scope(batch.trace, span, self.send_traced(batch)).await
+    }
+
+    /// [`Self::send`]'s work. Checks first, by the database's clock, that the claim still holds
+    /// and the key is still young enough: a process paused between its claim and this call
+    /// sends nothing Shopify may have forgotten.
+    async fn send_traced(&self, batch: Batch) -> Result<(), DbError> {
         match store::sendable(&self.pool, &batch, self.give_up_after()).await? {
             Sendable::Yes => {}
             Sendable::NotOurs => {

@@ -44,7 +44,7 @@ use crate::{
     event::read_event,
     refresh::ShopRefresher,
     retention::IngestRetention,
-    store::{IngestError, IngestReport, count_conflicts, ingest},
+    store::{IngestError, IngestReport, ItemOutcome, count_conflicts, ingest},
 };
 
 /// The service name (metric label, `x-service`, connection names).
@@ -107,7 +107,12 @@ impl Handler for ItemIngest {
 
 impl ItemIngest {
     async fn record(&self, shop: &str, report: &IngestReport) {
-        for (_, outcome) in &report.items {
+        for (sku, outcome) in &report.items {
+            // One line per item row the webhook wrote, in the delivery's span: its `trace_id`
+            // leads from the webhook (and the relay's line) to the row.
+            if *outcome != ItemOutcome::Unchanged {
+                tracing::info!(shop, sku, outcome = outcome.as_str(), "item row written");
+            }
             self.metrics
                 .items_total
                 .with_label_values(&[shop, outcome.as_str()])

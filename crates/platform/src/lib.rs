@@ -4,6 +4,7 @@
 //! - [`entry`]: the binaries' shared `main` (settings, tracing, runtime, signals);
 //! - [`settings`]: the TOML configuration file, environment overrides and command-line flags;
 //! - [`telemetry`]: tracing (JSON in production, readable in a terminal);
+//! - [`trace`]: the W3C `traceparent` that follows one piece of work across the services;
 //! - [`metrics`]: every Prometheus family of CONTRACT section 6, registered in one place;
 //! - [`http`]: the `/metrics`, `/healthz` and `/readyz` server;
 //! - [`db`]: the PostgreSQL pool (with timeouts) and the migrations in `migrations/`;
@@ -32,3 +33,4 @@ pub mod startup;
 pub mod supervise;
 pub mod telemetry;
 pub mod tls;
+pub mod trace;

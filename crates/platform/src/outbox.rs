@@ -67,11 +67,14 @@ impl<'a> OutboxMessage<'a> {
     }
 }
 
-/// Writes `message` in the caller's transaction.
+/// Writes `message` in the caller's transaction. Written while handling a delivery, it carries
+/// the delivery's trace (a child of it) unless its headers bring their own `traceparent`.
 pub async fn enqueue<C: GenericClient>(
     client: &C,
     message: &OutboxMessage<'_>,
 ) -> Result<(), tokio_postgres::Error> {
+    let mut headers = message.headers.clone();
+    crate::trace::stamp_json(&mut headers);
     client
         .execute(
             "INSERT INTO outbox (exchange, routing_key, message_id, body, headers, content_type) \
@@ -81,7 +84,7 @@ pub async fn enqueue<C: GenericClient>(
                 &message.routing_key,
                 &message.message_id,
                 &message.body,
-                &message.headers,
+                &headers,
                 &message.content_type,
             ],
         )

@@ -624,7 +624,7 @@ mod tests {
         );
         assert_eq!(
             refused_key("[retention]\ninbox = 3"),
-            Some("retention".into())
+            Some("retention.inbox".into())
         );
         assert_eq!(
             refused_key("[database]\nurl = \"postgres://h/db?sslmode=verify-full\""),

@@ -4,6 +4,9 @@
 //! `throttleStatus`, and `wos_sync_shopify_requests_total` / `_request_seconds` /
 //! `_throttle_available` are recorded.
 //!
+//! A request sent while the task works for a trace (`platform::trace::current`) carries its
+//! `traceparent`.
+//!
 //! What the answer *means* is the caller's business ([`Answer`] carries the raw facts).
 
 use std::{
@@ -167,10 +170,16 @@ impl ShopClient {
         request: &Value,
         timeout: Duration,
     ) -> Result<Reply, TransportFailure> {
-        let response = self
+        let mut post = self
             .http
             .post(&self.url)
-            .header("X-Shopify-Access-Token", &self.token)
+            .header("X-Shopify-Access-Token", &self.token);
+        // Sent for the work the task does (a batch, a delivery): Shopify ignores it, but a proxy
+        // or a stand-in in between can log the request under the trace id our logs name.
+        if let Some(trace) = platform::trace::current() {
+            post = post.header(platform::trace::HEADER, trace.to_string());
+        }
+        let response = post
             .json(request)
             .timeout(timeout)
             .send()

@@ -25,6 +25,11 @@
 //! unroutable: Shopify must not retry a webhook nobody subscribed to). The whole request runs
 //! under a timeout shorter than Shopify's 5 s, after which it is answered 503 so Shopify
 //! redelivers. Answers never echo the body or the signature.
+//!
+//! Each request runs in a span `webhook` with the `trace_id` of its trace: the request's W3C
+//! `traceparent` when it sends a valid one (a tracing proxy in front of the relay), a new trace
+//! otherwise. The published message carries it on (`traceparent` header: the request span's
+//! context), so item-ingest's log lines for the webhook name the same trace id.
 
 use std::{sync::Arc, time::Instant};
 
@@ -45,6 +50,7 @@ use platform::{
         publisher::{Confirmed, Publisher},
     },
     metrics::Metrics,
+    trace::TraceParent,
 };
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 use tokio::sync::{Semaphore, SemaphorePermit};
@@ -300,6 +306,8 @@ pub async fn receive(
     body: Body,
 ) -> Response {
     let started = Instant::now();
+    let trace = request_trace(&headers);
+    let span = tracing::info_span!("webhook", trace_id = %trace.trace_id());
     let gauge = state
         .relay_metrics
         .in_flight
@@ -309,13 +317,14 @@ pub async fn receive(
         None => Answer::shed("too many requests at once, retry later"),
         Some(_slot) => match tokio::time::timeout(
             state.config.request_timeout(),
-            handle(&state, &headers, body),
+            platform::trace::scope(trace, span.clone(), handle(&state, &headers, body)),
         )
         .await
         {
             Ok(answer) => answer,
             Err(_elapsed) => {
                 tracing::warn!(
+                    parent: &span,
                     timeout_ms = state.config.request_timeout_ms,
                     "webhook not handled within the request budget; answering 503"
                 );
@@ -439,7 +448,7 @@ async fn handle(state: &RelayState, headers: &HeaderMap, body: Body) -> Answer {
             ..Answer::bad_request("products/delete body must be {\"id\": <product id>}")
         };
     }
-    let properties = message_properties(headers, &shop, webhook_id);
+    let properties = message_properties(headers, &shop, webhook_id, platform::trace::current());
     let routing_key = routing_key(topic);
     let published = state
         .publisher
@@ -479,7 +488,7 @@ async fn handle(state: &RelayState, headers: &HeaderMap, body: Body) -> Answer {
                     .inc();
                 tracing::debug!(shop = %shop, topic, webhook_id, "no queue is bound to this topic");
             }
-            tracing::debug!(shop = %shop, topic, webhook_id, "webhook published");
+            tracing::info!(shop = %shop, topic, webhook_id, "webhook published");
             Answer {
                 status: StatusCode::OK,
                 outcome: Outcome::Accepted,
@@ -539,10 +548,29 @@ pub fn is_delete_shaped(body: &[u8]) -> bool {
             .is_some_and(|id| id > 0)
 }
 
+/// The request's trace: its valid `traceparent` header, else a new trace. An invalid one is
+/// not an error (anyone can send anything): the webhook is handled under a new trace.
+fn request_trace(headers: &HeaderMap) -> TraceParent {
+    headers
+        .get(platform::trace::HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| TraceParent::parse(v).ok())
+        .unwrap_or_else(TraceParent::new_root)
+}
+
 /// Properties of the published message (CONTRACT 3.1). The shop domain header carries the
-/// configured (lowercase) domain the webhook was verified for.
-fn message_properties(headers: &HeaderMap, shop: &str, webhook_id: &str) -> BasicProperties {
+/// configured (lowercase) domain the webhook was verified for; `traceparent` the context of
+/// the request's span (`platform::trace::scope`).
+fn message_properties(
+    headers: &HeaderMap,
+    shop: &str,
+    webhook_id: &str,
+    trace: Option<TraceParent>,
+) -> BasicProperties {
     let mut table = FieldTable::default();
+    if let Some(trace) = trace {
+        trace.write_to(&mut table);
+    }
     for name in FORWARDED {
         if name == header::SHOP_DOMAIN {
             set_str(&mut table, name, shop);
@@ -626,7 +654,8 @@ mod tests {
         ] {
             headers.insert(name, HeaderValue::from_static(value));
         }
-        let properties = message_properties(&headers, "acme.myshopify.com", "w-1");
+        let trace = TraceParent::new_root();
+        let properties = message_properties(&headers, "acme.myshopify.com", "w-1", Some(trace));
         assert_eq!(
             properties.message_id().as_ref().map(|v| v.as_str()),
             Some("w-1")
@@ -642,6 +671,27 @@ mod tests {
         assert_eq!(get(header::WEBHOOK_ID), Some("w-1"));
         assert_eq!(get(header::EVENT_ID), None, "not sent, not invented");
         assert_eq!(get(header::HMAC), None, "the signature is not forwarded");
-        assert_eq!(table.map(|t| t.inner().len()), Some(3));
+        let sent = TraceParent::parse(get(platform::trace::HEADER).unwrap_or_default())
+            .expect("a valid traceparent");
+        assert_eq!(sent, trace);
+        assert_eq!(table.map(|t| t.inner().len()), Some(4));
+    }
+
+    #[test]
+    fn a_request_keeps_its_valid_trace_and_gets_a_new_one_otherwise() {
+        let valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut headers = HeaderMap::new();
+        headers.insert("traceparent", HeaderValue::from_static(valid));
+        assert_eq!(request_trace(&headers).to_string(), valid);
+        for invalid in [
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "junk",
+        ] {
+            headers.insert("traceparent", HeaderValue::from_static(invalid));
+            let trace = request_trace(&headers);
+            assert_ne!(trace.to_string(), valid);
+            assert!(TraceParent::parse(&trace.to_string()).is_ok());
+        }
+        assert!(TraceParent::parse(&request_trace(&HeaderMap::new()).to_string()).is_ok());
     }
 }

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Pool};
 use model::batch::Change;
+use platform::trace::TraceParent;
 use serde_json::Value;
 
 use super::{DbResult, db};
@@ -28,6 +29,10 @@ pub struct Batch {
     /// The key was first sent longer ago than the pusher may resend it (Shopify keeps keys
     /// 24 h), by PostgreSQL's clock, the one that stamped `first_sent_at`.
     pub key_expired: bool,
+    /// The trace the batch is pushed under (the same on every resend).
+    pub trace: TraceParent,
+    /// The trace ids of the transactions whose adjustments it carries.
+    pub source_trace_ids: Vec<String>,
 }
 
 impl Batch {
@@ -72,7 +77,8 @@ pub async fn claim_open_batch(
                          ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) \
              RETURNING id, idempotency_key, variables, changes, attempts, created_at, \
                  first_sent_at, uncertain_attempts - 1, \
-                 first_sent_at < now() - make_interval(secs => $3)",
+                 first_sent_at < now() - make_interval(secs => $3), traceparent, \
+                 source_trace_ids",
             &[&shop, &lease.as_secs_f64(), &give_up.as_secs_f64()],
         )
         .await
@@ -94,6 +100,12 @@ pub async fn claim_open_batch(
             first_sent_at: row.get(6),
             uncertain_before: row.get(7),
             key_expired: row.get(8),
+            // Batches formed before traces were recorded have none: they get one now.
+            trace: row
+                .get::<_, Option<&str>>(9)
+                .and_then(|value| TraceParent::parse(value).ok())
+                .unwrap_or_else(TraceParent::new_root),
+            source_trace_ids: row.get(10),
         }
     }))
 }

@@ -9,7 +9,11 @@ use model::{
     batch::{FormedBatch, PendingAdjustment, form_batch as form},
     ids::{InventoryItemId, LocationId},
 };
-use platform::{amqp::consumer::ErrorKind, db::DbError};
+use platform::{
+    amqp::consumer::ErrorKind,
+    db::DbError,
+    trace::{self, TraceParent},
+};
 use tokio_postgres::error::SqlState;
 
 use crate::shopify;
@@ -38,6 +42,8 @@ pub struct Formed {
     pub cancelled: Vec<Acknowledged>,
     /// Types of transactions dead-lettered because an adjustment could never be sent.
     pub dead: Vec<String>,
+    /// The trace ids of the batch's transactions (empty without a batch row).
+    pub source_trace_ids: Vec<String>,
 }
 
 /// Forms one batch from the shop's pending adjustments, if there are any, by the rule of
@@ -122,11 +128,13 @@ pub async fn form_batch(
             .await
             .map_err(db)?
             .get(0);
-        if !record_formed(&tx, shop, batch_id, &batch).await? {
+        let (trace, source_trace_ids) = batch_traces(&tx, &batch).await?;
+        if !record_formed(&tx, shop, batch_id, &batch, &trace, &source_trace_ids).await? {
             // Another replica's batch is open for the shop: ours waits (nothing was taken).
             tx.rollback().await.map_err(db)?;
             return Ok(None);
         }
+        formed.source_trace_ids = source_trace_ids;
         Some(batch_id)
     } else {
         None
@@ -199,6 +207,36 @@ pub async fn form_batch(
     Ok(Some(formed))
 }
 
+/// The trace a formed batch is pushed under and the trace ids of its transactions
+/// (`trace::joined`), from the `traceparent` intake stored with each transaction's headers.
+async fn batch_traces(
+    tx: &Transaction<'_>,
+    batch: &FormedBatch,
+) -> DbResult<(TraceParent, Vec<String>)> {
+    let ids: Vec<i64> = batch
+        .changes
+        .iter()
+        .flat_map(|change| change.adjustments.iter().copied())
+        .chain(batch.cancelled.iter().copied())
+        .collect();
+    let rows = tx
+        .query(
+            "SELECT DISTINCT w.headers->>$2 FROM adjustments a \
+             JOIN wos_transactions w \
+                 ON w.shop_domain = a.shop_domain AND w.transaction_id = a.transaction_id \
+             WHERE a.id = ANY($1)",
+            &[&ids, &trace::HEADER],
+        )
+        .await
+        .map_err(db)?;
+    let parents = rows
+        .iter()
+        .filter_map(|row| row.get::<_, Option<&str>>(0))
+        .filter_map(|value| TraceParent::parse(value).ok());
+    let (trace, trace_ids) = trace::joined(parents);
+    Ok((trace, trace_ids.iter().map(ToString::to_string).collect()))
+}
+
 /// Inserts the batch row of a formed batch: open (slot [`SLOT`]) when it has changes, applied
 /// at once when everything cancelled out. `false` when the shop's slot is taken.
 async fn record_formed(
@@ -206,6 +244,8 @@ async fn record_formed(
     shop: &str,
     batch_id: i64,
     batch: &FormedBatch,
+    trace: &TraceParent,
+    source_trace_ids: &[String],
 ) -> DbResult<bool> {
     let input = shopify::adjust_input(shop, batch_id, &batch.reason, &batch.changes);
     let changes = serde_json::to_value(&batch.changes)
@@ -219,8 +259,9 @@ async fn record_formed(
     let inserted = tx
         .execute(
             "INSERT INTO push_batches (id, shop_domain, reason, idempotency_key, variables, \
-                 changes, change_count, state, slot, completed_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, CASE WHEN $8 = 'applied' THEN now() END)",
+                 changes, change_count, state, slot, completed_at, traceparent, source_trace_ids) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, CASE WHEN $8 = 'applied' THEN now() END, \
+                 $10, $11)",
             &[
                 &batch_id,
                 &shop,
@@ -231,6 +272,8 @@ async fn record_formed(
                 &change_count,
                 &state,
                 &SLOT,
+                &trace.to_string(),
+                &source_trace_ids,
             ],
         )
         .await;

@@ -47,6 +47,8 @@ pub struct Harness {
     replicas: Vec<Replica>,
     /// webhook-relay and item-ingest, when the harness runs them (`Options::webhooks`).
     mapping_services: Option<CancellationToken>,
+    /// The relay's webhook address, when it runs.
+    pub relay_addr: Option<std::net::SocketAddr>,
     published: u64,
 }
 
@@ -199,10 +201,11 @@ impl Harness {
         )
         .await
         .unwrap();
-        let mapping_services = if options.webhooks {
-            Some(start_mapping_services(&env, &sandbox, &shops, &settings).await)
+        let (mapping_services, relay_addr) = if options.webhooks {
+            let (services, addr) = start_mapping_services(&env, &sandbox, &shops, &settings).await;
+            (Some(services), Some(addr))
         } else {
-            None
+            (None, None)
         };
         let mut harness = Self {
             env,
@@ -212,6 +215,7 @@ impl Harness {
             expected: BTreeMap::new(),
             replicas: Vec::new(),
             mapping_services,
+            relay_addr,
             published: 0,
         };
         for shop in harness.shops.clone() {
@@ -442,9 +446,22 @@ impl Harness {
     }
 
     pub async fn publish_raw(&mut self, body: &[u8], message_id: &str, kind: &str) {
+        self.publish_with_headers(body, message_id, kind, Default::default())
+            .await;
+    }
+
+    /// Publishes a transaction body with these AMQP headers (a `traceparent`, say).
+    pub async fn publish_with_headers(
+        &mut self,
+        body: &[u8],
+        message_id: &str,
+        kind: &str,
+        headers: lapin::types::FieldTable,
+    ) {
         let properties = BasicProperties::default()
             .with_message_id(message_id.into())
-            .with_content_type("application/json".into());
+            .with_content_type("application/json".into())
+            .with_headers(headers);
         let exchange = self.env.names.name(WOS_TRANSACTIONS);
         self.env
             .publish(&exchange, &format!("inventory.{kind}"), body, properties)
@@ -597,14 +614,20 @@ impl Drop for Harness {
     }
 }
 
+/// The webhook secret of every shop when the harness runs item-ingest, for tests that post
+/// webhooks to the relay themselves.
+pub fn webhook_secret() -> &'static [u8] {
+    WEBHOOK_SECRET.as_bytes()
+}
+
 /// Starts webhook-relay and item-ingest on the test's database and prefix, and points the
-/// sandbox's product webhooks at the relay.
+/// sandbox's product webhooks at the relay (whose address it returns).
 async fn start_mapping_services(
     env: &TestEnv,
     sandbox: &SandboxHandle,
     shops: &[Shop],
     settings: &Settings,
-) -> CancellationToken {
+) -> (CancellationToken, std::net::SocketAddr) {
     declare_work_queue(
         env.channel(),
         &env.names.item_ingest_queue(),
@@ -633,7 +656,7 @@ async fn start_mapping_services(
         Metrics::new(),
         shutdown.clone(),
     ));
-    shutdown
+    (shutdown, relay.addr)
 }
 
 fn product_defaults() -> ProductSpec {

@@ -17,3 +17,4 @@ mod pools;
 mod retention;
 mod rules;
 mod shops;
+mod traces;

@@ -43,7 +43,6 @@ use lapin::{
 use serde::Deserialize;
 use tokio::{sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use super::{
     headers::{from_json, header_str, header_u64, set_i64, set_str},
@@ -491,6 +490,7 @@ impl<H: Handler> Runtime<H> {
             ..
         } = delivery;
         let attempt = previous_attempts(&properties).saturating_add(1);
+        let (properties, trace) = crate::trace::adopt(properties);
         let message = Incoming {
             body: data,
             properties,
@@ -504,8 +504,9 @@ impl<H: Handler> Runtime<H> {
             queue = %self.config.queue.name,
             message_id = message.message_id().unwrap_or(""),
             attempt,
+            trace_id = %trace.trace_id(),
         );
-        async {
+        let work = async {
             // The broker counts redeliveries of one message (`x-delivery-count`): one that keeps
             // coming back (it crashes the process, or we could never forward it) is dead-lettered
             // here, with the contract's headers, before the broker's own limit would move it
@@ -576,9 +577,8 @@ impl<H: Handler> Runtime<H> {
                         .await;
                 }
             }
-        }
-        .instrument(span)
-        .await
+        };
+        crate::trace::scope(trace, span, work).await
     }
 
     fn count(&self, outcome: MessageOutcome, started: Instant) {

@@ -224,3 +224,66 @@ async fn the_token_never_follows_a_redirect() {
     let reached = tokio::time::timeout(Duration::from_millis(200), elsewhere.accept()).await;
     assert!(reached.is_err(), "the redirect was followed");
 }
+
+/// A server that answers every request with `{"data": {"shop": {}}}` and hands over each
+/// request's head (lowercased).
+async fn recording_server() -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (heads, received) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut request = Vec::new();
+            let mut buffer = vec![0u8; 8192];
+            // The head ends at the first blank line; the body does not matter here.
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match socket.read(&mut buffer).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buffer[..n]),
+                }
+            }
+            let _ = heads.send(String::from_utf8_lossy(&request).to_lowercase());
+            let body = r#"{"data":{"shop":{}}}"#;
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(answer.as_bytes()).await;
+        }
+    });
+    (
+        format!("http://{addr}/admin/api/2026-04/graphql.json"),
+        received,
+    )
+}
+
+#[tokio::test]
+async fn a_request_carries_the_trace_of_the_work_it_is_sent_for() {
+    use platform::trace::{TraceParent, scope};
+    let (url, mut heads) = recording_server().await;
+    let client = ShopClient::for_url(http_client().unwrap(), SHOP, url, TOKEN.into());
+    let trace = TraceParent::new_root();
+    scope(
+        trace,
+        tracing::Span::none(),
+        client.read("ShopName", SHOP_QUERY, json!({}), &fast()),
+    )
+    .await
+    .unwrap();
+    let head = heads.recv().await.unwrap();
+    let sent = head
+        .lines()
+        .find_map(|line| line.strip_prefix("traceparent:"))
+        .unwrap_or_else(|| panic!("no traceparent header in {head}"));
+    let sent = TraceParent::parse(sent.trim()).unwrap();
+    assert_eq!(sent.trace_id(), trace.trace_id());
+    assert_ne!(sent, trace, "the request names the span the work runs in");
+
+    // Outside any trace: no header (nothing to correlate with).
+    client
+        .read("ShopName", SHOP_QUERY, json!({}), &fast())
+        .await
+        .unwrap();
+    let head = heads.recv().await.unwrap();
+    assert!(!head.contains("traceparent"), "{head}");
+}
