@@ -232,18 +232,17 @@ async fn a_transient_failure_is_retried_with_growing_delays_and_then_succeeds() 
     assert_eq!(numbers, [1, 2, 3], "the runtime counts attempts");
     let first_wait = attempts[1].1 - attempts[0].1;
     let second_wait = attempts[2].1 - attempts[1].1;
-    // Tier 1 is 200 ms ± 20%, tier 2 is 400 ms ± 20%.
+    // Tier 1 is 200 ms ± 20%, tier 2 is 400 ms ± 20%. A retry queue's TTL keeps a copy at
+    // least that long, so the lower bounds hold however loaded the machine is, and the second
+    // wait's (320 ms) is above anything tier 1 could give (240 ms): the delays grow. Comparing
+    // the two measured waits would not show that (a loaded machine stretches either one).
     assert!(
         first_wait >= Duration::from_millis(160),
         "first wait {first_wait:?}"
     );
     assert!(
         second_wait >= Duration::from_millis(320),
-        "second wait {second_wait:?}"
-    );
-    assert!(
-        second_wait > first_wait,
-        "delays grow: {first_wait:?} then {second_wait:?}"
+        "second wait {second_wait:?} is at least tier 2's shortest delay"
     );
     assert_eq!(consumer.count("retried"), 2);
     assert_eq!(
