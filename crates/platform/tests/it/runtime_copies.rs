@@ -81,6 +81,13 @@ async fn a_retry_copy_the_broker_does_not_confirm_waits_in_process_and_never_rea
     let opened = proxy.accepted();
     proxy.stall_named("/forward");
     publish(&env, message("stalled")).await;
+    // A second try opens a new connection: by then the copy is waiting, and the runtime starts
+    // nothing new.
+    wait_until(Duration::from_secs(30), "a second try", || async {
+        proxy.accepted() > opened
+    })
+    .await;
+    publish(&env, message("second")).await;
     // Each try after the first times out and replaces the connection: wait for a few tries
     // (or for the message to reach the DLQ, which it must not).
     let dlq = consumer.queue.dead_letter_queue();
@@ -92,6 +99,11 @@ async fn a_retry_copy_the_broker_does_not_confirm_waits_in_process_and_never_rea
         env.queue_depth(&dlq).await,
         0,
         "dead-lettered during the stall"
+    );
+    assert_eq!(
+        handler.attempts_of("second"),
+        [] as [u32; 0],
+        "consumption paused while the copy waits"
     );
 
     proxy.resume();
@@ -114,12 +126,49 @@ async fn a_retry_copy_the_broker_does_not_confirm_waits_in_process_and_never_rea
         0,
         "the original was never requeued"
     );
+    wait_until(
+        Duration::from_secs(30),
+        "the second message handled",
+        || async { handler.attempts_of("second").contains(&2) },
+    )
+    .await;
     assert_eq!(consumer.count("dead_lettered"), 0);
     assert_eq!(
         env.queue_depth(&consumer.queue.dead_letter_queue()).await,
         0
     );
     consumer.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_the_wait_for_a_copy_and_returns_the_message_to_its_queue() {
+    let env = TestEnv::new().await;
+    let (proxy, url) = Proxy::for_amqp_url(&env.amqp_url).await.unwrap();
+    let mut config = consumer_config(&env);
+    config.amqp_url = url;
+    config.settings.publish_timeout_ms = 1_000;
+    // Longer than the test waits for the stop: the wait must end at shutdown, not at the grace.
+    config.settings.shutdown_grace_ms = 60_000;
+    let consumer = start_config(&env, SharedHandler(Flaky::new(u32::MAX)), config).await;
+    proxy.stall_named("/forward");
+    let opened = proxy.accepted();
+    publish(&env, message("m")).await;
+    wait_until(Duration::from_secs(30), "a second try", || async {
+        proxy.accepted() > opened
+    })
+    .await;
+
+    let queue = consumer.queue.clone();
+    consumer.stop().await;
+    let left = env.drain(&queue.name).await;
+    assert!(
+        left.iter().any(|m| {
+            let headers = m.delivery.properties.headers().as_ref();
+            header_u64(headers, "x-attempts").is_none()
+        }),
+        "the original is back in its queue"
+    );
+    assert_eq!(env.queue_depth(&queue.dead_letter_queue()).await, 0);
 }
 
 #[tokio::test]

@@ -204,16 +204,6 @@ impl<H: Handler> Runtime<H> {
                     Err(_) => break Ok(()), // the semaphore is never closed
                 },
             };
-            // While a copy cannot be stored, the next message would most likely fail the same
-            // way: start nothing new until the broker takes copies again.
-            let resumed = tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => break Ok(()),
-                resumed = wait_while_stalled(&mut stalled, &channel) => resumed,
-            };
-            if let Err(err) = resumed {
-                break Err(err);
-            }
             let next = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break Ok(()),
@@ -224,6 +214,18 @@ impl<H: Handler> Runtime<H> {
                 Some(Err(err)) => break Err(at("consume")(err)),
                 None => break Err(SessionError::ConsumerEnded),
             };
+            // While a copy cannot be stored, this message would most likely fail the same way:
+            // hold it, and start nothing new until the broker takes copies again. (Checked after
+            // taking the delivery, so a copy that began waiting meanwhile counts too.) A held
+            // delivery goes back to the queue with the channel if the session ends.
+            let resumed = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break Ok(()),
+                resumed = wait_while_stalled(&mut stalled, &channel) => resumed,
+            };
+            if let Err(err) = resumed {
+                break Err(err);
+            }
             let runtime = self.clone();
             let shutdown = shutdown.clone();
             running.spawn(async move {
