@@ -85,6 +85,14 @@ pub fn copied_headers(original: Option<&FieldTable>) -> FieldTable {
     headers
 }
 
+/// [`copied_headers`] for headers stored as JSON ([`super::headers::to_json`]): a copy published
+/// later from a database row (the pusher's push-loop dead letters).
+pub fn copied_json_headers(original: &serde_json::Value) -> serde_json::Value {
+    let mut headers = original.as_object().cloned().unwrap_or_default();
+    headers.retain(|name, _| !is_dropped_from_copies(name));
+    serde_json::Value::Object(headers)
+}
+
 /// How many handler attempts the message already failed: our `x-attempts` on a retry copy; 0 on
 /// a fresh message and on a dead letter put back by hand (its `x-attempts` reports an earlier
 /// life and does not count again).
@@ -244,6 +252,29 @@ mod tests {
             ]
         );
         assert_eq!(copied_headers(None), FieldTable::default());
+    }
+
+    #[test]
+    fn stored_headers_are_copied_by_the_same_rule() {
+        let stored = serde_json::json!({
+            "x-wos-source": "wms",
+            "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "x-delivery-count": 2,
+            "x-first-death-queue": "adjustment-pusher.wos-transactions.retry.1",
+            "x-attempts": 3,
+            "x-last-error": "database unavailable",
+        });
+        assert_eq!(
+            copied_json_headers(&stored),
+            serde_json::json!({
+                "x-wos-source": "wms",
+                "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            })
+        );
+        assert_eq!(
+            copied_json_headers(&serde_json::Value::Null),
+            serde_json::json!({})
+        );
     }
 
     #[test]
