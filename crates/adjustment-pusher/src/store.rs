@@ -15,7 +15,7 @@
 use chrono::Utc;
 use deadpool_postgres::{GenericClient, Transaction};
 use platform::{
-    amqp::consumer::{ErrorKind, dead_letter_fields},
+    amqp::copies::{ErrorKind, copied_json_headers, dead_letter_fields},
     db::DbError,
     outbox::{OutboxMessage, enqueue},
 };
@@ -85,7 +85,9 @@ async fn dead_letter(
         .await
         .map_err(db)?;
     let body: Vec<u8> = row.get(0);
-    let mut headers: Value = row.get(1);
+    // The stored headers are those of the delivery intake took in: what a retry tier or the
+    // broker wrote on it is not part of the dead letter (platform::amqp::copies).
+    let mut headers = copied_json_headers(&row.get::<_, Value>(1));
     let transaction_kind: String = row.get(2);
     let fields = dead_letter_fields(kind, reason, attempts, SERVICE, Utc::now());
     if let (Some(headers), Some(fields)) = (headers.as_object_mut(), fields.as_object()) {

@@ -3,9 +3,12 @@
 //!
 //! [`Proxy::cut`] closes every connection through the proxy and refuses new ones (accepted and
 //! closed at once, as a stopped broker's port would look to a client that still resolves it);
-//! [`Proxy::restore`] lets connections through again. The shared broker and every other test's
-//! connections are untouched, which is why tests use this instead of stopping the broker.
-//! The proxy listens on 127.0.0.1 only.
+//! [`Proxy::restore`] lets connections through again. [`Proxy::stall_named`] holds what the
+//! server sends on the connections whose client announced a name containing a string (AMQP
+//! sends the connection name in plain text in its handshake), while they stay open: a broker
+//! that takes publishes and never confirms them; [`Proxy::resume`] lets it through. The shared
+//! broker and every other test's connections are untouched, which is why tests use this instead
+//! of stopping the broker. The proxy listens on 127.0.0.1 only.
 
 use std::{
     net::SocketAddr,
@@ -16,9 +19,15 @@ use std::{
 };
 
 use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::{TcpListener, TcpStream},
+    sync::watch,
     task::JoinHandle,
 };
+
+/// How much of what a client sends first is kept to match [`Proxy::stall_named`] against (the
+/// AMQP handshake, connection name included, is well within it).
+const GREETING_BYTES: usize = 8192;
 
 /// A running proxy; stops (closing its connections) when dropped.
 #[derive(Debug)]
@@ -28,11 +37,24 @@ pub struct Proxy {
     accept_loop: JoinHandle<()>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
     state: Mutex<State>,
     accepted: AtomicUsize,
     refused: AtomicUsize,
+    /// While set, server-to-client traffic is held on connections whose client sent it.
+    stalled: watch::Sender<Option<Vec<u8>>>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self {
+            state: Mutex::default(),
+            accepted: AtomicUsize::default(),
+            refused: AtomicUsize::default(),
+            stalled: watch::Sender::new(None),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -118,6 +140,21 @@ impl Proxy {
         }
     }
 
+    /// From now on holds everything the server sends on each connection (open or new) whose
+    /// client sent `fragment` (for AMQP: a connection name containing it), until
+    /// [`Proxy::resume`]. What the client sends still goes through: to that client the server
+    /// takes its requests and never answers.
+    pub fn stall_named(&self, fragment: &str) {
+        self.shared
+            .stalled
+            .send_replace(Some(fragment.as_bytes().to_vec()));
+    }
+
+    /// Lets the traffic held by [`Proxy::stall_named`] through.
+    pub fn resume(&self) {
+        self.shared.stalled.send_replace(None);
+    }
+
     /// Connections forwarded so far.
     pub fn accepted(&self) -> usize {
         self.shared.accepted.load(Ordering::SeqCst)
@@ -165,19 +202,84 @@ async fn accept_loop(listener: TcpListener, upstream: String, shared: Arc<Shared
         shared.accepted.fetch_add(1, Ordering::SeqCst);
         state.connections.retain(|task| !task.is_finished());
         // Spawned under the lock, so a concurrent `cut` either sees this task or refuses it.
-        state
-            .connections
-            .push(tokio::spawn(forward(client, upstream.clone())));
+        state.connections.push(tokio::spawn(forward(
+            client,
+            upstream.clone(),
+            shared.stalled.subscribe(),
+        )));
     }
 }
 
-async fn forward(mut client: TcpStream, upstream: String) {
-    let Ok(mut server) = TcpStream::connect(&upstream).await else {
+async fn forward(client: TcpStream, upstream: String, stalled: watch::Receiver<Option<Vec<u8>>>) {
+    let Ok(server) = TcpStream::connect(&upstream).await else {
         return;
     };
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+    let (client_read, client_write) = client.into_split();
+    let (server_read, server_write) = server.into_split();
+    let greeting = Mutex::new(Vec::new());
+    let upstream = copy(client_read, server_write, |chunk| {
+        if let Ok(mut greeting) = greeting.lock() {
+            let room = GREETING_BYTES.saturating_sub(greeting.len());
+            greeting.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        }
+    });
+    let downstream = async {
+        let mut stalled = stalled;
+        copy_gated(server_read, client_write, &mut stalled, &greeting).await;
+    };
+    tokio::join!(upstream, downstream);
+}
+
+/// Copies `from` to `to` until end of stream, showing each chunk to `seen` first; then shuts
+/// `to` down.
+async fn copy(
+    mut from: impl AsyncRead + Unpin,
+    mut to: impl AsyncWrite + Unpin,
+    mut seen: impl FnMut(&[u8]),
+) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    while let Ok(n) = from.read(&mut buffer).await {
+        if n == 0 {
+            break;
+        }
+        seen(&buffer[..n]);
+        if to.write_all(&buffer[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+/// [`copy`], holding each chunk while the stall's fragment is in what the client sent.
+async fn copy_gated(
+    mut from: impl AsyncRead + Unpin,
+    mut to: impl AsyncWrite + Unpin,
+    stalled: &mut watch::Receiver<Option<Vec<u8>>>,
+    greeting: &Mutex<Vec<u8>>,
+) {
+    let held = |fragment: &Option<Vec<u8>>| {
+        let Some(fragment) = fragment else {
+            return false;
+        };
+        greeting.lock().is_ok_and(|greeting| {
+            !fragment.is_empty() && greeting.windows(fragment.len()).any(|w| w == fragment)
+        })
+    };
+    let mut buffer = vec![0u8; 16 * 1024];
+    while let Ok(n) = from.read(&mut buffer).await {
+        if n == 0 {
+            break;
+        }
+        if stalled.wait_for(|fragment| !held(fragment)).await.is_err() {
+            break;
+        }
+        if to.write_all(&buffer[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 #[cfg(test)]
@@ -241,6 +343,33 @@ mod tests {
         assert_eq!(round_trip(&mut again).await.unwrap(), b"ping");
         assert_eq!(proxy.accepted(), 2);
         assert_eq!(proxy.open_connections(), 1);
+    }
+
+    #[tokio::test]
+    async fn stalls_only_the_connections_that_sent_the_fragment() {
+        let proxy = Proxy::start(&echo_server().await.to_string())
+            .await
+            .unwrap();
+        let mut named = TcpStream::connect(proxy.addr()).await.unwrap();
+        named.write_all(b"name=svc/forward;").await.unwrap();
+        let mut echo = [0u8; 17];
+        named.read_exact(&mut echo).await.unwrap();
+        let mut other = TcpStream::connect(proxy.addr()).await.unwrap();
+
+        proxy.stall_named("/forward");
+        assert_eq!(round_trip(&mut other).await.unwrap(), b"ping");
+        named.write_all(b"ping").await.unwrap();
+        let mut reply = [0u8; 4];
+        let held = tokio::time::timeout(
+            std::time::Duration::from_millis(300),
+            named.read_exact(&mut reply),
+        )
+        .await;
+        assert!(held.is_err(), "the named connection's answer is held");
+
+        proxy.resume();
+        named.read_exact(&mut reply).await.unwrap();
+        assert_eq!(&reply, b"ping");
     }
 
     #[tokio::test]

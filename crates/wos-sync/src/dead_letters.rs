@@ -18,7 +18,7 @@ use lapin::{
     types::FieldTable,
 };
 use platform::amqp::{
-    consumer::republished,
+    copies::{copied_headers, republished},
     headers::{header_str, header_u64, set_str, to_json},
 };
 use serde::Serialize;
@@ -173,19 +173,13 @@ impl DeadLetter {
     }
 
     /// The copy a replay publishes on the work queue: the original body, properties and headers
-    /// with a fresh attempt count. The broker's own headers (`x-delivery-count`, `x-death`,
-    /// `x-first-death-*`, `x-last-death-*`) and ours (`x-error-*`, `x-attempts`,
-    /// `x-failed-at`, `x-service`, `x-last-error`, `x-shop-domain`) are dropped, so the
-    /// consumer runtime counts from the first attempt again; `x-replayed-at` says when.
+    /// with a fresh attempt count. What every copy drops is dropped (`platform::amqp::copies`:
+    /// the broker's `x-delivery-count`, `x-acquired-count`, `x-death`, `x-first-death-*`,
+    /// `x-last-death-*`, and our `x-error-*`, `x-attempts`, `x-failed-at`, `x-service`,
+    /// `x-last-error`, `x-shop-domain`), so the consumer runtime counts from the first attempt
+    /// again; `x-replayed-at` says when.
     pub fn replay_copy(&self, now: DateTime<Utc>) -> BasicProperties {
-        let mut headers = FieldTable::default();
-        if let Some(original) = self.properties.headers() {
-            for (name, value) in original.inner() {
-                if !is_dropped_on_replay(name.as_str()) {
-                    headers.insert(name.clone(), value.clone());
-                }
-            }
-        }
+        let mut headers = copied_headers(self.properties.headers().as_ref());
         set_str(
             &mut headers,
             "x-replayed-at",
@@ -193,23 +187,6 @@ impl DeadLetter {
         );
         republished(&self.properties, headers)
     }
-}
-
-/// Whether a header is left out of a replay copy.
-pub fn is_dropped_on_replay(name: &str) -> bool {
-    matches!(
-        name,
-        "x-delivery-count"
-            | "x-death"
-            | "x-attempts"
-            | "x-failed-at"
-            | "x-service"
-            | "x-last-error"
-            | "x-shop-domain"
-            | "x-replayed-at"
-    ) || name.starts_with("x-error")
-        || name.starts_with("x-first-death-")
-        || name.starts_with("x-last-death-")
 }
 
 /// One line of `dlq list`.

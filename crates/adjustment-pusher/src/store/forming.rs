@@ -10,7 +10,7 @@ use model::{
     ids::{InventoryItemId, LocationId},
 };
 use platform::{
-    amqp::consumer::ErrorKind,
+    amqp::copies::ErrorKind,
     db::DbError,
     trace::{self, TraceParent},
 };

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Pool, Transaction};
 use model::batch::Refusal;
-use platform::amqp::consumer::ErrorKind;
+use platform::amqp::copies::ErrorKind;
 
 use super::{Batch, DbResult, MAPPED, db, dead_letter};
 

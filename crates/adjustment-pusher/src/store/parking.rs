@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use deadpool_postgres::{GenericClient, Pool};
-use platform::amqp::consumer::ErrorKind;
+use platform::amqp::copies::ErrorKind;
 
 use super::{DbResult, MAPPED, db, dead_letter};
 

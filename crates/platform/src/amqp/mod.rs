@@ -6,10 +6,14 @@
 //! - [`publisher`]: the cloneable, self-reconnecting confirmed publisher services hold (the
 //!   relay, outboxes, the consumer runtime's retry and dead-letter copies), and the primitives
 //!   under it (the persistent delivery mode, confirm-mode channels);
+//! - [`copies`]: what the copies of a delivered message carry (retry copies, dead letters,
+//!   replays): the headers they drop, the contract's dead-letter headers, the attempt count;
 //! - [`consumer`]: the runtime every service's consumer runs in (dispositions, retries,
-//!   dead letters, reconnects, graceful shutdown).
+//!   dead letters, reconnects, graceful shutdown);
+//! - [`headers`]: reading and writing header tables.
 
 pub mod consumer;
+pub mod copies;
 pub mod endpoint;
 pub mod headers;
 pub mod publisher;

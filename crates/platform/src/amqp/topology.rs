@@ -164,15 +164,19 @@ pub struct RetryPolicy {
     pub jitter: f64,
     /// Handler attempts before a message is dead-lettered as `exhausted`.
     pub max_attempts: u32,
-    /// Quorum `x-delivery-limit`: redeliveries of one message (crash loops) before the broker
-    /// dead-letters it to `Q.dlq` on its own.
+    /// Quorum `x-delivery-limit`, meaning what RabbitMQ means by it: how many deliveries of one
+    /// message may fail (the process crashed, the connection was lost, the message was returned)
+    /// before it is dead-lettered. The runtime dead-letters such a message itself, with the
+    /// contract's headers, at its next delivery; the handler never runs more than
+    /// `delivery_limit` times on one delivery chain.
     pub delivery_limit: u32,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
         // 1 s, 5 s, 25 s, ~2 min, ~10 min: covers a database failover and a short broker or
-        // Shopify outage before a message is given up on (about 14 minutes with 8 attempts).
+        // Shopify outage before a message is given up on. 8 attempts wait 7 times: tiers 1 to 5
+        // and then the last tier twice more, 1 + 5 + 25 + 125 + 3 x 625 s = about 34 minutes.
         Self {
             base_delay_ms: 1_000,
             multiplier: 5,
@@ -204,7 +208,12 @@ impl RetryPolicy {
             return fail("max_attempts", "must be at least 1");
         }
         if self.delivery_limit == 0 {
-            return fail("delivery_limit", "must be at least 1");
+            // 0 failed deliveries allowed: the runtime would dead-letter every message unhandled.
+            return fail(
+                "delivery_limit",
+                "must be at least 1 (the failed deliveries of one message allowed before it is \
+                 dead-lettered; with 0 no message would be handled)",
+            );
         }
         if self.tier_delay(self.tiers) > Duration::from_secs(24 * 3600) {
             return fail("tiers", "the last tier would wait more than a day");
@@ -239,6 +248,22 @@ impl RetryPolicy {
             .mul_f64(1.0 + spread)
             .max(Duration::from_millis(1))
     }
+}
+
+/// Declares every exchange and `queue` with its retry tiers and dead-letter queue, on a channel
+/// of its own (closed afterwards): what a consumer does at every (re)connect, and again when a
+/// copy finds one of its queues gone.
+pub async fn declare_topology(
+    connection: &lapin::Connection,
+    names: &Names,
+    queue: &WorkQueue,
+    retry: &RetryPolicy,
+) -> Result<(), lapin::Error> {
+    let channel = connection.create_channel().await?;
+    declare_exchanges(&channel, names).await?;
+    declare_work_queue(&channel, queue, retry).await?;
+    let _ = channel.close(200, "topology declared".into()).await;
+    Ok(())
 }
 
 /// Declares every exchange of the contract and the mapping announcements (durable, topic).

@@ -10,4 +10,5 @@ mod deploy_files;
 mod outbox;
 mod pg_tls;
 mod runtime;
+mod runtime_copies;
 mod topology;

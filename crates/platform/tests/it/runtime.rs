@@ -21,26 +21,26 @@ use platform::{
 };
 use testkit::{TestEnv, close_connections_named, wait_until};
 
-const SERVICE: &str = "runtime-test";
+pub(crate) const SERVICE: &str = "runtime-test";
 
 /// A running consumer and what the test needs to look at it.
-struct Running {
-    metrics: Metrics,
-    health: Health,
-    queue: WorkQueue,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+pub(crate) struct Running {
+    pub(crate) metrics: Metrics,
+    pub(crate) health: Health,
+    pub(crate) queue: WorkQueue,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) task: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
-    fn count(&self, outcome: &str) -> u64 {
+    pub(crate) fn count(&self, outcome: &str) -> u64 {
         self.metrics
             .messages_total
             .with_label_values(&[SERVICE, self.queue.name.as_str(), outcome])
             .get()
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(10), self.task)
             .await
@@ -50,7 +50,7 @@ impl Running {
 }
 
 async fn start<H: Handler>(env: &TestEnv, handler: H) -> Running {
-    start_with(env, handler, env.settings().consumer).await
+    start_config(env, handler, consumer_config(env)).await
 }
 
 async fn start_with<H: Handler>(
@@ -58,16 +58,33 @@ async fn start_with<H: Handler>(
     handler: H,
     consumer: platform::amqp::consumer::ConsumerSettings,
 ) -> Running {
-    let settings = env.settings();
-    let queue = env.names.item_ingest_queue();
     let config = ConsumerConfig {
+        settings: consumer,
+        ..consumer_config(env)
+    };
+    start_config(env, handler, config).await
+}
+
+/// The test's consumer of item-ingest's queue, with the test settings.
+pub(crate) fn consumer_config(env: &TestEnv) -> ConsumerConfig {
+    let settings = env.settings();
+    ConsumerConfig {
         service: SERVICE.to_owned(),
         amqp_url: settings.amqp.url.clone(),
         names: env.names.clone(),
-        queue: queue.clone(),
-        settings: consumer,
+        queue: env.names.item_ingest_queue(),
+        settings: settings.consumer,
         retry: settings.retry.clone(),
-    };
+    }
+}
+
+/// Starts a consumer and waits until it consumes.
+pub(crate) async fn start_config<H: Handler>(
+    _env: &TestEnv,
+    handler: H,
+    config: ConsumerConfig,
+) -> Running {
+    let queue = config.queue.clone();
     let metrics = Metrics::new();
     let health = Health::new(None);
     let shutdown = CancellationToken::new();
@@ -93,7 +110,7 @@ async fn start_with<H: Handler>(
     }
 }
 
-fn message(id: &str) -> BasicProperties {
+pub(crate) fn message(id: &str) -> BasicProperties {
     let mut headers = FieldTable::default();
     set_str(&mut headers, "x-shopify-topic", "products/update");
     BasicProperties::default()
@@ -186,9 +203,28 @@ async fn a_message_delivered_three_times_is_applied_once_and_acked_each_time() {
 }
 
 /// Fails the first `failures` attempts of every message, recording when each attempt ran.
-struct Flaky {
-    failures: u32,
-    attempts: Mutex<HashMap<String, Vec<(u32, Instant)>>>,
+pub(crate) struct Flaky {
+    pub(crate) failures: u32,
+    pub(crate) attempts: Mutex<HashMap<String, Vec<(u32, Instant)>>>,
+}
+
+impl Flaky {
+    pub(crate) fn new(failures: u32) -> Arc<Self> {
+        Arc::new(Self {
+            failures,
+            attempts: Mutex::default(),
+        })
+    }
+
+    /// The attempt numbers the handler was given for `id`, in order.
+    pub(crate) fn attempts_of(&self, id: &str) -> Vec<u32> {
+        self.attempts
+            .lock()
+            .unwrap()
+            .get(id)
+            .map(|seen| seen.iter().map(|(n, _)| *n).collect())
+            .unwrap_or_default()
+    }
 }
 
 impl Handler for Flaky {
@@ -562,51 +598,10 @@ impl Handler for Slow {
 }
 
 /// Lets a test keep a handle on its handler's state.
-struct SharedHandler<H>(Arc<H>);
+pub(crate) struct SharedHandler<H>(pub(crate) Arc<H>);
 
 impl<H: Handler> Handler for SharedHandler<H> {
     async fn handle(&self, message: &Incoming) -> Disposition {
         self.0.handle(message).await
     }
-}
-
-#[tokio::test]
-async fn a_message_redelivered_up_to_the_limit_is_dead_lettered_with_the_contract_headers() {
-    let env = TestEnv::new().await;
-    let handler = Arc::new(Flaky {
-        failures: 0,
-        attempts: Mutex::default(),
-    });
-    let consumer = start(&env, SharedHandler(handler.clone())).await;
-    // As the broker marks a message it has delivered 19 times (the test's limit is 20).
-    let mut headers = FieldTable::default();
-    platform::amqp::headers::set_i64(&mut headers, "x-delivery-count", 19);
-    let properties = BasicProperties::default()
-        .with_message_id("looping".into())
-        .with_headers(headers);
-    env.publish(
-        &env.names.name("shopify.events"),
-        "products.update",
-        b"{}",
-        properties,
-    )
-    .await;
-    let dlq = consumer.queue.dead_letter_queue();
-    let dead = env
-        .wait_and_drain(&dlq, 1, Duration::from_secs(10))
-        .await
-        .remove(0)
-        .delivery;
-    let headers = dead.properties.headers().as_ref();
-    assert_eq!(header_str(headers, "x-error-kind"), Some("exhausted"));
-    assert!(
-        header_str(headers, "x-error")
-            .unwrap()
-            .contains("delivered 20 times")
-    );
-    assert!(
-        handler.attempts.lock().unwrap().is_empty(),
-        "the handler was not run again"
-    );
-    consumer.stop().await;
 }
