@@ -30,8 +30,8 @@ RUN cargo chef cook --release --locked --recipe-path recipe.json
 COPY . .
 # Every [[bin]] of every workspace member but the benchmarks (wos-sync-bench: cargo-chef's
 # dependency layer leaves a stub of it in target/, so it is excluded by name too). The release
-# profile keeps line tables for backtraces; they are stripped here (function names stay), which divides the binaries' size
-# by about four.
+# profile keeps line tables for backtraces; they are stripped here (function names stay), which
+# divides the binaries' size by about four.
 RUN cargo build --release --locked --workspace --exclude bench --bins \
  && mkdir /out \
  && find target/release -maxdepth 1 -type f -perm -u+x ! -name wos-sync-bench -exec cp {} /out/ \; \

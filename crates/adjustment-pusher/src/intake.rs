@@ -10,7 +10,7 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use deadpool_postgres::Pool;
 use model::{
-    config::ShopDirectory,
+    config::{ShopDirectory, ShopSettings},
     delta::plan_adjustments,
     transaction::{InventoryTransaction, parse_transaction},
 };
@@ -49,24 +49,38 @@ impl Handler for Intake {
                 transaction.shop_domain
             ));
         };
-        let plan = plan_adjustments(&transaction, &shop.locations);
-        let digest = content_digest(&transaction);
-        let headers = to_json(message.properties.headers().as_ref());
         let span = tracing::info_span!(
             "transaction",
             shop = %shop.domain,
             transaction_id = %transaction.transaction_id,
             kind = transaction.kind.type_name(),
         );
+        self.take_in(message, &transaction, shop)
+            .instrument(span)
+            .await
+    }
+}
+
+impl Intake {
+    /// Records a parsed transaction of a configured shop and says what became of it (inside the
+    /// `transaction` span, so its log lines name the shop and the transaction id).
+    async fn take_in(
+        &self,
+        message: &Incoming,
+        transaction: &InventoryTransaction,
+        shop: &ShopSettings,
+    ) -> Disposition {
+        let plan = plan_adjustments(transaction, &shop.locations);
+        let digest = content_digest(transaction);
+        let headers = to_json(message.properties.headers().as_ref());
         let recorded = record_transaction(
             &self.pool,
-            &transaction,
+            transaction,
             &digest,
             &message.body,
             &headers,
             &plan,
         )
-        .instrument(span)
         .await;
         let (shop, kind) = (shop.domain.as_str(), transaction.kind.type_name());
         let count = |outcome: &str, n: usize| {
@@ -92,12 +106,12 @@ impl Handler for Intake {
                     first.sku,
                     first.received_at.to_rfc3339(),
                 );
-                tracing::warn!(shop, transaction_id = %transaction.transaction_id, "{reason}");
+                tracing::warn!("{reason}");
                 Disposition::dead_letter(ErrorKind::Rejected, reason)
             }
             Ok(Recorded::Accepted { pending, parked }) => {
                 for skip in &plan.skipped {
-                    tracing::info!(shop, transaction_id = %transaction.transaction_id, skip = %skip, "nothing to push for this part");
+                    tracing::info!(skip = %skip, "nothing to push for this part");
                 }
                 count("skipped", plan.skipped.len());
                 count("parked", parked);
@@ -111,7 +125,7 @@ impl Handler for Intake {
                         .parked_adjustments
                         .with_label_values(&[shop])
                         .add(parked as i64);
-                    tracing::info!(shop, transaction_id = %transaction.transaction_id, sku = %transaction.sku, "item has no Shopify mapping yet; parked");
+                    tracing::info!(sku = %transaction.sku, "item has no Shopify mapping yet; parked");
                     Disposition::Parked
                 } else {
                     Disposition::Ack

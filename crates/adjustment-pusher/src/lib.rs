@@ -9,8 +9,8 @@
 //! - [`push`]: one loop per shop batches pending adjustments into `inventoryAdjustQuantities`
 //!   calls persisted with their idempotency key before sending, and resends each unchanged until
 //!   Shopify answers definitely;
-//! - [`store`]: all of that state in PostgreSQL (intake, parking, forming, batches, outcomes); [`shopify`]: the GraphQL call and how its
-//!   answers are sorted. The transport, each shop's token and its rate limiting from
+//! - [`store`]: all of that state in PostgreSQL (intake, parking, forming, batches,
+//!   outcomes); [`shopify`]: the GraphQL call and how its answers are sorted. The transport, each shop's token and its rate limiting from
 //!   `throttleStatus` are the shared `shopify_admin` crate.
 //! - [`retention`]: settled transactions (with their bodies, adjustments and replay records)
 //!   and batches pruned after `[retention] transactions_days`.

@@ -29,7 +29,7 @@ use platform::{
     amqp::{
         publisher::confirm_channel,
         publisher::{Confirmed, Publisher},
-        topology::{Names, RetryPolicy, WorkQueue},
+        topology::{Names, RetrySettings, WorkQueue},
     },
     db::PgPool,
     settings::Settings,
@@ -113,7 +113,7 @@ impl TestEnv {
         settings.amqp.url = self.amqp_url.clone();
         settings.amqp.name_prefix = self.names.prefix().to_owned();
         settings.database.url = self.database_url.clone();
-        settings.retry = RetryPolicy {
+        settings.retry = RetrySettings {
             base_delay_ms: 200,
             multiplier: 2,
             tiers: 3,

@@ -152,7 +152,7 @@ impl WorkQueue {
 /// How failed messages are retried (`[retry]` in the configuration file).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RetryPolicy {
+pub struct RetrySettings {
     /// Delay of the first retry tier.
     pub base_delay_ms: u64,
     /// Each tier waits this many times longer than the previous one.
@@ -172,7 +172,7 @@ pub struct RetryPolicy {
     pub delivery_limit: u32,
 }
 
-impl Default for RetryPolicy {
+impl Default for RetrySettings {
     fn default() -> Self {
         // 1 s, 5 s, 25 s, ~2 min, ~10 min: covers a database failover and a short broker or
         // Shopify outage before a message is given up on. 8 attempts wait 7 times: tiers 1 to 5
@@ -188,7 +188,7 @@ impl Default for RetryPolicy {
     }
 }
 
-impl RetryPolicy {
+impl RetrySettings {
     /// Checks the values; the error names the key and says why.
     pub fn validate(&self) -> Result<(), (String, String)> {
         let fail = |key: &str, why: &str| Err((format!("retry.{key}"), why.to_owned()));
@@ -257,7 +257,7 @@ pub async fn declare_topology(
     connection: &lapin::Connection,
     names: &Names,
     queue: &WorkQueue,
-    retry: &RetryPolicy,
+    retry: &RetrySettings,
 ) -> Result<(), lapin::Error> {
     let channel = connection.create_channel().await?;
     declare_exchanges(&channel, names).await?;
@@ -289,7 +289,7 @@ pub async fn declare_exchanges(channel: &Channel, names: &Names) -> Result<(), l
 pub async fn declare_work_queue(
     channel: &Channel,
     queue: &WorkQueue,
-    retry: &RetryPolicy,
+    retry: &RetrySettings,
 ) -> Result<(), lapin::Error> {
     let durable = QueueDeclareOptions {
         durable: true,
@@ -424,7 +424,7 @@ mod tests {
 
     #[test]
     fn tier_delays_grow_exponentially_and_attempts_beyond_the_last_tier_reuse_it() {
-        let policy = RetryPolicy::default();
+        let policy = RetrySettings::default();
         let delays: Vec<_> = (1..=5).map(|t| policy.tier_delay(t).as_millis()).collect();
         assert_eq!(delays, [1_000, 5_000, 25_000, 125_000, 625_000]);
         assert_eq!(policy.tier_for_attempt(1), 1);
@@ -435,17 +435,17 @@ mod tests {
 
     #[test]
     fn jitter_spreads_delays_within_bounds_and_the_queue_ttl_covers_the_longest() {
-        let policy = RetryPolicy {
+        let policy = RetrySettings {
             jitter: 0.2,
-            ..RetryPolicy::default()
+            ..RetrySettings::default()
         };
         assert_eq!(policy.jittered_delay(1, 0.0).as_millis(), 800);
         assert_eq!(policy.jittered_delay(1, 0.5).as_millis(), 1_000);
         assert!(policy.jittered_delay(1, 0.999_999).as_millis() <= 1_200);
         assert_eq!(policy.tier_ttl(1).as_millis(), 1_200);
-        let no_jitter = RetryPolicy {
+        let no_jitter = RetrySettings {
             jitter: 0.0,
-            ..RetryPolicy::default()
+            ..RetrySettings::default()
         };
         assert_eq!(no_jitter.jittered_delay(2, 0.9).as_millis(), 5_000);
     }
@@ -454,58 +454,58 @@ mod tests {
     fn invalid_policies_are_refused_with_the_key() {
         let cases = [
             (
-                RetryPolicy {
+                RetrySettings {
                     base_delay_ms: 0,
-                    ..RetryPolicy::default()
+                    ..RetrySettings::default()
                 },
                 "retry.base_delay_ms",
             ),
             (
-                RetryPolicy {
+                RetrySettings {
                     multiplier: 0,
-                    ..RetryPolicy::default()
+                    ..RetrySettings::default()
                 },
                 "retry.multiplier",
             ),
             (
-                RetryPolicy {
+                RetrySettings {
                     tiers: 0,
-                    ..RetryPolicy::default()
+                    ..RetrySettings::default()
                 },
                 "retry.tiers",
             ),
             (
-                RetryPolicy {
+                RetrySettings {
                     jitter: 1.0,
-                    ..RetryPolicy::default()
+                    ..RetrySettings::default()
                 },
                 "retry.jitter",
             ),
             (
-                RetryPolicy {
+                RetrySettings {
                     jitter: -0.1,
-                    ..RetryPolicy::default()
+                    ..RetrySettings::default()
                 },
                 "retry.jitter",
             ),
             (
-                RetryPolicy {
+                RetrySettings {
                     max_attempts: 0,
-                    ..RetryPolicy::default()
+                    ..RetrySettings::default()
                 },
                 "retry.max_attempts",
             ),
             (
-                RetryPolicy {
+                RetrySettings {
                     delivery_limit: 0,
-                    ..RetryPolicy::default()
+                    ..RetrySettings::default()
                 },
                 "retry.delivery_limit",
             ),
             (
-                RetryPolicy {
+                RetrySettings {
                     tiers: 12,
-                    ..RetryPolicy::default()
+                    ..RetrySettings::default()
                 },
                 "retry.tiers",
             ),
@@ -517,6 +517,6 @@ mod tests {
                 "{policy:?}"
             );
         }
-        assert_eq!(RetryPolicy::default().validate(), Ok(()));
+        assert_eq!(RetrySettings::default().validate(), Ok(()));
     }
 }

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use crate::amqp::topology::{Names, RetryPolicy, WorkQueue};
+use crate::amqp::topology::{Names, RetrySettings, WorkQueue};
 
 /// Consumer settings (`[consumer]` in the configuration file).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -75,7 +75,7 @@ pub struct ConsumerConfig {
     pub names: Names,
     pub queue: WorkQueue,
     pub settings: ConsumerSettings,
-    pub retry: RetryPolicy,
+    pub retry: RetrySettings,
 }
 
 impl std::fmt::Debug for ConsumerConfig {
