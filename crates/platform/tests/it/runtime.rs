@@ -2,7 +2,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -20,6 +23,7 @@ use platform::{
     shutdown::CancellationToken,
 };
 use testkit::{TestEnv, close_connections_named, wait_until};
+use tokio::sync::Semaphore;
 
 pub(crate) const SERVICE: &str = "runtime-test";
 
@@ -510,15 +514,18 @@ async fn the_consumer_resumes_by_itself_after_its_connection_is_closed() {
 #[tokio::test]
 async fn shutdown_lets_running_handlers_finish_and_returns_the_rest_to_the_queue() {
     let env = TestEnv::new().await;
-    let consumer = start(
-        &env,
-        Slow {
-            inner: InboxWriter::new(&env).await,
-        },
-    )
-    .await;
+    // Every handler waits at a gate the test opens only after it asked the runtime to stop:
+    // which messages were running at the shutdown is then known, not a matter of timing.
+    let handler = Arc::new(Gated {
+        inner: InboxWriter::new(&env).await,
+        entered: AtomicUsize::new(0),
+        gate: Semaphore::new(0),
+    });
+    let consumer = start(&env, SharedHandler(handler.clone())).await;
+    let concurrency = consumer_config(&env).settings.concurrency;
+    let total = concurrency + 24;
     let exchange = env.names.name("shopify.events");
-    for n in 0..40 {
+    for n in 0..total {
         env.publish(
             &exchange,
             "products.update",
@@ -527,26 +534,30 @@ async fn shutdown_lets_running_handlers_finish_and_returns_the_rest_to_the_queue
         )
         .await;
     }
-    wait_until(Duration::from_secs(10), "some messages done", || async {
-        consumer.count("acked") >= 1
+    wait_until(Duration::from_secs(10), "handlers running", || async {
+        handler.entered.load(Ordering::SeqCst) >= 1
     })
     .await;
     let queue = consumer.queue.clone();
     consumer.shutdown.cancel();
+    handler.gate.add_permits(total);
     tokio::time::timeout(Duration::from_secs(8), consumer.task)
         .await
         .expect("stops within the grace period")
         .unwrap();
 
-    let done: i64 = env
+    let running = handler.entered.load(Ordering::SeqCst);
+    let applied: Vec<String> = env
         .pool
         .get()
         .await
         .unwrap()
-        .query_one("SELECT count(*) FROM effects", &[])
+        .query("SELECT message_id FROM effects", &[])
         .await
         .unwrap()
-        .get(0);
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
     let left = env.drain(&queue.name).await;
     let left_ids: Vec<String> = left
         .iter()
@@ -559,40 +570,37 @@ async fn shutdown_lets_running_handlers_finish_and_returns_the_rest_to_the_queue
                 .to_string()
         })
         .collect();
-    let applied: Vec<String> = env
-        .pool
-        .get()
-        .await
-        .unwrap()
-        .query("SELECT message_id FROM effects", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    assert!(
+        running <= concurrency,
+        "no handler started after the shutdown ({running} ran, concurrency {concurrency})"
+    );
+    assert_eq!(
+        applied.len(),
+        running,
+        "every handler running at the shutdown finished and committed"
+    );
     assert!(
         left_ids.iter().all(|id| !applied.contains(id)),
         "a committed message was left unacked"
     );
     assert_eq!(
-        done as usize + left.len(),
-        40,
+        applied.len() + left.len(),
+        total,
         "every message is applied or back in the queue"
     );
-    assert!(
-        !left.is_empty(),
-        "the test must stop with messages still queued"
-    );
 }
 
-/// Takes 200 ms per message before writing.
-struct Slow {
+/// Holds every message at a gate until the test adds permits, counting those that entered.
+struct Gated {
     inner: InboxWriter,
+    entered: AtomicUsize,
+    gate: Semaphore,
 }
 
-impl Handler for Slow {
+impl Handler for Gated {
     async fn handle(&self, message: &Incoming) -> Disposition {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.entered.fetch_add(1, Ordering::SeqCst);
+        let _permit = self.gate.acquire().await;
         self.inner.handle(message).await
     }
 }
