@@ -61,7 +61,7 @@ fn main() -> anyhow::Result<()> {
     }
     // The sandbox's section is accepted, so a `--config` that seeds a sandbox can be reused.
     let settings = platform::entry::load_settings(&cli.common, &[SANDBOX_SECTION])?;
-    let figures = platform::entry::run_with_tracing(settings.log.format, async {
+    let figures = platform::entry::run_with_tracing(&settings.log, async {
         measure(&settings, cli.command).await
     })?;
     println!("{}", figures.result_line());

@@ -9,9 +9,9 @@
 use std::future::Future;
 
 use crate::{
-    settings::{CommonArgs, Settings},
+    settings::{CommonArgs, LogSettings, Settings},
     shutdown::{self, CancellationToken},
-    telemetry::{self, LogFormat},
+    telemetry,
 };
 
 /// Loads the settings (`own_sections`: the binary's own top-level configuration sections, which
@@ -29,29 +29,34 @@ where
     serve_settings(load_settings(common, own_sections)?, service)
 }
 
-/// Installs tracing in the configured format, starts the runtime and runs `service` with a
-/// token that SIGTERM/SIGINT cancel. The process exits with the service's result.
+/// Installs tracing as configured, starts the runtime and runs `service` with a token that
+/// SIGTERM/SIGINT cancel. The process exits with the service's result.
 pub fn serve_settings<F, Fut>(settings: Settings, service: F) -> anyhow::Result<()>
 where
     F: FnOnce(Settings, CancellationToken) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    run_with_tracing(settings.log.format, async move {
+    let log = settings.log.clone();
+    run_with_tracing(&log, async move {
         // Inside the runtime: the signal listener is a task.
         let shutdown = shutdown::on_termination_signal();
         service(settings, shutdown).await
     })
 }
 
-/// Installs tracing in `format` and runs `work` to its end on a multi-threaded runtime (what
-/// [`serve_settings`] does for a service; the benchmarks use it for a measurement).
+/// Installs tracing as `log` says and runs `work` to its end on a multi-threaded runtime (what
+/// [`serve_settings`] does for a service; the benchmarks use it for a measurement). The spans
+/// still queued for an OpenTelemetry collector are exported before it returns.
 pub fn run_with_tracing<T>(
-    format: LogFormat,
+    log: &LogSettings,
     work: impl Future<Output = anyhow::Result<T>>,
 ) -> anyhow::Result<T> {
-    telemetry::init_tracing(format);
-    tokio::runtime::Builder::new_multi_thread()
+    let tracing = telemetry::init_tracing(log)?;
+    let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(work)
+        .block_on(work);
+    // After the runtime: the exporter's flush blocks.
+    tracing.shutdown();
+    result
 }

@@ -5,6 +5,8 @@
 //! - [`settings`]: the TOML configuration file, environment overrides and command-line flags;
 //! - [`telemetry`]: tracing (JSON in production, readable in a terminal);
 //! - [`trace`]: the W3C `traceparent` that follows one piece of work across the services;
+//! - `otlp` (feature `otlp`): export of the spans to an OpenTelemetry collector, in the trace of
+//!   that `traceparent`;
 //! - [`metrics`]: every Prometheus family of CONTRACT section 6, registered in one place;
 //! - [`http`]: the `/metrics`, `/healthz` and `/readyz` server;
 //! - [`db`]: the PostgreSQL pool (with timeouts) and the migrations in `migrations/`;
@@ -25,6 +27,8 @@ pub mod entry;
 pub mod http;
 pub mod inbox;
 pub mod metrics;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 pub mod outbox;
 pub mod retention;
 pub mod settings;

@@ -2,7 +2,7 @@
 //!
 //! Precedence, lowest first: built-in defaults (a local RabbitMQ and PostgreSQL), the file
 //! (`--config FILE` or `WOS_SYNC_CONFIG`), the environment (`AMQP_URL`, `DATABASE_URL`,
-//! `LISTEN_ADDR`), the command line (`--listen`). A bad file is refused as a whole with the
+//! `OTEL_EXPORTER_OTLP_ENDPOINT`, `LISTEN_ADDR`), the command line (`--listen`). A bad file is refused as a whole with the
 //! file, the key and the reason; no service starts half-configured. Secrets (Shopify tokens,
 //! webhook secrets) are never in the file: it names the environment variables that hold them.
 
@@ -106,6 +106,39 @@ impl HttpSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct LogSettings {
     pub format: LogFormat,
+    /// The OpenTelemetry collector the spans are exported to (OTLP over HTTP/protobuf): its
+    /// base URL, `http://collector:4318` (`/v1/traces` is appended);
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` overrides it. Empty: no export. Needs a build with the
+    /// `platform` feature `otlp`; a build without it refuses a configured endpoint.
+    pub otlp_endpoint: String,
+}
+
+impl LogSettings {
+    /// The endpoint must be usable by this build: refused, not ignored, when the exporter is
+    /// not compiled in.
+    fn validate(&self) -> Result<(), (String, String)> {
+        let endpoint = self.otlp_endpoint.as_str();
+        let refuse = |reason: &str| {
+            Err((
+                "log.otlp_endpoint".to_owned(),
+                format!("{reason} (set by the file or OTEL_EXPORTER_OTLP_ENDPOINT)"),
+            ))
+        };
+        if endpoint.is_empty() {
+            Ok(())
+        } else if !cfg!(feature = "otlp") {
+            refuse(
+                "an OpenTelemetry collector is configured, but this program was built without \
+                 the otlp feature; rebuild with --features platform/otlp, or remove the endpoint",
+            )
+        } else if !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+            || endpoint.contains(char::is_whitespace)
+        {
+            refuse("must be the collector's http:// or https:// base URL (http://collector:4318)")
+        } else {
+            Ok(())
+        }
+    }
 }
 
 /// Service-specific tables a configuration file may carry; each service parses its own. Other
@@ -289,14 +322,17 @@ impl Settings {
         Ok(settings)
     }
 
-    /// Applies `AMQP_URL` and `DATABASE_URL` (looked up through `lookup`, so tests need not
-    /// touch the process environment).
+    /// Applies `AMQP_URL`, `DATABASE_URL` and `OTEL_EXPORTER_OTLP_ENDPOINT` (looked up through
+    /// `lookup`, so tests need not touch the process environment).
     pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) {
         if let Some(url) = lookup("AMQP_URL") {
             self.amqp.url = url;
         }
         if let Some(url) = lookup("DATABASE_URL") {
             self.database.url = url;
+        }
+        if let Some(url) = lookup("OTEL_EXPORTER_OTLP_ENDPOINT") {
+            self.log.otlp_endpoint = url;
         }
     }
 
@@ -305,6 +341,7 @@ impl Settings {
         self.consumer.validate()?;
         self.retry.validate()?;
         self.retention.validate()?;
+        self.log.validate()?;
         let database = [
             (
                 "database.max_connections",

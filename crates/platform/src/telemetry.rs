@@ -1,4 +1,6 @@
-//! Tracing setup: JSON lines for log collectors, readable text for a person at a terminal.
+//! Tracing setup: JSON lines for log collectors, readable text for a person at a terminal, and
+//! (feature `otlp`, `[log] otlp_endpoint`) the spans exported to an OpenTelemetry collector
+//! (`crate::otlp`).
 //!
 //! A JSON line carries the fields of every span it was written in (`spans`), not only the
 //! innermost one: the `trace_id` of a delivery's `message` span (`crate::trace`) must reach the
@@ -11,6 +13,8 @@ use std::{
 
 use serde::Deserialize;
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+use crate::settings::LogSettings;
 
 /// How log lines are written to standard error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
@@ -25,35 +29,70 @@ pub enum LogFormat {
     Text,
 }
 
-/// Installs the global tracing subscriber. The filter comes from `RUST_LOG` (default `info`).
+/// What [`init_tracing`] started besides the log lines: the OpenTelemetry span exporter when
+/// `[log] otlp_endpoint` is set (feature `otlp`). Dropping it (or [`Tracing::shutdown`]) exports
+/// the spans still queued and stops the exporter: keep it until the program's work is done.
+#[derive(Debug, Default)]
+#[must_use = "dropping it stops the span exporter"]
+pub struct Tracing {
+    #[cfg(feature = "otlp")]
+    exporter: Option<crate::otlp::Exporter>,
+}
+
+impl Tracing {
+    /// Exports what is queued and stops the exporter (blocks, at most the SDK's shutdown
+    /// timeout of 5 s when the collector does not answer).
+    pub fn shutdown(self) {
+        drop(self);
+    }
+}
+
+/// The subscriber's layers sit on the filtered registry.
+type Filtered = tracing_subscriber::layer::Layered<EnvFilter, tracing_subscriber::Registry>;
+type BoxedLayer = Box<dyn tracing_subscriber::Layer<Filtered> + Send + Sync>;
+
+/// Installs the global tracing subscriber: log lines in `log.format`, and the spans exported to
+/// `log.otlp_endpoint` when set (feature `otlp`; the settings refuse an endpoint without it).
+/// The filter comes from `RUST_LOG` (default `info`).
 ///
-/// Calling it twice is harmless (the second call keeps the first subscriber), which lets tests
-/// and `wos-sync up` start several services in one process.
-pub fn init_tracing(format: LogFormat) {
-    let filter = default_filter();
-    let json = match format {
+/// Calling it twice is harmless (the second call keeps the first subscriber, and starts no
+/// exporter), which lets tests and `wos-sync up` start several services in one process.
+pub fn init_tracing(log: &LogSettings) -> anyhow::Result<Tracing> {
+    let json = match log.format {
         LogFormat::Json => true,
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let registry = tracing_subscriber::registry().with(filter);
-    let result = if json {
-        registry
-            .with(
-                fmt::layer()
-                    .json()
-                    .with_current_span(true)
-                    .with_span_list(true)
-                    .with_writer(std::io::stderr),
-            )
-            .try_init()
+    let lines: BoxedLayer = if json {
+        fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_writer(std::io::stderr)
+            .boxed()
     } else {
-        registry
-            .with(fmt::layer().with_writer(std::io::stderr))
-            .try_init()
+        fmt::layer().with_writer(std::io::stderr).boxed()
     };
-    // Already initialised: keep the existing subscriber.
-    drop(result);
+    #[allow(unused_mut)] // without the feature, the lines are the only layer
+    let mut layers = vec![lines];
+    #[allow(unused_mut)]
+    let mut tracing = Tracing::default();
+    #[cfg(feature = "otlp")]
+    if !log.otlp_endpoint.is_empty() {
+        let exporter = crate::otlp::Exporter::start(&log.otlp_endpoint)?;
+        layers.push(exporter.layer().boxed());
+        tracing.exporter = Some(exporter);
+    }
+    let result = tracing_subscriber::registry()
+        .with(default_filter())
+        .with(layers)
+        .try_init();
+    match result {
+        Ok(()) => Ok(tracing),
+        // Already initialised: keep the existing subscriber (an exporter started here would
+        // receive nothing; dropping it stops it).
+        Err(_) => Ok(Tracing::default()),
+    }
 }
 
 /// `RUST_LOG`, else `info`.

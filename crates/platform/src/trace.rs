@@ -43,6 +43,13 @@ const VERSION_00_LEN: usize = 55;
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TraceId([u8; 16]);
 
+impl TraceId {
+    /// The 16 bytes (as OpenTelemetry and the OTLP protobuf carry them).
+    pub fn to_bytes(self) -> [u8; 16] {
+        self.0
+    }
+}
+
 impl fmt::Display for TraceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write_hex(f, &self.0)
@@ -112,6 +119,17 @@ impl TraceParent {
     /// The parent id as 16 lowercase hex digits.
     pub fn parent_id(&self) -> String {
         hex(&self.parent_id)
+    }
+
+    /// The parent id's 8 bytes.
+    pub fn parent_id_bytes(&self) -> [u8; 8] {
+        self.parent_id
+    }
+
+    /// The same trace and flags with `parent_id` (an exported span's id, never all zero).
+    #[cfg(feature = "otlp")]
+    pub(crate) fn with_parent_id(&self, parent_id: [u8; 8]) -> Self {
+        Self { parent_id, ..*self }
     }
 
     pub fn sampled(&self) -> bool {
@@ -223,8 +241,14 @@ tokio::task_local! {
 }
 
 /// Runs `work` in `span`, which continues `trace` (the trace of the message, request or batch
-/// the work is for): [`current`] is then the span's own context, the one to pass on.
+/// the work is for): [`current`] is then the span's own context, the one to pass on. When the
+/// span is exported to OpenTelemetry (feature `otlp`, `[log] otlp_endpoint`), `trace` is its
+/// remote parent and its OpenTelemetry span id is that context's parent id; otherwise the
+/// parent id is a new random one.
 pub async fn scope<F: Future>(trace: TraceParent, span: tracing::Span, work: F) -> F::Output {
+    #[cfg(feature = "otlp")]
+    let ours = crate::otlp::continue_trace(&span, trace).unwrap_or_else(|| trace.child());
+    #[cfg(not(feature = "otlp"))]
     let ours = trace.child();
     CURRENT.scope(ours, work.instrument(span)).await
 }

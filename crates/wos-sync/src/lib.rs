@@ -59,16 +59,23 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::BackfillMappings(args) => commands::backfill::run(&context, &args).await,
         Command::Publish(args) => commands::publish::run(&context, args).await,
         Command::Status(args) => commands::status::run(&context, &args).await,
-        Command::Up(args) => commands::up::run(context, &args).await,
+        Command::Up(args) => {
+            // `up` logs like the services, as its configuration says (the OpenTelemetry
+            // exporter of `[log] otlp_endpoint` included), once the configuration is read.
+            let tracing = platform::telemetry::init_tracing(&context.settings.log)?;
+            let result = commands::up::run(context, &args).await;
+            // The spans still queued are exported before the process exits.
+            tokio::task::spawn_blocking(move || tracing.shutdown()).await?;
+            result
+        }
     }
 }
 
-/// `up` logs like the services (`RUST_LOG`, default info); the other commands print their
-/// results on standard output and only warnings and errors on standard error.
+/// The commands other than `up` (which logs like the services once its settings are read, in
+/// [`dispatch`]) print their results on standard output and only warnings and errors on
+/// standard error.
 fn init_logging(cli: &Cli) {
-    let format = cli.log_format.unwrap_or_default();
     if matches!(cli.command, Command::Up(_)) {
-        platform::telemetry::init_tracing(format);
         return;
     }
     use tracing_subscriber::{EnvFilter, fmt, prelude::*};

@@ -71,6 +71,46 @@ fn the_environment_overrides_the_file() {
     assert_eq!(settings.database.url, "postgres://env/db");
 }
 
+/// A collector endpoint is taken by a build with the exporter, refused by one without (never
+/// silently ignored), whether it comes from the file or the environment.
+#[test]
+fn an_otlp_endpoint_needs_the_otlp_feature() {
+    let text = "[log]\notlp_endpoint = \"http://collector:4318\"";
+    let from_env = || {
+        let mut settings = load("").expect("valid");
+        settings.apply_env(|name| {
+            (name == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| "http://env:4318".to_owned())
+        });
+        settings
+    };
+    assert_eq!(from_env().log.otlp_endpoint, "http://env:4318");
+    if cfg!(feature = "otlp") {
+        let settings = load(text).expect("taken with the feature");
+        assert_eq!(settings.log.otlp_endpoint, "http://collector:4318");
+        assert_eq!(from_env().validate(), Ok(()));
+        assert_eq!(
+            refused_key("[log]\notlp_endpoint = \"collector:4318\""),
+            Some("log.otlp_endpoint".into())
+        );
+    } else {
+        let err = load(text).expect_err("refused without the feature");
+        assert_eq!(err.key.as_deref(), Some("log.otlp_endpoint"));
+        assert!(
+            err.reason
+                .contains("built without the otlp feature; rebuild with --features platform/otlp"),
+            "{err}"
+        );
+        let (key, _) = from_env()
+            .validate()
+            .expect_err("refused from the environment");
+        assert_eq!(key, "log.otlp_endpoint");
+    }
+    assert_eq!(
+        load("[log]\notlp_endpoint = \"\"").map(|s| s.log),
+        Ok(LogSettings::default())
+    );
+}
+
 #[test]
 fn bad_files_are_refused_with_file_key_and_reason() {
     let err = load("[amqp\n").expect_err("bad toml");
