@@ -2,11 +2,11 @@
 //! its raw bytes to `shopify.events`, answering 200 only once the broker confirmed.
 //! See `webhook_relay` (the library) and docs/webhook-relay.md.
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use platform::settings::CommonArgs;
 
 /// Receives Shopify webhooks on POST /webhooks/shopify, verifies their HMAC and publishes them,
-/// unchanged, to the `shopify.events` exchange.
+/// unchanged, to the `shopify.events` exchange. Runs until SIGTERM/SIGINT.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
@@ -16,20 +16,10 @@ struct Cli {
     /// (default 0.0.0.0:9466; port 0 picks a free port).
     #[arg(long, env = "OPS_LISTEN_ADDR", value_name = "ADDR")]
     ops_listen: Option<std::net::SocketAddr>,
-    /// What to do; without one, the relay runs.
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Serve webhooks until SIGTERM/SIGINT (the default).
-    Run,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let Command::Run = cli.command.unwrap_or(Command::Run);
     let mut settings = platform::entry::load_settings(&cli.common, &[])?;
     if let Some(ops_listen) = cli.ops_listen {
         settings.http.ops_listen = Some(ops_listen);

@@ -11,7 +11,7 @@ use lapin::{BasicProperties, types::FieldTable};
 use platform::amqp::headers::set_str;
 use testkit::{TestEnv, wait_for_exit, wait_until};
 
-/// Starts `consumer-probe run` on the test's database and namespace; returns it and its
+/// Starts `consumer-probe` on the test's database and namespace; returns it and its
 /// metrics URL.
 fn spawn_probe(env: &TestEnv, extra: &[&str]) -> (Child, String) {
     // No pre-stop delay: these tests time the drain itself.
@@ -43,7 +43,6 @@ fn spawn_probe_with(env: &TestEnv, config_extra: &str, extra: &[&str]) -> (Child
             "--listen",
             &format!("127.0.0.1:{port}"),
         ])
-        .arg("run")
         .args(extra)
         .env("AMQP_URL", &settings.amqp.url)
         .env("DATABASE_URL", &settings.database.url)
