@@ -20,8 +20,8 @@ use lapin::{
     BasicProperties, Channel, Connection,
     message::BasicGetMessage,
     options::{
-        BasicAckOptions, BasicGetOptions, ExchangeDeleteOptions, QueueDeclareOptions,
-        QueueDeleteOptions,
+        BasicAckOptions, BasicGetOptions, ExchangeDeleteOptions, QueueBindOptions,
+        QueueDeclareOptions, QueueDeleteOptions,
     },
     types::FieldTable,
 };
@@ -130,6 +130,41 @@ impl TestEnv {
     /// A publisher-confirm channel on the test's own connection.
     pub fn channel(&self) -> &Channel {
         &self.channel
+    }
+
+    /// Declares `queue` exclusive to the test's connection (the broker removes it when the test
+    /// ends, whatever happens).
+    pub async fn declare_exclusive_queue(&self, queue: &str) {
+        self.channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("queue.declare");
+    }
+
+    /// The test's own tap on what a service publishes: an exclusive queue `<prefix><name>`
+    /// bound to the contract exchange `exchange` (prefixed here) with `routing_key`. Returns
+    /// the queue's name, for [`TestEnv::drain`].
+    pub async fn tap(&self, name: &str, exchange: &str, routing_key: &str) -> String {
+        let queue = self.names.name(name);
+        self.declare_exclusive_queue(&queue).await;
+        self.channel
+            .queue_bind(
+                queue.as_str().into(),
+                self.names.name(exchange).as_str().into(),
+                routing_key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("queue.bind");
+        queue
     }
 
     /// Publishes with confirms (panics if the broker does not take it).

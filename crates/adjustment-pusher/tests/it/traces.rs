@@ -6,10 +6,7 @@
 
 use std::time::Duration;
 
-use lapin::{
-    options::{QueueBindOptions, QueueDeclareOptions},
-    types::FieldTable,
-};
+use lapin::types::FieldTable;
 use platform::{
     amqp::{
         headers::{header_str, set_str},
@@ -61,30 +58,9 @@ fn traced(traceparent: &str) -> FieldTable {
 
 /// A queue of the test's own that receives item-ingest's mapping announcements.
 async fn bind_announcements(h: &Harness) -> String {
-    let queue = h.env.names.name("trace-announcements");
-    let channel = h.env.channel();
-    channel
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
+    h.env
+        .tap("trace-announcements", ITEM_MAPPINGS, "mapping.*")
         .await
-        .unwrap();
-    channel
-        .queue_bind(
-            queue.as_str().into(),
-            h.env.names.name(ITEM_MAPPINGS).as_str().into(),
-            "mapping.*".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    queue
 }
 
 async fn publish(h: &mut Harness, id: &str, sku: &str, headers: FieldTable) {

@@ -2,10 +2,6 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use lapin::{
-    options::{QueueBindOptions, QueueDeclareOptions},
-    types::FieldTable,
-};
 use model::announcement::{MappingAnnouncement, MappingChange};
 use platform::{amqp::headers::header_str, amqp::topology::ITEM_MAPPINGS, outbox};
 use serde_json::Value;
@@ -206,30 +202,10 @@ async fn malformed_deliveries_go_to_the_dlq_with_a_precise_error() {
 }
 
 async fn bind_announcements(ingest: &Ingest) -> String {
-    let queue = format!("{}announcements", ingest.env.names.prefix());
-    let channel = ingest.env.channel();
-    channel
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
+    ingest
+        .env
+        .tap("announcements", ITEM_MAPPINGS, "mapping.*")
         .await
-        .unwrap();
-    channel
-        .queue_bind(
-            queue.as_str().into(),
-            ingest.env.names.name(ITEM_MAPPINGS).as_str().into(),
-            "mapping.*".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    queue
 }
 
 async fn announcements(

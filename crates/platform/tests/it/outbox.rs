@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use lapin::{options::QueueDeclareOptions, types::FieldTable};
 use platform::{
     amqp::publisher::Publisher,
     metrics::Metrics,
@@ -12,20 +11,6 @@ use platform::{
 use testkit::TestEnv;
 
 /// A queue of the test's connection, deleted with it.
-async fn declare_queue(env: &TestEnv, name: &str) {
-    env.channel()
-        .queue_declare(
-            name.into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-}
-
 /// `(message_id, attempts, last_error, due later)` of every row, by id.
 async fn rows(env: &TestEnv) -> Vec<(String, i32, Option<String>, bool)> {
     env.pool
@@ -56,7 +41,7 @@ async fn rows_the_broker_does_not_take_are_put_aside_and_the_rows_after_them_are
     let env = TestEnv::new().await;
     let prefix = env.names.prefix().to_owned();
     let (missing_queue, target) = (format!("{prefix}missing"), format!("{prefix}target"));
-    declare_queue(&env, &target).await;
+    env.declare_exclusive_queue(&target).await;
     let client = env.pool.get().await.unwrap();
     let missing_exchange = format!("{prefix}no-such-exchange");
     for message in [
@@ -130,7 +115,7 @@ async fn rows_the_broker_does_not_take_are_put_aside_and_the_rows_after_them_are
         Relayed::default()
     );
     // Once due, and the queue exists, the dead letter goes; the other waits longer.
-    declare_queue(&env, &missing_queue).await;
+    env.declare_exclusive_queue(&missing_queue).await;
     env.pool
         .get()
         .await
