@@ -65,6 +65,9 @@ pub async fn run(mut context: Context, args: &UpArgs) -> anyhow::Result<()> {
             &[SANDBOX_SECTION],
         )?;
         context.settings.shops = quick.shops.clone();
+        // The demo's database may be created at first start, as its file says: a fresh machine
+        // needs no createdb (a configured deployment decides that in its own file).
+        context.settings.database.create_if_missing |= quick.database.create_if_missing;
         sandbox_settings = Some(SandboxSettings::from_settings(&quick)?);
     } else if use_sandbox {
         sandbox_settings = Some(SandboxSettings::from_settings(&context.settings)?);

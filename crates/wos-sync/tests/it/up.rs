@@ -44,6 +44,14 @@ async fn up_runs_the_whole_flow_against_the_sandbox_and_stops_cleanly_on_sigterm
         &[],
     );
     command.env("WOS_SYNC_CONFIG", &config);
+    // A database that does not exist yet, as on a fresh machine: `up` creates it, as the demo's
+    // file allows (`[database] create_if_missing`). The `wos_test_` name is CI's to clean up
+    // should this test be interrupted.
+    let fresh_database = format!("wos_test_{}_up", world.env.id);
+    command.env(
+        "DATABASE_URL",
+        format!("{}/{fresh_database}", testkit::postgres_base_url()),
+    );
     let mut up = command.spawn().unwrap();
     let lines = Arc::new(Mutex::new(Vec::<String>::new()));
     let stdout = up.stdout.take().unwrap();
@@ -174,4 +182,8 @@ async fn up_runs_the_whole_flow_against_the_sandbox_and_stops_cleanly_on_sigterm
         log.lock().unwrap()
     );
     assert!(printed("stopped"));
+    testkit::admin_sql(&format!(
+        "DROP DATABASE IF EXISTS {fresh_database} WITH (FORCE)"
+    ))
+    .await;
 }
