@@ -645,7 +645,11 @@ async fn start_mapping_services(
         Some(WEBHOOK_SECRET.to_owned())
     })
     .unwrap();
-    let relay = webhook_relay::start(settings.clone(), secrets, shutdown.clone())
+    // Its ops endpoints on a free port: the default (0.0.0.0:9466) is one port for every test
+    // running at once, and for whatever else runs on the machine.
+    let mut relay_settings = settings.clone();
+    relay_settings.http.ops_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let relay = webhook_relay::start(relay_settings, secrets, shutdown.clone())
         .await
         .unwrap();
     sandbox.set_webhook_url(Some(&format!("http://{}/webhooks/shopify", relay.addr)));
