@@ -15,11 +15,11 @@ use std::{sync::Arc, time::Duration};
 use deadpool_postgres::Pool;
 use platform::{
     amqp::{
-        consumer::{ConsumerConfig, Disposition, Handler, Incoming, run_consumer},
+        consumer::{ConsumerConfig, Disposition, GroupOutcome, Handler, Incoming, run_consumer},
         topology::{Names, WorkQueue},
     },
     db::DbError,
-    inbox::{InboxEntry, prune_inbox_chunk, record_message},
+    inbox::{InboxEntry, prune_inbox_chunk, record_message, record_messages},
     metrics::Metrics,
     retention::{Pruned, RetentionJob, RetentionSettings, in_chunks, run_retention},
     settings::Settings,
@@ -86,9 +86,51 @@ impl ProbeHandler {
         }
         Ok(Disposition::Ack)
     }
+
+    /// A group in one transaction: the inbox rows in one statement, the new messages' effect
+    /// rows in another.
+    async fn apply_group(
+        &self,
+        ids: &[&str],
+        messages: &[Incoming],
+    ) -> Result<Vec<Disposition>, DbError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let entries = record_messages(&tx, CONSUMER, ids).await?;
+        let (new_ids, new_bytes): (Vec<&str>, Vec<i64>) = ids
+            .iter()
+            .zip(messages)
+            .zip(&entries)
+            .filter(|(_, entry)| **entry == InboxEntry::New)
+            .map(|((id, message), _)| (*id, i64::try_from(message.body.len()).unwrap_or(i64::MAX)))
+            .unzip();
+        tx.execute(
+            "INSERT INTO probe_effects (message_id, bytes) SELECT * FROM unnest($1::text[], $2::bigint[])",
+            &[&new_ids, &new_bytes],
+        )
+        .await?;
+        tx.commit().await?;
+        if self.options.crash_after_commit
+            && messages
+                .iter()
+                .any(|m| !m.redelivered && m.header_str(CRASH_HEADER).is_some())
+        {
+            tracing::warn!("crashing between commit and ack, as asked");
+            std::process::abort();
+        }
+        Ok(entries
+            .iter()
+            .map(|entry| match entry {
+                InboxEntry::New => Disposition::Ack,
+                InboxEntry::AlreadyProcessed => Disposition::Duplicate,
+            })
+            .collect())
+    }
 }
 
 impl Handler for ProbeHandler {
+    const GROUPS: bool = true;
+
     async fn handle(&self, message: &Incoming) -> Disposition {
         let Some(message_id) = message.message_id().map(str::to_owned) else {
             return Disposition::malformed("message has no message_id property");
@@ -99,6 +141,27 @@ impl Handler for ProbeHandler {
         self.apply(&message_id, message)
             .await
             .unwrap_or_else(Disposition::retry)
+    }
+
+    async fn handle_group(&self, messages: &[Incoming]) -> GroupOutcome {
+        // A message without an id is dead-lettered alone.
+        let Some(ids) = messages
+            .iter()
+            .map(Incoming::message_id)
+            .collect::<Option<Vec<&str>>>()
+        else {
+            return GroupOutcome::HandleAlone;
+        };
+        if !self.options.handler_delay.is_zero() {
+            tokio::time::sleep(self.options.handler_delay).await;
+        }
+        match self.apply_group(&ids, messages).await {
+            Ok(dispositions) => GroupOutcome::Handled(dispositions),
+            Err(err) if err.is_unavailable() => {
+                GroupOutcome::Handled(vec![Disposition::retry(err); messages.len()])
+            }
+            Err(_) => GroupOutcome::HandleAlone,
+        }
     }
 }
 

@@ -15,7 +15,11 @@ pub mod refresh;
 pub mod retention;
 pub mod store;
 
-use std::{collections::BTreeMap, net::SocketAddr, sync::Arc};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
+    sync::Arc,
+};
 
 use anyhow::Context as _;
 use chrono::Utc;
@@ -23,7 +27,7 @@ use deadpool_postgres::Pool;
 use model::config::ShopDirectory;
 use platform::{
     amqp::{
-        consumer::{ConsumerConfig, Disposition, Handler, Incoming, run_consumer},
+        consumer::{ConsumerConfig, Disposition, GroupOutcome, Handler, Incoming, run_consumer},
         publisher::Publisher,
         topology::ITEM_MAPPINGS,
     },
@@ -70,43 +74,98 @@ pub struct ItemIngest {
 }
 
 impl Handler for ItemIngest {
+    const GROUPS: bool = true;
+
     async fn handle(&self, message: &Incoming) -> Disposition {
-        let webhook = match read_event(message, &self.shops, Utc::now()) {
-            Ok(webhook) => webhook,
-            Err(err) => return Disposition::malformed(err),
-        };
-        let span = tracing::info_span!(
-            "product",
-            shop = %webhook.shop.domain,
-            topic = %webhook.topic,
-            product_id = %webhook.event.product_id(),
-        );
-        match ingest(&self.pool, &webhook, &self.announce_exchange)
-            .instrument(span)
-            .await
-        {
-            Ok(report) if report.duplicate => Disposition::Duplicate,
-            Ok(report) => {
-                self.record(&webhook.shop.domain, &report).await;
-                if report.announcements > 0 {
-                    self.outbox_wake.notify_one();
-                }
-                if report.refreshes_requested > 0
-                    && let Some(wake) = self.refresh_wakers.get(&webhook.shop.domain)
-                {
-                    wake.notify_one();
-                }
-                Disposition::Ack
-            }
+        match self.take_in(std::slice::from_ref(message)).await {
+            Ok(mut dispositions) => dispositions
+                .pop()
+                .unwrap_or_else(|| Disposition::retry("no disposition for the message")),
             Err(IngestError::Unstorable(reason)) => Disposition::malformed(reason),
             Err(IngestError::Database(err)) => Disposition::retry(err),
             Err(IngestError::Contended(reason)) => Disposition::retry(reason),
         }
     }
+
+    async fn handle_group(&self, messages: &[Incoming]) -> GroupOutcome {
+        match self.take_in(messages).await {
+            Ok(dispositions) => GroupOutcome::Handled(dispositions),
+            Err(IngestError::Database(err)) if err.is_unavailable() => {
+                GroupOutcome::Handled(vec![Disposition::retry(err); messages.len()])
+            }
+            // Something in one webhook (an id beyond bigint, a statement refused, a contended
+            // item): find it by ingesting each alone.
+            Err(_) => GroupOutcome::HandleAlone,
+        }
+    }
 }
 
 impl ItemIngest {
-    async fn record(&self, shop: &str, report: &IngestReport) {
+    /// Reads each message (outside any database transaction), ingests the usable ones together
+    /// and says what became of each, in order.
+    async fn take_in(&self, messages: &[Incoming]) -> Result<Vec<Disposition>, IngestError> {
+        let now = Utc::now();
+        let mut dispositions: Vec<Option<Disposition>> = Vec::with_capacity(messages.len());
+        let mut webhooks = Vec::with_capacity(messages.len());
+        for message in messages {
+            match read_event(message, &self.shops, now) {
+                Ok(webhook) => {
+                    webhooks.push(webhook);
+                    dispositions.push(None);
+                }
+                Err(err) => dispositions.push(Some(Disposition::malformed(err))),
+            }
+        }
+        if webhooks.is_empty() {
+            return Ok(dispositions.into_iter().flatten().collect());
+        }
+        let span = match webhooks.as_slice() {
+            [webhook] => product_span(webhook),
+            _ => tracing::info_span!("products", webhooks = webhooks.len()),
+        };
+        let reports = ingest(&self.pool, &webhooks, &self.announce_exchange)
+            .instrument(span)
+            .await?;
+
+        let mut recount = BTreeSet::new();
+        let (mut announced, mut refresh) = (false, BTreeSet::new());
+        let mut outcomes = webhooks.iter().zip(&reports).map(|(webhook, report)| {
+            if report.duplicate {
+                return Disposition::Duplicate;
+            }
+            let shop = webhook.shop.domain.as_str();
+            product_span(webhook).in_scope(|| self.record(shop, report));
+            if !report.items.is_empty() || report.refreshes_requested > 0 {
+                recount.insert(shop);
+            }
+            announced |= report.announcements > 0;
+            if report.refreshes_requested > 0 {
+                refresh.insert(shop);
+            }
+            Disposition::Ack
+        });
+        let dispositions = dispositions
+            .into_iter()
+            .map(|refused| refused.unwrap_or_else(|| outcomes.next().unwrap_or(Disposition::Ack)))
+            .collect();
+        drop(outcomes);
+        if announced {
+            self.outbox_wake.notify_one();
+        }
+        for shop in refresh {
+            if let Some(wake) = self.refresh_wakers.get(shop) {
+                wake.notify_one();
+            }
+        }
+        // Once per shop and group, not per webhook.
+        for shop in recount {
+            self.conflicts.recount(shop).await;
+        }
+        Ok(dispositions)
+    }
+
+    /// Logs and counts what one webhook did (in its `product` span).
+    fn record(&self, shop: &str, report: &IngestReport) {
         for (sku, outcome) in &report.items {
             // One line per item row the webhook wrote, in the delivery's span: its `trace_id`
             // leads from the webhook (and the relay's line) to the row.
@@ -142,10 +201,17 @@ impl ItemIngest {
                 .with_label_values(&[shop])
                 .inc_by(report.without_sku.len() as u64);
         }
-        if !report.items.is_empty() || report.refreshes_requested > 0 {
-            self.conflicts.recount(shop).await;
-        }
     }
+}
+
+/// The span of one webhook's work: its log lines name the shop, the topic and the product.
+fn product_span(webhook: &event::WebhookEvent<'_>) -> tracing::Span {
+    tracing::info_span!(
+        "product",
+        shop = %webhook.shop.domain,
+        topic = %webhook.topic,
+        product_id = %webhook.event.product_id(),
+    )
 }
 
 /// `wos_sync_sku_conflicts`, set by the handler, the refresh tasks and the periodic rebuild.

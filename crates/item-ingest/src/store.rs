@@ -25,7 +25,7 @@
 //! rows), `settle` (one SKU's mapping, fields and announcement), `conflicts` (`sku_conflicts`)
 //! and `refreshes` (the variant reads).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use deadpool_postgres::{GenericClient, Pool, Transaction};
 use model::{
@@ -36,7 +36,7 @@ use model::{
 };
 use platform::{
     db::DbError,
-    inbox::{InboxEntry, record_message},
+    inbox::{InboxEntry, record_messages},
 };
 
 use crate::event::WebhookEvent;
@@ -116,58 +116,117 @@ fn from_db(id: i64) -> u64 {
     u64::try_from(id).unwrap_or_default()
 }
 
-/// Ingests one webhook in one transaction.
+/// Ingests a group of webhooks (one or more) in one transaction; one report per webhook, in
+/// order.
+///
+/// Locks are taken in one order across the group: every product first, sorted, then every SKU
+/// to settle, sorted, then each shop's conflicts lock (see the module header). Webhooks of one
+/// product apply in the order given, each to the mirror as the one before left it; the SKUs
+/// they touch are settled once, after all of them, and their item rows, conflicts and
+/// announcements are reported with the shop's last webhook of the group.
 pub async fn ingest(
     pool: &Pool,
-    webhook: &WebhookEvent<'_>,
+    webhooks: &[WebhookEvent<'_>],
     announce_exchange: &str,
-) -> Result<IngestReport, IngestError> {
-    let shop = &webhook.shop.domain;
+) -> Result<Vec<IngestReport>, IngestError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    let inbox_id = format!("{shop}/{}", webhook.webhook_id);
-    if record_message(&tx, CONSUMER, &inbox_id).await? == InboxEntry::AlreadyProcessed {
-        tx.rollback().await?;
-        return Ok(IngestReport {
-            duplicate: true,
+    let inbox_ids: Vec<String> = webhooks
+        .iter()
+        .map(|w| format!("{}/{}", w.shop.domain, w.webhook_id))
+        .collect();
+    let ids: Vec<&str> = inbox_ids.iter().map(String::as_str).collect();
+    let entries = record_messages(&tx, CONSUMER, &ids).await?;
+    let mut reports: Vec<IngestReport> = entries
+        .iter()
+        .map(|entry| IngestReport {
+            duplicate: *entry == InboxEntry::AlreadyProcessed,
             ..IngestReport::default()
-        });
+        })
+        .collect();
+    let new: Vec<usize> = (0..webhooks.len())
+        .filter(|i| !reports[*i].duplicate)
+        .collect();
+    if new.is_empty() {
+        tx.rollback().await?;
+        return Ok(reports);
     }
 
-    let product_id = webhook.event.product_id();
-    let product_key = db_id(product_id.0, "product id")?;
-    lock(&tx, &format!("product:{shop}/{product_key}")).await?;
-    let known = load_product_variants(&tx, shop, product_key).await?;
-    let record = load_product(&tx, shop, product_key).await?;
-    let pending = load_pending_refreshes(&tx, shop, product_key).await?;
+    let mut products = BTreeSet::new();
+    for i in &new {
+        let webhook = &webhooks[*i];
+        let product = db_id(webhook.event.product_id().0, "product id")?;
+        products.insert(format!("product:{}/{product}", webhook.shop.domain));
+    }
+    lock_all(&tx, products).await?;
+
+    // Per shop: the SKUs to settle, and the webhook that reports them (the shop's last).
+    let mut to_settle: BTreeMap<&str, (&ShopSettings, BTreeSet<String>, usize)> = BTreeMap::new();
+    for i in new {
+        let webhook = &webhooks[i];
+        let change = change_of(&tx, webhook).await?;
+        reports[i] = IngestReport {
+            stale: change.stale.clone(),
+            without_sku: change.without_sku.clone(),
+            unreadable: match &webhook.event {
+                ProductEvent::Upsert(payload) => payload.unreadable.clone(),
+                ProductEvent::Delete { .. } => Vec::new(),
+            },
+            refreshes_requested: change.refresh.len(),
+            ..IngestReport::default()
+        };
+        let domain = webhook.shop.domain.as_str();
+        let skus = skus_to_settle(&tx, domain, &change).await?;
+        write_mirror(&tx, domain, &change).await?;
+        write_refreshes(&tx, domain, &change).await?;
+        let entry = to_settle
+            .entry(domain)
+            .or_insert_with(|| (webhook.shop, BTreeSet::new(), i));
+        entry.1.extend(skus);
+        entry.2 = i;
+    }
+
+    let sku_keys = to_settle
+        .iter()
+        .flat_map(|(domain, (_, skus, _))| skus.iter().map(move |sku| sku_key(domain, sku)))
+        .collect();
+    lock_all(&tx, sku_keys).await?;
+    for (shop, skus, reporter) in to_settle.into_values() {
+        let report = &mut reports[reporter];
+        settle_items(&tx, shop, &skus, announce_exchange, report).await?;
+        write_conflicts(&tx, &shop.domain, &report.settled_conflicts).await?;
+        report.settled_conflicts.clear();
+    }
+    tx.commit().await?;
+    Ok(reports)
+}
+
+/// What a webhook changes in the mirror as it is now (the caller holds the product's lock).
+async fn change_of(
+    tx: &Transaction<'_>,
+    webhook: &WebhookEvent<'_>,
+) -> Result<CatalogChange, IngestError> {
+    let shop = webhook.shop.domain.as_str();
+    let product_key = db_id(webhook.event.product_id().0, "product id")?;
+    let known = load_product_variants(tx, shop, product_key).await?;
+    let record = load_product(tx, shop, product_key).await?;
+    let pending = load_pending_refreshes(tx, shop, product_key).await?;
     let clock = EventClock {
         event_time: webhook.event_time,
         triggered_at: webhook.triggered_at,
         kind: webhook.kind,
     };
-    let change = apply_product_event(&webhook.event, &clock, &known, record.as_ref(), &pending);
-
-    let mut report = IngestReport {
-        stale: change.stale.clone(),
-        without_sku: change.without_sku.clone(),
-        unreadable: match &webhook.event {
-            ProductEvent::Upsert(payload) => payload.unreadable.clone(),
-            ProductEvent::Delete { .. } => Vec::new(),
-        },
-        refreshes_requested: change.refresh.len(),
-        ..IngestReport::default()
-    };
-    apply_change(&tx, webhook.shop, &change, announce_exchange, &mut report).await?;
-    tx.commit().await?;
-    Ok(report)
+    Ok(apply_product_event(
+        &webhook.event,
+        &clock,
+        &known,
+        record.as_ref(),
+        &pending,
+    ))
 }
 
 /// Writes `change` to the mirror and settles every item it may have moved or that it can
-/// vouch for: the SKUs the change affects, the SKU of every variant it writes (even with
-/// unchanged content: a mapping WOS emptied is filled again), and every other item on an
-/// inventory item it writes (a stale mapping left by WOS or an earlier integration heals as
-/// soon as the variant that owns the inventory item is seen). The caller holds the product's
-/// lock.
+/// vouch for (`skus_to_settle`). The caller holds the product's lock.
 async fn apply_change(
     tx: &Transaction<'_>,
     shop: &ShopSettings,
@@ -176,6 +235,26 @@ async fn apply_change(
     report: &mut IngestReport,
 ) -> Result<(), IngestError> {
     let domain = shop.domain.as_str();
+    let skus = skus_to_settle(tx, domain, change).await?;
+    let sku_keys = skus.iter().map(|sku| sku_key(domain, sku)).collect();
+    lock_all(tx, sku_keys).await?;
+    write_mirror(tx, domain, change).await?;
+    write_refreshes(tx, domain, change).await?;
+    settle_items(tx, shop, &skus, announce_exchange, report).await?;
+    write_conflicts(tx, domain, &report.settled_conflicts).await?;
+    report.settled_conflicts.clear();
+    Ok(())
+}
+
+/// The SKUs a change makes to settle: those it affects, the SKU of every variant it writes
+/// (even with unchanged content: a mapping WOS emptied is filled again), and every other item
+/// on an inventory item it writes (a stale mapping left by WOS or an earlier integration heals
+/// as soon as the variant that owns the inventory item is seen).
+async fn skus_to_settle(
+    tx: &Transaction<'_>,
+    shop: &str,
+    change: &CatalogChange,
+) -> Result<BTreeSet<String>, IngestError> {
     let mut skus = change.affected_skus.clone();
     skus.extend(
         change
@@ -184,21 +263,8 @@ async fn apply_change(
             .filter(|variant| !variant.deleted)
             .filter_map(|variant| variant.sku.clone()),
     );
-    skus.extend(items_elsewhere_on(tx, domain, &change.upserts).await?);
-    // Sorted (BTreeSet) after the product lock: see the module header on deadlocks.
-    for sku in &skus {
-        lock(tx, &format!("sku:{domain}/{sku}")).await?;
-    }
-    write_mirror(tx, domain, change).await?;
-    write_refreshes(tx, domain, change).await?;
-    for sku in &skus {
-        if let Some(outcome) = settle_item(tx, shop, sku, announce_exchange, report).await? {
-            report.items.push((sku.clone(), outcome));
-        }
-    }
-    write_conflicts(tx, domain, &report.settled_conflicts).await?;
-    report.settled_conflicts.clear();
-    Ok(())
+    skus.extend(items_elsewhere_on(tx, shop, &change.upserts).await?);
+    Ok(skus)
 }
 
 /// The items of `shop` on an inventory item one of `written` has, other than the SKU that
@@ -237,9 +303,30 @@ async fn items_elsewhere_on(
 
 /// Transaction-scoped advisory lock on a text key.
 async fn lock(tx: &Transaction<'_>, key: &str) -> Result<(), tokio_postgres::Error> {
+    lock_all(tx, BTreeSet::from([key.to_owned()])).await
+}
+
+/// The advisory lock key of a SKU.
+fn sku_key(shop: &str, sku: &str) -> String {
+    format!("sku:{shop}/{sku}")
+}
+
+/// Transaction-scoped advisory locks on text keys, taken in one statement in the keys' sorted
+/// (byte) order, the order every transaction takes them in.
+async fn lock_all(
+    tx: &Transaction<'_>,
+    sorted: BTreeSet<String>,
+) -> Result<(), tokio_postgres::Error> {
+    if sorted.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<&str> = sorted.iter().map(String::as_str).collect();
+    // Evaluated row by row in the order of the sorted subquery.
     tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-        &[&key],
+        "SELECT pg_advisory_xact_lock(hashtextextended(key, 0)) \
+         FROM (SELECT key FROM unnest($1::text[]) WITH ORDINALITY AS k (key, n) ORDER BY n \
+             OFFSET 0) AS sorted",
+        &[&keys],
     )
     .await?;
     Ok(())
@@ -258,4 +345,4 @@ use mirror::{
     VARIANT_COLUMNS, load_product, load_product_variants, variant_from_row, write_mirror,
 };
 use refreshes::{load_pending_refreshes, write_refreshes};
-use settle::settle_item;
+use settle::settle_items;

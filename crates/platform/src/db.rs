@@ -276,6 +276,30 @@ pub enum DbError {
     Migration(String),
 }
 
+impl DbError {
+    /// Whether the database was unavailable or busy (no connection, connection lost, shutting
+    /// down, out of resources, a deadlock or serialization failure, a statement timeout), as
+    /// opposed to refusing what a statement carried (a constraint, a value out of range). A
+    /// group of messages failing the first way is retried whole; failing the second way, it is
+    /// handled message by message, so only the message at fault is retried or dead-lettered.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Pool(_) | Self::Config(_) | Self::Migration(_) => true,
+            Self::Postgres(err) => match err.code() {
+                // No SQLSTATE: the connection failed or closed.
+                None => true,
+                Some(code) => {
+                    let class = &code.code()[..2];
+                    // 08 connection exception, 40 transaction rollback (serialization failure,
+                    // deadlock), 53 insufficient resources, 57 operator intervention (shutdown,
+                    // statement timeout), 58 system error.
+                    matches!(class, "08" | "40" | "53" | "57" | "58")
+                }
+            },
+        }
+    }
+}
+
 /// Builds the pool. No connection is opened until the first use; each new connection gets the
 /// `statement_timeout` by `SET` (PgBouncer refuses the `options` startup parameter).
 pub fn connect_pool(settings: &DatabaseSettings) -> Result<Pool, DbError> {

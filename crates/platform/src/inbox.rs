@@ -46,6 +46,36 @@ pub async fn record_message<C: GenericClient>(
     })
 }
 
+/// Records a group's message ids for `consumer` in the caller's transaction, with one
+/// statement; says for each id, in order, whether it is new. An id given twice is new only the
+/// first time.
+pub async fn record_messages<C: GenericClient>(
+    client: &C,
+    consumer: &str,
+    message_ids: &[&str],
+) -> Result<Vec<InboxEntry>, tokio_postgres::Error> {
+    let inserted = client
+        .query(
+            "INSERT INTO inbox (consumer, message_id) \
+             SELECT $1, id FROM unnest($2::text[]) AS id \
+             ON CONFLICT DO NOTHING RETURNING message_id",
+            &[&consumer, &message_ids],
+        )
+        .await?;
+    let mut new: std::collections::HashSet<String> =
+        inserted.iter().map(|row| row.get::<_, String>(0)).collect();
+    Ok(message_ids
+        .iter()
+        .map(|id| {
+            if new.remove(*id) {
+                InboxEntry::New
+            } else {
+                InboxEntry::AlreadyProcessed
+            }
+        })
+        .collect())
+}
+
 /// Deletes up to `chunk` of `consumer`'s inbox rows recorded longer than `window` ago (by
 /// PostgreSQL's clock, the one that stamped them), oldest first, in one transaction; returns
 /// how many. Rows another transaction holds are skipped.

@@ -73,19 +73,39 @@ pub async fn enqueue<C: GenericClient>(
     client: &C,
     message: &OutboxMessage<'_>,
 ) -> Result<(), tokio_postgres::Error> {
-    let mut headers = message.headers.clone();
-    crate::trace::stamp_json(&mut headers);
+    enqueue_all(client, std::slice::from_ref(message)).await
+}
+
+/// Writes `messages` in the caller's transaction with one statement, as [`enqueue`] writes one.
+pub async fn enqueue_all<'a, C: GenericClient>(
+    client: &C,
+    messages: &[OutboxMessage<'a>],
+) -> Result<(), tokio_postgres::Error> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let column = |f: fn(&OutboxMessage<'a>) -> &'a str| messages.iter().map(f).collect::<Vec<_>>();
+    let headers: Vec<serde_json::Value> = messages
+        .iter()
+        .map(|message| {
+            let mut headers = message.headers.clone();
+            crate::trace::stamp_json(&mut headers);
+            headers
+        })
+        .collect();
+    let bodies: Vec<&[u8]> = messages.iter().map(|message| message.body).collect();
     client
         .execute(
             "INSERT INTO outbox (exchange, routing_key, message_id, body, headers, content_type) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::jsonb[], \
+                 $6::text[])",
             &[
-                &message.exchange,
-                &message.routing_key,
-                &message.message_id,
-                &message.body,
+                &column(|m| m.exchange),
+                &column(|m| m.routing_key),
+                &column(|m| m.message_id),
+                &bodies,
                 &headers,
-                &message.content_type,
+                &column(|m| m.content_type),
             ],
         )
         .await?;

@@ -1,6 +1,9 @@
 //! The catalog mirror in PostgreSQL: a product and its variants read for an event, and the
 //! mirror rows an event changes written back.
 
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Transaction};
 use model::{
     catalog::{CatalogChange, EventKind, MirroredVariant, ProductRecord, Version},
@@ -85,14 +88,45 @@ pub(super) async fn write_mirror(
     shop: &str,
     change: &CatalogChange,
 ) -> Result<(), IngestError> {
-    let upsert = tx
-        .prepare_cached(
+    // One statement for all of them. A variant listed twice is written once, as it was last
+    // (a row may not be upserted twice by one statement).
+    let mut latest: BTreeMap<u64, &MirroredVariant> = BTreeMap::new();
+    for v in &change.upserts {
+        latest.insert(v.variant_id.0, v);
+    }
+    let mut rows = VariantRows::default();
+    for v in latest.values() {
+        rows.variant_ids.push(db_id(v.variant_id.0, "variant id")?);
+        rows.product_ids.push(db_id(v.product_id.0, "product id")?);
+        rows.skus.push(v.sku.as_deref());
+        rows.inventory_items.push(
+            v.inventory_item_id
+                .map(|id| db_id(id.0, "inventory item id"))
+                .transpose()?,
+        );
+        rows.product_titles.push(v.product_title.as_deref());
+        rows.variant_titles.push(v.variant_title.as_deref());
+        rows.barcodes.push(v.barcode.as_deref());
+        rows.prices.push(v.price.as_deref());
+        rows.vendors.push(v.vendor.as_deref());
+        rows.product_types.push(v.product_type.as_deref());
+        rows.created.push(v.created_at);
+        rows.versions.push(v.version.updated_at);
+        rows.deleted.push(v.deleted);
+        rows.triggered.push(v.version.triggered_at);
+        rows.kinds.push(v.version.kind.as_i16());
+        rows.listed.push(v.listed_at);
+    }
+    if !rows.variant_ids.is_empty() {
+        tx.execute(
             "INSERT INTO shopify_variants (shop_domain, variant_id, product_id, sku, \
                  inventory_item_id, product_title, variant_title, barcode, price, vendor, \
                  product_type, created_at, version, deleted, version_triggered_at, version_kind, \
                  listed_updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-                 $17) \
+             SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::bigint[], \
+                 $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
+                 $12::timestamptz[], $13::timestamptz[], $14::boolean[], $15::timestamptz[], \
+                 $16::smallint[], $17::timestamptz[]) \
              ON CONFLICT (shop_domain, variant_id) DO UPDATE SET \
                  product_id = EXCLUDED.product_id, sku = EXCLUDED.sku, \
                  inventory_item_id = EXCLUDED.inventory_item_id, \
@@ -103,33 +137,24 @@ pub(super) async fn write_mirror(
                  version_triggered_at = EXCLUDED.version_triggered_at, \
                  version_kind = EXCLUDED.version_kind, \
                  listed_updated_at = EXCLUDED.listed_updated_at, mirrored_at = now()",
-        )
-        .await?;
-    for v in &change.upserts {
-        let inventory_item = v
-            .inventory_item_id
-            .map(|id| db_id(id.0, "inventory item id"))
-            .transpose()?;
-        tx.execute(
-            &upsert,
             &[
                 &shop,
-                &db_id(v.variant_id.0, "variant id")?,
-                &db_id(v.product_id.0, "product id")?,
-                &v.sku,
-                &inventory_item,
-                &v.product_title,
-                &v.variant_title,
-                &v.barcode,
-                &v.price,
-                &v.vendor,
-                &v.product_type,
-                &v.created_at,
-                &v.version.updated_at,
-                &v.deleted,
-                &v.version.triggered_at,
-                &v.version.kind.as_i16(),
-                &v.listed_at,
+                &rows.variant_ids,
+                &rows.product_ids,
+                &rows.skus,
+                &rows.inventory_items,
+                &rows.product_titles,
+                &rows.variant_titles,
+                &rows.barcodes,
+                &rows.prices,
+                &rows.vendors,
+                &rows.product_types,
+                &rows.created,
+                &rows.versions,
+                &rows.deleted,
+                &rows.triggered,
+                &rows.kinds,
+                &rows.listed,
             ],
         )
         .await?;
@@ -165,4 +190,25 @@ pub(super) async fn write_mirror(
         .await?;
     }
     Ok(())
+}
+
+/// The columns of the variants to write, one array per column (for `unnest`).
+#[derive(Default)]
+struct VariantRows<'a> {
+    variant_ids: Vec<i64>,
+    product_ids: Vec<i64>,
+    skus: Vec<Option<&'a str>>,
+    inventory_items: Vec<Option<i64>>,
+    product_titles: Vec<Option<&'a str>>,
+    variant_titles: Vec<Option<&'a str>>,
+    barcodes: Vec<Option<&'a str>>,
+    prices: Vec<Option<&'a str>>,
+    vendors: Vec<Option<&'a str>>,
+    product_types: Vec<Option<&'a str>>,
+    created: Vec<Option<DateTime<Utc>>>,
+    versions: Vec<DateTime<Utc>>,
+    deleted: Vec<bool>,
+    triggered: Vec<Option<DateTime<Utc>>>,
+    kinds: Vec<i16>,
+    listed: Vec<Option<DateTime<Utc>>>,
 }

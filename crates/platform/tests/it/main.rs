@@ -7,6 +7,7 @@
 mod amqp_tls;
 mod database;
 mod deploy_files;
+mod groups;
 mod outbox;
 mod pg_tls;
 mod runtime;

@@ -1,5 +1,6 @@
 //! The handler API: what a service implements ([`Handler`]), what it is given ([`Incoming`])
-//! and what it answers ([`Disposition`]). The runtime (`super::runtime`) carries the answer out.
+//! and what it answers ([`Disposition`], or [`GroupOutcome`] for a group of messages). The
+//! runtime (`super::runtime`) carries the answer out.
 
 use std::{fmt::Display, future::Future};
 
@@ -74,10 +75,39 @@ impl Incoming {
     }
 }
 
+/// What a handler made of a group of messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupOutcome {
+    /// One disposition per message, in the order the messages were given. The effects of the
+    /// acknowledged ones are committed (together, in one transaction). A database outage is
+    /// `Retry` for every message: the whole group is tried again.
+    Handled(Vec<Disposition>),
+    /// The group could not be handled together because of one of its messages (a statement of
+    /// the shared transaction failed for a reason other than the database being unavailable):
+    /// the runtime handles each message by itself with [`Handler::handle`], so the bad one is
+    /// retried or dead-lettered alone and its neighbours are not.
+    HandleAlone,
+}
+
 /// A service's message handler.
 ///
 /// It must commit its effects (and its inbox row) before returning [`Disposition::Ack`]; it
 /// must not acknowledge anything itself. A panic is caught and treated as a transient failure.
+///
+/// A handler that sets [`Handler::GROUPS`] is also given groups of the deliveries that arrived
+/// together (`[consumer] group_size`, `group_linger_ms`), to handle in one transaction: one
+/// commit for many messages. Each message of a group is acknowledged only after that commit.
 pub trait Handler: Send + Sync + 'static {
+    /// Whether the runtime should give this handler groups ([`Handler::handle_group`]).
+    const GROUPS: bool = false;
+
     fn handle(&self, message: &Incoming) -> impl Future<Output = Disposition> + Send;
+
+    /// Handles at least two messages together, in one transaction. Called only when
+    /// [`Handler::GROUPS`] is set. A panic is caught and the messages are then handled one by
+    /// one, as for [`GroupOutcome::HandleAlone`].
+    fn handle_group(&self, messages: &[Incoming]) -> impl Future<Output = GroupOutcome> + Send {
+        let _ = messages;
+        std::future::ready(GroupOutcome::HandleAlone)
+    }
 }

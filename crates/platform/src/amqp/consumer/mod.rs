@@ -34,6 +34,7 @@
 //! runtime's configuration), `runtime` (sessions, deliveries, dispositions), `forward` (storing
 //! the retry and dead-letter copies).
 
+mod acks;
 mod forward;
 pub mod handler;
 mod runtime;
@@ -41,7 +42,7 @@ pub mod settings;
 
 use std::time::Duration;
 
-pub use handler::{Disposition, Handler, Incoming};
+pub use handler::{Disposition, GroupOutcome, Handler, Incoming};
 pub use runtime::run_consumer;
 pub use settings::{ConsumerConfig, ConsumerSettings};
 

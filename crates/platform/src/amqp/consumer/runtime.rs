@@ -8,7 +8,9 @@ use std::{
 };
 
 use super::{
-    ConsumerConfig, Disposition, Handler, Incoming, backoff,
+    ConsumerConfig, Disposition, GroupOutcome, Handler, Incoming,
+    acks::{AckLedger, Settle},
+    backoff,
     forward::{Forwarder, Stopped},
 };
 use crate::{
@@ -27,10 +29,7 @@ use futures_util::{FutureExt, StreamExt};
 use lapin::{
     Channel, Connection,
     message::Delivery,
-    options::{
-        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions,
-        BasicRejectOptions,
-    },
+    options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
     types::FieldTable,
 };
 use tokio::{
@@ -191,6 +190,10 @@ impl<H: Handler> Runtime<H> {
         let config = &self.config;
 
         let permits = Arc::new(Semaphore::new(config.settings.concurrency));
+        let ledger = Arc::new(AckLedger::new(
+            channel.clone(),
+            usize::from(config.settings.prefetch) / 2,
+        ));
         let mut stalled = self.forwarder.stalled();
         let mut running = JoinSet::new();
         let ended = loop {
@@ -207,15 +210,22 @@ impl<H: Handler> Runtime<H> {
                 _ = shutdown.cancelled() => break Ok(()),
                 next = deliveries.next() => next,
             };
-            let delivery = match next {
-                Some(Ok(delivery)) => delivery,
+            let mut group = match next {
+                Some(Ok(delivery)) => vec![delivery],
                 Some(Err(err)) => break Err(at("consume")(err)),
                 None => break Err(SessionError::ConsumerEnded),
             };
-            // While a copy cannot be stored, this message would most likely fail the same way:
-            // hold it, and start nothing new until the broker takes copies again. (Checked after
-            // taking the delivery, so a copy that began waiting meanwhile counts too.) A held
-            // delivery goes back to the queue with the channel if the session ends.
+            if H::GROUPS
+                && let Err(err) = self.gather(deliveries, &mut group).await
+            {
+                // What was gathered goes back to the queue with the channel.
+                break Err(err);
+            }
+            // While a copy cannot be stored, these messages would most likely fail the same
+            // way: hold them, and start nothing new until the broker takes copies again.
+            // (Checked after taking the deliveries, so a copy that began waiting meanwhile
+            // counts too.) Held deliveries go back to the queue with the channel if the session
+            // ends.
             let resumed = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break Ok(()),
@@ -224,10 +234,15 @@ impl<H: Handler> Runtime<H> {
             if let Err(err) = resumed {
                 break Err(err);
             }
+            ledger
+                .take(group.iter().map(|delivery| delivery.delivery_tag))
+                .await;
             let runtime = self.clone();
             let shutdown = shutdown.clone();
+            let ledger = ledger.clone();
             running.spawn(async move {
-                runtime.process(delivery, &shutdown).await;
+                let settled = runtime.process(group, &shutdown).await;
+                ledger.finish(settled).await;
                 drop(permit);
             });
             while running.try_join_next().is_some() {}
@@ -251,6 +266,8 @@ impl<H: Handler> Runtime<H> {
                     );
                     running.abort_all();
                 }
+                // Finished messages held behind an unfinished one are acknowledged now.
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, ledger.flush()).await;
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, close(&connection, &channel)).await;
             }
             Err(_) => {
@@ -264,104 +281,202 @@ impl<H: Handler> Runtime<H> {
         ended
     }
 
-    /// Runs the handler on one delivery and carries out its disposition.
-    async fn process(&self, delivery: Delivery, shutdown: &CancellationToken) {
+    /// Adds to `group` the deliveries that are ready now, up to `[consumer] group_size`, for
+    /// at most `group_linger_ms`. It never waits for a delivery that has not arrived: an idle
+    /// stream ends the group at once.
+    async fn gather(
+        &self,
+        deliveries: &mut lapin::Consumer,
+        group: &mut Vec<Delivery>,
+    ) -> Result<(), SessionError> {
+        let settings = &self.config.settings;
+        let deadline = Instant::now() + Duration::from_millis(settings.group_linger_ms);
+        let mut yielded = false;
+        let most = settings.group_size.min(usize::from(settings.prefetch));
+        while group.len() < most && Instant::now() < deadline {
+            match deliveries.next().now_or_never() {
+                Some(Some(Ok(delivery))) => {
+                    group.push(delivery);
+                    yielded = false;
+                }
+                Some(Some(Err(err))) => return Err(at("consume")(err)),
+                Some(None) => return Err(SessionError::ConsumerEnded),
+                // Nothing ready: let the connection hand over what it has already read once,
+                // then start with what there is.
+                None if !yielded => {
+                    tokio::task::yield_now().await;
+                    yielded = true;
+                }
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the handler on a group of deliveries (one, when grouping is off or nothing else
+    /// was ready) and carries out each message's disposition; returns how each is settled.
+    async fn process(
+        &self,
+        deliveries: Vec<Delivery>,
+        shutdown: &CancellationToken,
+    ) -> Vec<(u64, Settle)> {
         let started = Instant::now();
-        let Delivery {
-            data,
-            properties,
-            exchange,
-            routing_key,
-            redelivered,
-            acker,
-            ..
-        } = delivery;
-        let attempt = previous_attempts(properties.headers().as_ref()).saturating_add(1);
-        let (properties, trace) = crate::trace::adopt(properties);
-        let message = Incoming {
-            body: data,
-            properties,
-            exchange: exchange.to_string(),
-            routing_key: routing_key.to_string(),
-            redelivered,
-            attempt,
-        };
-        let span = tracing::info_span!(
-            "message",
-            queue = %self.config.queue.name,
-            message_id = message.message_id().unwrap_or(""),
-            attempt,
-            trace_id = %trace.trace_id(),
-        );
-        let work = async {
-            let failed = failed_deliveries(&message);
-            let delivery_limit = self.config.retry.delivery_limit;
-            let limit = self.config.settings.max_message_bytes;
-            let disposition = if failed >= u64::from(delivery_limit) {
-                // The broker dead-letters the message, without the contract's headers, the next
-                // time a delivery of it fails: do it here, with them, instead of running a
-                // handler that keeps failing (a crash loop).
-                Disposition::dead_letter(
-                    ErrorKind::Exhausted,
-                    format!(
-                        "{failed} deliveries ended without an acknowledgement (a crash loop?); \
-                         retry.delivery_limit is {delivery_limit}"
-                    ),
-                )
-            } else if message.body.len() > limit {
-                // Before any parsing: a huge body must not cost a parse (or a retry) per
-                // delivery.
-                Disposition::malformed(format!(
-                    "message of {} bytes is over the limit of {limit} bytes \
-                     (consumer.max_message_bytes); not parsed",
-                    message.body.len()
-                ))
-            } else {
-                AssertUnwindSafe(self.handler.handle(&message))
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|panic| Disposition::retry(panic_message(&*panic)))
+        let messages: Vec<Received> = deliveries.into_iter().map(Received::new).collect();
+        // The runtime's own verdicts first: these messages never reach the handler.
+        let verdicts: Vec<Option<Disposition>> =
+            messages.iter().map(|m| self.verdict(&m.message)).collect();
+        let handled: Vec<usize> = (0..messages.len())
+            .filter(|i| verdicts[*i].is_none())
+            .collect();
+        let mut dispositions = verdicts;
+        if handled.len() > 1 {
+            let group: Vec<Incoming> = handled
+                .iter()
+                .map(|i| messages[*i].message.clone())
+                .collect();
+            for (i, disposition) in handled
+                .iter()
+                .zip(self.handle_group(&messages, &group).await)
+            {
+                dispositions[*i] = disposition;
+            }
+        }
+        let mut settled = Vec::with_capacity(messages.len());
+        for (received, disposition) in messages.into_iter().zip(dispositions) {
+            let tag = received.tag;
+            let Received { message, trace, .. } = received;
+            let span = message_span(&self.config.queue.name, &message, trace);
+            let work = async {
+                let disposition = match disposition {
+                    Some(disposition) => disposition,
+                    None => self.handle_alone(&message).await,
+                };
+                self.carry_out(&message, disposition, shutdown).await
             };
-
-            let outcome = match disposition {
-                Disposition::Ack => Ok(MessageOutcome::Acked),
-                Disposition::Duplicate => Ok(MessageOutcome::Duplicate),
-                Disposition::Parked => Ok(MessageOutcome::Parked),
-                Disposition::Retry { reason } if attempt >= self.config.retry.max_attempts => {
-                    let reason = format!("gave up after {attempt} attempts; last error: {reason}");
-                    self.dead_letter(&message, ErrorKind::Exhausted, &reason, shutdown)
-                        .await
-                }
-                Disposition::Retry { reason } => self.retry(&message, &reason, shutdown).await,
-                Disposition::DeadLetter { kind, reason } => {
-                    self.dead_letter(&message, kind, &reason, shutdown).await
-                }
-            };
-
-            match outcome {
+            let settle = match crate::trace::scope(trace, span, work).await {
                 Ok(outcome) => {
-                    match acker.ack(BasicAckOptions::default()).await {
-                        Ok(true) => {}
-                        Ok(false) | Err(_) => tracing::warn!(
-                            "acknowledgement failed (channel closed); the broker will redeliver \
-                             the message and its handler will see a duplicate"
-                        ),
-                    }
                     self.count(outcome, started);
+                    Settle::Ack
                 }
                 Err(Stopped) => {
-                    // Shutting down before its copy was stored: the original goes back to the
-                    // queue. `basic.reject`, not `basic.nack`: from RabbitMQ 4.3 only a reject
-                    // counts towards the queue's `x-delivery-limit`.
                     tracing::warn!(
                         "shutting down before the copy was stored; returning the message to the \
                          queue"
                     );
-                    let _ = acker.reject(BasicRejectOptions { requeue: true }).await;
+                    Settle::Requeue
                 }
+            };
+            settled.push((tag, settle));
+        }
+        settled
+    }
+
+    /// What the runtime decides without the handler: a crash loop, a body over the limit.
+    fn verdict(&self, message: &Incoming) -> Option<Disposition> {
+        let failed = failed_deliveries(message);
+        let delivery_limit = self.config.retry.delivery_limit;
+        let limit = self.config.settings.max_message_bytes;
+        if failed >= u64::from(delivery_limit) {
+            // The broker dead-letters the message, without the contract's headers, the next
+            // time a delivery of it fails: do it here, with them, instead of running a handler
+            // that keeps failing (a crash loop).
+            Some(Disposition::dead_letter(
+                ErrorKind::Exhausted,
+                format!(
+                    "{failed} deliveries ended without an acknowledgement (a crash loop?); \
+                     retry.delivery_limit is {delivery_limit}"
+                ),
+            ))
+        } else if message.body.len() > limit {
+            // Before any parsing: a huge body must not cost a parse (or a retry) per delivery.
+            Some(Disposition::malformed(format!(
+                "message of {} bytes is over the limit of {limit} bytes \
+                 (consumer.max_message_bytes); not parsed",
+                message.body.len()
+            )))
+        } else {
+            None
+        }
+    }
+
+    /// The handler's group dispositions for `group` (the messages of `received` it handles),
+    /// or `None` for each when they are to be handled one by one (the handler said so, it
+    /// panicked, or it answered for another number of messages).
+    async fn handle_group(
+        &self,
+        received: &[Received],
+        group: &[Incoming],
+    ) -> Vec<Option<Disposition>> {
+        let (trace, trace_ids) = crate::trace::joined(received.iter().map(|r| r.trace));
+        let span = tracing::info_span!(
+            "message_group",
+            queue = %self.config.queue.name,
+            messages = group.len(),
+            trace_id = %trace.trace_id(),
+            joins = %trace_ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+        );
+        let work = AssertUnwindSafe(self.handler.handle_group(group)).catch_unwind();
+        match crate::trace::scope(trace, span.clone(), work).await {
+            Ok(GroupOutcome::Handled(dispositions)) if dispositions.len() == group.len() => {
+                dispositions.into_iter().map(Some).collect()
             }
-        };
-        crate::trace::scope(trace, span, work).await
+            Ok(GroupOutcome::Handled(dispositions)) => {
+                span.in_scope(|| {
+                    tracing::error!(
+                        messages = group.len(),
+                        dispositions = dispositions.len(),
+                        "the handler answered a group with the wrong number of dispositions; \
+                         handling its messages one by one"
+                    )
+                });
+                vec![None; group.len()]
+            }
+            Ok(GroupOutcome::HandleAlone) => vec![None; group.len()],
+            Err(panic) => {
+                span.in_scope(|| {
+                    tracing::warn!(
+                        error = %panic_message(&*panic),
+                        "handling a group panicked; handling its messages one by one"
+                    )
+                });
+                vec![None; group.len()]
+            }
+        }
+    }
+
+    /// The handler's disposition for one message; a panic is a transient failure.
+    async fn handle_alone(&self, message: &Incoming) -> Disposition {
+        AssertUnwindSafe(self.handler.handle(message))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| Disposition::retry(panic_message(&*panic)))
+    }
+
+    /// Carries out a disposition: nothing more to do for the acknowledged ones, the retry or
+    /// dead-letter copy stored for the others.
+    async fn carry_out(
+        &self,
+        message: &Incoming,
+        disposition: Disposition,
+        shutdown: &CancellationToken,
+    ) -> Result<MessageOutcome, Stopped> {
+        match disposition {
+            Disposition::Ack => Ok(MessageOutcome::Acked),
+            Disposition::Duplicate => Ok(MessageOutcome::Duplicate),
+            Disposition::Parked => Ok(MessageOutcome::Parked),
+            Disposition::Retry { reason } if message.attempt >= self.config.retry.max_attempts => {
+                let reason = format!(
+                    "gave up after {} attempts; last error: {reason}",
+                    message.attempt
+                );
+                self.dead_letter(message, ErrorKind::Exhausted, &reason, shutdown)
+                    .await
+            }
+            Disposition::Retry { reason } => self.retry(message, &reason, shutdown).await,
+            Disposition::DeadLetter { kind, reason } => {
+                self.dead_letter(message, kind, &reason, shutdown).await
+            }
+        }
     }
 
     fn count(&self, outcome: MessageOutcome, started: Instant) {
@@ -443,6 +558,56 @@ fn failed_deliveries(message: &Incoming) -> u64 {
         return 0;
     }
     header_u64(message.properties.headers().as_ref(), "x-delivery-count").unwrap_or(0)
+}
+
+/// A delivery as the handler sees it, with its tag and trace.
+struct Received {
+    tag: u64,
+    message: Incoming,
+    trace: crate::trace::TraceParent,
+}
+
+impl Received {
+    fn new(delivery: Delivery) -> Self {
+        let Delivery {
+            delivery_tag,
+            data,
+            properties,
+            exchange,
+            routing_key,
+            redelivered,
+            ..
+        } = delivery;
+        let attempt = previous_attempts(properties.headers().as_ref()).saturating_add(1);
+        let (properties, trace) = crate::trace::adopt(properties);
+        Self {
+            tag: delivery_tag,
+            message: Incoming {
+                body: data,
+                properties,
+                exchange: exchange.to_string(),
+                routing_key: routing_key.to_string(),
+                redelivered,
+                attempt,
+            },
+            trace,
+        }
+    }
+}
+
+/// The span of one message's handling.
+fn message_span(
+    queue: &str,
+    message: &Incoming,
+    trace: crate::trace::TraceParent,
+) -> tracing::Span {
+    tracing::info_span!(
+        "message",
+        queue = %queue,
+        message_id = message.message_id().unwrap_or(""),
+        attempt = message.attempt,
+        trace_id = %trace.trace_id(),
+    )
 }
 
 /// Waits until no copy is waiting for the broker, or the channel closed meanwhile.

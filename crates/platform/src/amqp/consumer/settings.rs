@@ -22,6 +22,14 @@ pub struct ConsumerSettings {
     /// without being parsed. The default is the relay's body limit (a product webhook it
     /// accepted always fits); WOS transactions are far smaller.
     pub max_message_bytes: usize,
+    /// Most messages a grouping handler (one that handles a group in one transaction) is given
+    /// at once; 1 turns grouping off. A group counts as one of `concurrency` handlers, and is
+    /// never larger than `prefetch`.
+    pub group_size: usize,
+    /// How long a group may keep gathering deliveries that keep arriving, before it starts. A
+    /// group never waits for deliveries that have not arrived: when none is ready it starts at
+    /// once, so light load gains no latency.
+    pub group_linger_ms: u64,
 }
 
 impl Default for ConsumerSettings {
@@ -32,6 +40,8 @@ impl Default for ConsumerSettings {
             shutdown_grace_ms: 20_000,
             publish_timeout_ms: 10_000,
             max_message_bytes: 2 * 1024 * 1024,
+            group_size: 32,
+            group_linger_ms: 5,
         }
     }
 }
@@ -55,6 +65,9 @@ impl ConsumerSettings {
                 "consumer.max_message_bytes".into(),
                 "must be at least 1".into(),
             ));
+        }
+        if self.group_size == 0 {
+            return Err(("consumer.group_size".into(), "must be at least 1".into()));
         }
         if self.concurrency == 0 || self.concurrency > usize::from(self.prefetch) {
             return Err((
