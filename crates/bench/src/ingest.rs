@@ -240,7 +240,8 @@ fn product_payload(product: u64, variants: u64) -> serde_json::Value {
     let id = 1_000_000 + product;
     let variants: Vec<_> = (0..variants)
         .map(|n| {
-            let variant = id * 1000 + n;
+            // Room for 100,000 variants per product: ids never collide across products.
+            let variant = id * 100_000 + n;
             json!({
                 "id": variant, "product_id": id, "title": format!("Size {n}"),
                 "sku": format!("BENCH-{product}-{n}"), "barcode": format!("{variant}"),

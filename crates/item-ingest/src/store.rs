@@ -1,28 +1,32 @@
 //! The ingest transaction: inbox, catalog mirror, SKU mapping, items, conflicts,
 //! announcements; and the same for variants read from the Admin API.
 //!
-//! One webhook is one PostgreSQL transaction:
-//! 1. the inbox row (a redelivered webhook stops here as a duplicate);
-//! 2. an advisory lock on the product, then on every SKU to settle in sorted order, so replicas
-//!    (and concurrent deliveries) working on the same product or SKU take turns and a SKU's
-//!    candidates are never read while another transaction is changing them. Locks are always
-//!    taken product first, SKUs after, SKUs sorted, the shop's conflicts lock last: no
-//!    deadlock cycle is possible. The SKUs to settle: those the change affects, those of the
-//!    variants it writes, and every other item on an inventory item it writes (stale mappings
-//!    heal);
-//! 3. the mirror rows the event changes (`model::catalog::apply_product_event`), and the
-//!    variant reads it asks for or completes (`variant_refreshes`);
-//! 4. for every SKU to settle, the mapping (`model::catalog::resolve_mapping_under`, the shop's
-//!    policy for `inventory_item_id`) and the item's fields under the shop's policies, written
-//!    only when something changed (an absent item is inserted only if still absent: a row WOS
-//!    inserted meanwhile is settled, never overwritten), and its conflicts (`sku_conflicts`);
-//! 5. an outbox row for every change of an item's `inventory_item_id`.
+//! A group of webhooks (one or more: the consumer runtime's grouped commits) is one PostgreSQL
+//! transaction ([`ingest`]):
+//! 1. the inbox rows (a redelivered webhook stops here as a duplicate);
+//! 2. an advisory lock on every product of the group, sorted;
+//! 3. per webhook, in the order received, the mirror rows its event changes
+//!    (`model::catalog::apply_product_event`, on the mirror as the webhooks before it left it),
+//!    and the variant reads it asks for or completes (`variant_refreshes`); the SKUs to settle:
+//!    those the change affects, those of the variants it writes, and every other item on an
+//!    inventory item it writes (stale mappings heal);
+//! 4. the locks of the SKUs to settle (striped: [`SKU_LOCK_STRIPES`] per shop), sorted, so
+//!    replicas and concurrent deliveries working on the same SKU take turns and a SKU is never
+//!    settled while another transaction settles it. Locks are always taken products first,
+//!    SKU stripes after, each sorted, the shops' conflicts locks last: no deadlock cycle is
+//!    possible;
+//! 5. for every SKU to settle, set-based (`settle`), the mapping
+//!    (`model::catalog::resolve_mapping_under`, the shop's policy for `inventory_item_id`) and
+//!    the item's fields under the shop's policies, written only when something changed (an
+//!    absent item is inserted only if still absent: a row WOS inserted meanwhile is settled,
+//!    never overwritten), its conflicts (`sku_conflicts`), and an outbox row for every change
+//!    of an item's `inventory_item_id`.
 //!
 //! [`apply_refreshes`] applies Shopify's answers for variants read by `crate::refresh` in the
 //! same way, one transaction per product.
 //!
 //! This module runs the transaction; its parts are `mirror` (reading and writing the mirror
-//! rows), `settle` (one SKU's mapping, fields and announcement), `conflicts` (`sku_conflicts`)
+//! rows), `settle` (the SKUs' mappings, fields and announcements), `conflicts` (`sku_conflicts`)
 //! and `refreshes` (the variant reads).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -306,9 +310,20 @@ async fn lock(tx: &Transaction<'_>, key: &str) -> Result<(), tokio_postgres::Err
     lock_all(tx, BTreeSet::from([key.to_owned()])).await
 }
 
-/// The advisory lock key of a SKU.
+/// SKU lock stripes per shop. A lock per SKU would make a 2,000-variant product take 2,000
+/// advisory locks in one transaction, and a few such transactions at once exhaust PostgreSQL's
+/// shared lock table (`max_locks_per_transaction` x `max_connections`, 6,400 by default: "out
+/// of shared memory"). With stripes a transaction holds at most this many SKU locks; two SKUs
+/// of one stripe take turns though they need not, which is correct, only less concurrent.
+const SKU_LOCK_STRIPES: u64 = 256;
+
+/// The advisory lock key of a SKU: its shop and stripe (FNV-1a of the SKU, stable across
+/// replicas and releases: every version must lock a SKU under the same key).
 fn sku_key(shop: &str, sku: &str) -> String {
-    format!("sku:{shop}/{sku}")
+    let hash = sku.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("sku:{shop}/{:03}", hash % SKU_LOCK_STRIPES)
 }
 
 /// Transaction-scoped advisory locks on text keys, taken in one statement in the keys' sorted
@@ -346,3 +361,25 @@ use mirror::{
 };
 use refreshes::{load_pending_refreshes, write_refreshes};
 use settle::settle_items;
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn sku_locks_are_striped_with_a_key_that_never_changes() {
+        let keys: BTreeSet<String> = (0..10_000)
+            .map(|n| sku_key("acme.myshopify.com", &format!("SKU-{n}")))
+            .collect();
+        assert_eq!(
+            keys.len() as u64,
+            SKU_LOCK_STRIPES,
+            "every stripe used, no more"
+        );
+        // Replicas of different releases must lock a SKU under the same key.
+        assert_eq!(sku_key("acme.myshopify.com", ""), "sku:acme.myshopify.com/037");
+        assert_eq!(sku_key("acme.myshopify.com", "TEE-S"), "sku:acme.myshopify.com/161");
+    }
+}

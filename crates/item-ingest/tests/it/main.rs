@@ -7,6 +7,7 @@ mod big_products;
 mod clone_walkthrough;
 mod delivery;
 mod fields;
+mod groups;
 mod harness;
 mod healing;
 mod lifecycle;

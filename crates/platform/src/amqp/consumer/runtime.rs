@@ -281,8 +281,8 @@ impl<H: Handler> Runtime<H> {
         ended
     }
 
-    /// Adds to `group` the deliveries that are ready now, up to `[consumer] group_size`, for
-    /// at most `group_linger_ms`. It never waits for a delivery that has not arrived: an idle
+    /// Adds to `group` the deliveries that are ready now, up to `[consumer] group_size` and
+    /// `group_max_bytes`, for at most `group_linger_ms`. It never waits for a delivery that has not arrived: an idle
     /// stream ends the group at once.
     async fn gather(
         &self,
@@ -293,9 +293,11 @@ impl<H: Handler> Runtime<H> {
         let deadline = Instant::now() + Duration::from_millis(settings.group_linger_ms);
         let mut yielded = false;
         let most = settings.group_size.min(usize::from(settings.prefetch));
-        while group.len() < most && Instant::now() < deadline {
+        let mut bytes: usize = group.iter().map(|delivery| delivery.data.len()).sum();
+        while group.len() < most && bytes < settings.group_max_bytes && Instant::now() < deadline {
             match deliveries.next().now_or_never() {
                 Some(Some(Ok(delivery))) => {
+                    bytes = bytes.saturating_add(delivery.data.len());
                     group.push(delivery);
                     yielded = false;
                 }

@@ -30,6 +30,10 @@ pub struct ConsumerSettings {
     /// group never waits for deliveries that have not arrived: when none is ready it starts at
     /// once, so light load gains no latency.
     pub group_linger_ms: u64,
+    /// A group stops gathering once its bodies add up to this many bytes, so a burst of large
+    /// messages (a catalogue import's product webhooks) is not held in memory, nor written in
+    /// one transaction, all at once. A single larger message is a group by itself.
+    pub group_max_bytes: usize,
 }
 
 impl Default for ConsumerSettings {
@@ -42,6 +46,7 @@ impl Default for ConsumerSettings {
             max_message_bytes: 2 * 1024 * 1024,
             group_size: 32,
             group_linger_ms: 5,
+            group_max_bytes: 1024 * 1024,
         }
     }
 }
