@@ -379,7 +379,13 @@ mod tests {
             "every stripe used, no more"
         );
         // Replicas of different releases must lock a SKU under the same key.
-        assert_eq!(sku_key("acme.myshopify.com", ""), "sku:acme.myshopify.com/037");
-        assert_eq!(sku_key("acme.myshopify.com", "TEE-S"), "sku:acme.myshopify.com/161");
+        assert_eq!(
+            sku_key("acme.myshopify.com", ""),
+            "sku:acme.myshopify.com/037"
+        );
+        assert_eq!(
+            sku_key("acme.myshopify.com", "TEE-S"),
+            "sku:acme.myshopify.com/161"
+        );
     }
 }

@@ -284,7 +284,10 @@ impl DbError {
     /// handled message by message, so only the message at fault is retried or dead-lettered.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            Self::Pool(_) | Self::Config(_) | Self::Migration(_) => true,
+            Self::Pool(_) => true,
+            // A value the database cannot take (an id beyond bigint), a setup problem: not an
+            // outage.
+            Self::Config(_) | Self::Migration(_) => false,
             Self::Postgres(err) => match err.code() {
                 // No SQLSTATE: the connection failed or closed.
                 None => true,
