@@ -1,8 +1,18 @@
 //! Forming a batch: the shop's pending adjustments, claimed `FOR UPDATE SKIP LOCKED`, mapped to
 //! their inventory items now, cut by `model::batch`'s rule, and the batch row recorded (with its
 //! key, exact variables and the adjustments behind each change) before anything is sent.
+//!
+//! A shop may have several batches in flight, one per *slot* (`0..slots`, the setting
+//! `batches_in_flight`); the unique index `push_batches_one_open_per_slot` keeps one open batch
+//! per slot whatever the replicas do, and `push_batches_slot_bounded` bounds the slots. The
+//! batches in flight never share an `(item, location)` pair: a pair whose adjustments are in an
+//! open batch waits, and its later adjustments coalesce into a batch formed once that one is
+//! settled. So a pair's adjustments still go out in order and the refusal rules (one by one
+//! after a refused sum, the `Int` bound) see what they saw with one batch in flight. Formers of
+//! one shop take turns (a transaction-scoped advisory lock), so two replicas cannot both put
+//! the same pair in flight from different rows.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use deadpool_postgres::{GenericClient, Pool, Transaction};
 use model::{
@@ -20,9 +30,8 @@ use crate::shopify;
 
 use super::{Acknowledged, BatchRules, DbResult, db, dead_letter, mapped};
 
-/// The slot batches are formed in: one per shop, so a shop has at most one open batch (the
-/// unique index `push_batches_one_open_per_slot` enforces it across replicas).
-const SLOT: i16 = 0;
+/// Most batches in flight per shop the database allows (`push_batches_slot_bounded`, `V10`).
+pub const MAX_SLOTS: u16 = 16;
 
 /// Pending adjustments one forming looks at, oldest first.
 const FORMING_WINDOW: i64 = 5000;
@@ -48,24 +57,43 @@ pub struct Formed {
 
 /// Forms one batch from the shop's pending adjustments, if there are any, by the rule of
 /// `model::batch::form_batch`, each adjustment going to the inventory item its item is mapped
-/// to now. The batch row (idempotency key, exact variables, the adjustments behind each
-/// change) is committed before anything is sent. `None` when there is nothing pending, or when
-/// the shop already has an open batch (another replica formed it first).
+/// to now, in a free slot of `0..slots`. The batch row (idempotency key, exact variables, the
+/// adjustments behind each change) is committed before anything is sent. `None` when there is
+/// nothing pending that is not in flight already, or when every slot of the shop holds an open
+/// batch.
 pub async fn form_batch(
     pool: &Pool,
     shop: &str,
     rules: BatchRules,
+    slots: u16,
     dlq: &str,
 ) -> DbResult<Option<Formed>> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await.map_err(db)?;
+    // Formers of the shop take turns: what is in flight cannot change under this one.
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('adjustment-pusher/forming/' || $1, 0))",
+        &[&shop],
+    )
+    .await
+    .map_err(db)?;
+    let Some(slot) = free_slot(&tx, shop, slots).await? else {
+        return Ok(None);
+    };
+    let in_flight = InFlight::read(&tx, shop).await?;
+    // Pairs in flight (by SKU) are left out here, so they do not fill the window.
     let rows = tx
         .query(
-            "SELECT a.id, a.sku, a.location_id, a.delta, a.reason, a.transaction_id, a.solo, \
+            "WITH in_flight AS ( \
+                 SELECT a.sku, a.location_id FROM push_batches b \
+                 JOIN adjustments a ON a.batch_id = b.id AND a.state = 'batched' \
+                 WHERE b.shop_domain = $1 AND b.state = 'open') \
+             SELECT a.id, a.sku, a.location_id, a.delta, a.reason, a.transaction_id, a.solo, \
                  i.inventory_item_id \
              FROM adjustments a \
              LEFT JOIN items i ON i.shop_domain = a.shop_domain AND i.sku = a.sku \
              WHERE a.shop_domain = $1 AND a.state = 'pending' \
+               AND (a.sku, a.location_id) NOT IN (SELECT sku, location_id FROM in_flight) \
              ORDER BY a.id LIMIT $2 FOR UPDATE OF a SKIP LOCKED",
             &[&shop, &FORMING_WINDOW],
         )
@@ -85,6 +113,10 @@ pub async fn form_batch(
         } else {
             mapped(shop, &sku, item)
         };
+        if item.is_some_and(|item| in_flight.items.contains(&(item, location))) {
+            // Another SKU's adjustments of the same inventory item and location are in flight.
+            continue;
+        }
         let Some(item) = item.and_then(|i| u64::try_from(i).ok()) else {
             unmapped.push(id);
             unmapped_skus.insert(sku);
@@ -129,8 +161,11 @@ pub async fn form_batch(
             .map_err(db)?
             .get(0);
         let (trace, source_trace_ids) = batch_traces(&tx, &batch).await?;
-        if !record_formed(&tx, shop, batch_id, &batch, &trace, &source_trace_ids).await? {
-            // Another replica's batch is open for the shop: ours waits (nothing was taken).
+        let recorded =
+            record_formed(&tx, shop, batch_id, slot, &batch, &trace, &source_trace_ids).await?;
+        if !recorded {
+            // The slot was taken after all (a former that does not take turns): ours waits,
+            // nothing was taken.
             tx.rollback().await.map_err(db)?;
             return Ok(None);
         }
@@ -237,12 +272,54 @@ async fn batch_traces(
     Ok((trace, trace_ids.iter().map(ToString::to_string).collect()))
 }
 
-/// Inserts the batch row of a formed batch: open (slot [`SLOT`]) when it has changes, applied
-/// at once when everything cancelled out. `false` when the shop's slot is taken.
+/// The lowest of the shop's slots `0..slots` without an open batch.
+async fn free_slot(tx: &Transaction<'_>, shop: &str, slots: u16) -> DbResult<Option<i16>> {
+    let slots = i16::try_from(slots.min(MAX_SLOTS)).unwrap_or(1);
+    let row = tx
+        .query_opt(
+            "SELECT s::smallint FROM generate_series(0, $2::smallint - 1) AS s \
+             WHERE NOT EXISTS (SELECT 1 FROM push_batches \
+                               WHERE shop_domain = $1 AND state = 'open' AND slot = s) \
+             ORDER BY s LIMIT 1",
+            &[&shop, &slots],
+        )
+        .await
+        .map_err(db)?;
+    Ok(row.map(|row| row.get(0)))
+}
+
+/// The `(inventory item, location)` pairs of the shop's open batches.
+struct InFlight {
+    items: HashSet<(i64, i64)>,
+}
+
+impl InFlight {
+    async fn read(tx: &Transaction<'_>, shop: &str) -> DbResult<Self> {
+        let rows = tx
+            .query(
+                "SELECT DISTINCT a.inventory_item_id, a.location_id FROM push_batches b \
+                 JOIN adjustments a ON a.batch_id = b.id AND a.state = 'batched' \
+                 WHERE b.shop_domain = $1 AND b.state = 'open'",
+                &[&shop],
+            )
+            .await
+            .map_err(db)?;
+        Ok(Self {
+            items: rows
+                .iter()
+                .filter_map(|row| Some((row.get::<_, Option<i64>>(0)?, row.get(1))))
+                .collect(),
+        })
+    }
+}
+
+/// Inserts the batch row of a formed batch: open in `slot` when it has changes, applied at once
+/// when everything cancelled out. `false` when the slot is taken.
 async fn record_formed(
     tx: &Transaction<'_>,
     shop: &str,
     batch_id: i64,
+    slot: i16,
     batch: &FormedBatch,
     trace: &TraceParent,
     source_trace_ids: &[String],
@@ -271,7 +348,7 @@ async fn record_formed(
                 &changes,
                 &change_count,
                 &state,
-                &SLOT,
+                &slot,
                 &trace.to_string(),
                 &source_trace_ids,
             ],
