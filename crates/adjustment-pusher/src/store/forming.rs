@@ -12,7 +12,7 @@
 //! one shop take turns (a transaction-scoped advisory lock), so two replicas cannot both put
 //! the same pair in flight from different rows.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
 use deadpool_postgres::{GenericClient, Pool, Transaction};
 use model::{
@@ -33,7 +33,8 @@ use super::{Acknowledged, BatchRules, DbResult, db, dead_letter, mapped};
 /// Most batches in flight per shop the database allows (`push_batches_slot_bounded`, `V10`).
 pub const MAX_SLOTS: u16 = 16;
 
-/// Pending adjustments one forming looks at, oldest first.
+/// Pending adjustments one forming looks at, oldest first, at most (it looks at twice a
+/// call's changes first, and at this many only when those do not make a full call).
 const FORMING_WINDOW: i64 = 5000;
 
 /// What forming a batch did.
@@ -80,57 +81,63 @@ pub async fn form_batch(
     let Some(slot) = free_slot(&tx, shop, slots).await? else {
         return Ok(None);
     };
-    let in_flight = InFlight::read(&tx, shop).await?;
-    // Pairs in flight (by SKU) are left out here, so they do not fill the window.
-    let rows = tx
+    // A first look at the oldest rows is enough when they make a full call; otherwise (few
+    // distinct pairs, each with many adjustments) the whole window is read, so they coalesce.
+    let mut window =
+        (i64::try_from(rules.max_changes).unwrap_or(FORMING_WINDOW) * 2).clamp(1, FORMING_WINDOW);
+    let (
+        window,
+        Window {
+            pending,
+            unmapped,
+            unmapped_skus,
+            ..
+        },
+        batch,
+    ) = loop {
+        let read = read_window(&tx, shop, window).await?;
+        let batch = form(&read.pending, rules);
+        let full = batch
+            .as_ref()
+            .is_some_and(|b| b.changes.len() >= rules.max_changes);
+        if full || read.rows < window || window == FORMING_WINDOW {
+            break (window, read, batch);
+        }
+        window = FORMING_WINDOW;
+    };
+    if pending.is_empty() && unmapped.is_empty() {
+        return Ok(None);
+    }
+    // The rows it takes, locked. Formers take turns, and only forming moves a row out of
+    // pending; one locked or moved meanwhile means a former that does not take turns (a
+    // replica of an older version) got there first: leave everything to it.
+    let taken: Vec<i64> = batch
+        .iter()
+        .flat_map(|b| {
+            b.changes
+                .iter()
+                .flat_map(|c| c.adjustments.iter().copied())
+                .chain(b.cancelled.iter().copied())
+                .chain(b.unsendable.iter().map(|(id, _)| *id))
+        })
+        .chain(unmapped.iter().copied())
+        .collect();
+    let locked = tx
         .query(
-            "WITH in_flight AS ( \
-                 SELECT a.sku, a.location_id FROM push_batches b \
-                 JOIN adjustments a ON a.batch_id = b.id AND a.state = 'batched' \
-                 WHERE b.shop_domain = $1 AND b.state = 'open') \
-             SELECT a.id, a.sku, a.location_id, a.delta, a.reason, a.transaction_id, a.solo, \
-                 i.inventory_item_id \
-             FROM adjustments a \
-             LEFT JOIN items i ON i.shop_domain = a.shop_domain AND i.sku = a.sku \
-             WHERE a.shop_domain = $1 AND a.state = 'pending' \
-               AND (a.sku, a.location_id) NOT IN (SELECT sku, location_id FROM in_flight) \
-             ORDER BY a.id LIMIT $2 FOR UPDATE OF a SKIP LOCKED",
-            &[&shop, &FORMING_WINDOW],
+            "SELECT id FROM adjustments WHERE id = ANY($1) AND state = 'pending' \
+             FOR UPDATE SKIP LOCKED",
+            &[&taken],
         )
         .await
         .map_err(db)?;
-    if rows.is_empty() {
+    if locked.len() != taken.len() {
+        tracing::info!(
+            shop,
+            window,
+            "pending adjustments taken by another former meanwhile: forming again later"
+        );
+        tx.rollback().await.map_err(db)?;
         return Ok(None);
-    }
-    let mut pending = Vec::with_capacity(rows.len());
-    let mut unmapped: Vec<i64> = Vec::new();
-    let mut unmapped_skus: BTreeSet<String> = BTreeSet::new();
-    for row in &rows {
-        let (id, sku, location): (i64, String, i64) = (row.get(0), row.get(1), row.get(2));
-        let item: Option<i64> = row.get(7);
-        let item = if unmapped_skus.contains(&sku) {
-            None
-        } else {
-            mapped(shop, &sku, item)
-        };
-        if item.is_some_and(|item| in_flight.items.contains(&(item, location))) {
-            // Another SKU's adjustments of the same inventory item and location are in flight.
-            continue;
-        }
-        let Some(item) = item.and_then(|i| u64::try_from(i).ok()) else {
-            unmapped.push(id);
-            unmapped_skus.insert(sku);
-            continue;
-        };
-        pending.push(PendingAdjustment {
-            id,
-            inventory_item_id: InventoryItemId(item),
-            location_id: LocationId(u64::try_from(location).unwrap_or_default()),
-            delta: row.get(3),
-            reason: row.get(4),
-            transaction_id: row.get(5),
-            solo: row.get(6),
-        });
     }
     let mut formed = Formed {
         parked: unmapped.len(),
@@ -145,7 +152,7 @@ pub async fn form_batch(
         .await
         .map_err(db)?;
     }
-    let Some(batch) = form(&pending, rules) else {
+    let Some(batch) = batch else {
         tx.commit().await.map_err(db)?;
         return Ok(Some(formed));
     };
@@ -272,6 +279,72 @@ async fn batch_traces(
     Ok((trace, trace_ids.iter().map(ToString::to_string).collect()))
 }
 
+/// The oldest pending adjustments of a shop that are not in flight, as batching sees them.
+struct Window {
+    pending: Vec<PendingAdjustment>,
+    /// Adjustments whose item is not mapped (any more): parked again.
+    unmapped: Vec<i64>,
+    unmapped_skus: BTreeSet<String>,
+    /// Rows read.
+    rows: i64,
+}
+
+/// Reads the shop's oldest `window` pending adjustments whose pair is not in flight (neither
+/// their SKU nor the inventory item it is mapped to now is in an open batch at their location),
+/// each with the inventory item its item is mapped to now. Not locked: the caller takes turns
+/// with the other formers and locks what it takes.
+async fn read_window(tx: &Transaction<'_>, shop: &str, window: i64) -> DbResult<Window> {
+    let rows = tx
+        .query(
+            "WITH in_flight AS MATERIALIZED ( \
+                 SELECT a.sku, a.inventory_item_id, a.location_id FROM push_batches b \
+                 JOIN adjustments a ON a.batch_id = b.id AND a.state = 'batched' \
+                 WHERE b.shop_domain = $1 AND b.state = 'open') \
+             SELECT a.id, a.sku, a.location_id, a.delta, a.reason, a.transaction_id, a.solo, \
+                 i.inventory_item_id \
+             FROM adjustments a \
+             LEFT JOIN items i ON i.shop_domain = a.shop_domain AND i.sku = a.sku \
+             WHERE a.shop_domain = $1 AND a.state = 'pending' \
+               AND (a.sku, a.location_id) NOT IN (SELECT sku, location_id FROM in_flight) \
+               AND (coalesce(i.inventory_item_id, 0), a.location_id) NOT IN \
+                   (SELECT inventory_item_id, location_id FROM in_flight) \
+             ORDER BY a.id LIMIT $2",
+            &[&shop, &window],
+        )
+        .await
+        .map_err(db)?;
+    let mut read = Window {
+        pending: Vec::with_capacity(rows.len()),
+        unmapped: Vec::new(),
+        unmapped_skus: BTreeSet::new(),
+        rows: i64::try_from(rows.len()).unwrap_or(i64::MAX),
+    };
+    for row in &rows {
+        let (id, sku, location): (i64, String, i64) = (row.get(0), row.get(1), row.get(2));
+        let item: Option<i64> = row.get(7);
+        let item = if read.unmapped_skus.contains(&sku) {
+            None
+        } else {
+            mapped(shop, &sku, item)
+        };
+        let Some(item) = item.and_then(|i| u64::try_from(i).ok()) else {
+            read.unmapped.push(id);
+            read.unmapped_skus.insert(sku);
+            continue;
+        };
+        read.pending.push(PendingAdjustment {
+            id,
+            inventory_item_id: InventoryItemId(item),
+            location_id: LocationId(u64::try_from(location).unwrap_or_default()),
+            delta: row.get(3),
+            reason: row.get(4),
+            transaction_id: row.get(5),
+            solo: row.get(6),
+        });
+    }
+    Ok(read)
+}
+
 /// The lowest of the shop's slots `0..slots` without an open batch.
 async fn free_slot(tx: &Transaction<'_>, shop: &str, slots: u16) -> DbResult<Option<i16>> {
     let slots = i16::try_from(slots.min(MAX_SLOTS)).unwrap_or(1);
@@ -286,31 +359,6 @@ async fn free_slot(tx: &Transaction<'_>, shop: &str, slots: u16) -> DbResult<Opt
         .await
         .map_err(db)?;
     Ok(row.map(|row| row.get(0)))
-}
-
-/// The `(inventory item, location)` pairs of the shop's open batches.
-struct InFlight {
-    items: HashSet<(i64, i64)>,
-}
-
-impl InFlight {
-    async fn read(tx: &Transaction<'_>, shop: &str) -> DbResult<Self> {
-        let rows = tx
-            .query(
-                "SELECT DISTINCT a.inventory_item_id, a.location_id FROM push_batches b \
-                 JOIN adjustments a ON a.batch_id = b.id AND a.state = 'batched' \
-                 WHERE b.shop_domain = $1 AND b.state = 'open'",
-                &[&shop],
-            )
-            .await
-            .map_err(db)?;
-        Ok(Self {
-            items: rows
-                .iter()
-                .filter_map(|row| Some((row.get::<_, Option<i64>>(0)?, row.get(1))))
-                .collect(),
-        })
-    }
 }
 
 /// Inserts the batch row of a formed batch: open in `slot` when it has changes, applied at once
