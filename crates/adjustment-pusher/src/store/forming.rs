@@ -81,8 +81,9 @@ pub async fn form_batch(
     let Some(slot) = free_slot(&tx, shop, slots).await? else {
         return Ok(None);
     };
-    // A first look at the oldest rows is enough when they make a full call; otherwise (few
-    // distinct pairs, each with many adjustments) the whole window is read, so they coalesce.
+    // A first look at the oldest rows is enough when they make a full call, or when a call
+    // carries one transaction; otherwise (few distinct pairs, each with many adjustments) the
+    // whole window is read, so they coalesce.
     let mut window =
         (i64::try_from(rules.max_changes).unwrap_or(FORMING_WINDOW) * 2).clamp(1, FORMING_WINDOW);
     let (
@@ -100,7 +101,8 @@ pub async fn form_batch(
         let full = batch
             .as_ref()
             .is_some_and(|b| b.changes.len() >= rules.max_changes);
-        if full || read.rows < window || window == FORMING_WINDOW {
+        let widen = rules.coalesce_transactions && read.rows == window && window < FORMING_WINDOW;
+        if full || !widen {
             break (window, read, batch);
         }
         window = FORMING_WINDOW;
