@@ -91,6 +91,9 @@ pub struct PusherSettings {
     /// Connections of the push loops' own pool, apart from intake's `[database]` pool, so
     /// Shopify's answers are recorded whatever intake does.
     pub push_pool_connections: usize,
+    /// Batches of one shop in flight at once (formed, sent and recorded concurrently), at most
+    /// [`store::MAX_SLOTS`]; the database holds every replica to it (one open batch per slot).
+    pub batches_in_flight: u16,
 }
 
 impl Default for PusherSettings {
@@ -107,6 +110,7 @@ impl Default for PusherSettings {
             sweep_interval_ms: 10_000,
             sweep_chunk_rows: 1000,
             push_pool_connections: 4,
+            batches_in_flight: 4,
         }
     }
 }
@@ -142,6 +146,12 @@ impl PusherSettings {
         anyhow::ensure!(
             self.push_pool_connections > 0,
             "adjustment_pusher.push_pool_connections must be positive"
+        );
+        anyhow::ensure!(
+            (1..=store::MAX_SLOTS).contains(&self.batches_in_flight),
+            "adjustment_pusher.batches_in_flight must be between 1 and {} (the slots the \
+             database allows per shop)",
+            store::MAX_SLOTS
         );
         Ok(())
     }

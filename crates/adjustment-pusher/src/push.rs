@@ -1,13 +1,17 @@
 //! One shop's push loop: batches pending adjustments and sends them to Shopify until each
 //! batch has a definite answer.
 //!
-//! Every replica runs one loop per configured shop. A shop has at most one open batch at a time
-//! (across replicas, enforced by a unique index): while it is being retried (throttled,
-//! failing, outcome unknown), new pending adjustments wait and coalesce, so the next batch
-//! carries their sums. The open batch is resent unchanged, with the same idempotency key, until
-//! Shopify answers definitely; then its adjustments are pushed, dead-lettered (rejected) or
-//! returned to pending (the rest of a batch Shopify refused for some of its changes). A shop
-//! that is throttled or down only ever waits in its own loop.
+//! Every replica runs one loop per configured shop, made of `batches_in_flight` workers that
+//! each form, send and record batches, so that many calls of the shop are in flight at once.
+//! A shop has at most `batches_in_flight` open batches (across replicas, enforced by the
+//! database: one per slot), which never share an `(item, location)` pair (`store::forming`).
+//! While they are being retried (throttled, failing, outcome unknown), new pending adjustments
+//! wait and coalesce, so the next batches carry their sums. An open batch is resent unchanged,
+//! with the same idempotency key, until Shopify answers definitely; then its adjustments are
+//! pushed, dead-lettered (rejected) or returned to pending (the rest of a batch Shopify refused
+//! for some of its changes). Before every call a worker reserves its cost from the shop's pacer,
+//! so the calls in flight together never over-draw the bucket. A shop that is throttled or down
+//! only ever waits in its own loop.
 //!
 //! The loop has its own small database pool, so Shopify's answer is recorded even when intake
 //! holds every connection of the service's pool; it reports each round to a
@@ -25,7 +29,7 @@ use platform::{
 };
 use tokio::sync::Notify;
 
-use shopify_admin::ShopClient;
+use shopify_admin::{Reservation, ShopClient};
 
 use crate::{
     PusherSettings,
@@ -61,9 +65,17 @@ const POLL: Duration = Duration::from_millis(250);
 pub const LOOP: &str = "push";
 
 impl ShopPusher {
-    /// Runs until `shutdown`; an in-flight call is finished and recorded first. A failed round
-    /// (the database unavailable) is counted and retried after a backoff.
+    /// Runs `batches_in_flight` workers until `shutdown`; every call in flight is finished and
+    /// recorded first. A worker's failed round (the database unavailable) is counted and retried
+    /// after a backoff; a panic in one restarts the loop (`platform::supervise`).
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let workers = (0..self.settings.batches_in_flight.max(1)).map(|_| self.work(&shutdown));
+        futures_util::future::join_all(workers).await;
+        tracing::info!(shop = %self.shop, "push loop stopped");
+    }
+
+    /// One worker: steps while there is work, then waits for a wake-up or the next poll.
+    async fn work(&self, shutdown: &CancellationToken) {
         let window = Duration::from_millis(self.settings.batch_window_ms);
         loop {
             tokio::select! {
@@ -78,7 +90,7 @@ impl ShopPusher {
                 _ = tokio::time::sleep(POLL) => {}
             }
             while !shutdown.is_cancelled() {
-                match self.step(&shutdown).await {
+                match self.step(shutdown).await {
                     Ok(busy) => {
                         self.monitor.succeeded();
                         if !busy {
@@ -96,7 +108,6 @@ impl ShopPusher {
                 }
             }
         }
-        tracing::info!(shop = %self.shop, "push loop stopped");
     }
 
     /// How long a key may still be sent after its first send.
@@ -104,16 +115,15 @@ impl ShopPusher {
         Duration::from_secs(self.settings.give_up_after_secs)
     }
 
-    /// One unit of work: send the due open batch, or form a new one. `false` when idle.
+    /// One unit of work: send a due open batch, or form a new one in a free slot. `false` when
+    /// idle. The call's cost is reserved from the pacer before the claim (waiting for it if the
+    /// bucket is low), and given back if there is nothing to send.
     #[tracing::instrument(name = "push_step", skip_all, fields(shop = %self.shop))]
     pub async fn step(&self, shutdown: &CancellationToken) -> Result<bool, DbError> {
-        let pause = self.client.pacer().delay_before_call(Instant::now());
-        if !pause.is_zero() {
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(false),
-                _ = tokio::time::sleep(pause) => {}
-            }
-        }
+        let reservation = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(false),
+            reservation = self.client.pacer().reserve() => reservation,
+        };
         let lease =
             Duration::from_millis(self.settings.request_timeout_ms) * 2 + Duration::from_secs(5);
         let claimed =
@@ -128,19 +138,25 @@ impl ShopPusher {
                 )
                 .await?;
             } else {
-                self.send(batch).await?;
+                self.send_reserved(batch, reservation).await?;
             }
             return Ok(true);
         }
-        if store::has_open_batch(&self.pool, &self.shop).await? {
-            return Ok(false); // being sent by another replica, or waiting for its retry time
-        }
+        drop(reservation); // nothing to send now: the points go back
         let rules = BatchRules {
             max_changes: self.settings.max_changes_per_call,
             coalesce_transactions: self.settings.batching,
         };
-        let Some(formed) =
-            store::form_batch(&self.pool, &self.shop, rules, &self.dead_letter_queue).await?
+        // `None`: every slot holds an open batch (being sent, or waiting for its retry time),
+        // or nothing pending is free to go.
+        let Some(formed) = store::form_batch(
+            &self.pool,
+            &self.shop,
+            rules,
+            self.settings.batches_in_flight,
+            &self.dead_letter_queue,
+        )
+        .await?
         else {
             return Ok(false);
         };
@@ -167,10 +183,16 @@ impl ShopPusher {
         Ok(true)
     }
 
-    /// Sends a claimed batch and records Shopify's answer, in the batch's trace: a span `push_batch`
-    /// with its `trace_id` and the `trace_ids` of its transactions on every log line, and the
-    /// trace on the Shopify call (`traceparent`).
+    /// Sends a claimed batch and records Shopify's answer, once the pacer grants the call's cost.
     pub async fn send(&self, batch: Batch) -> Result<(), DbError> {
+        let reservation = self.client.pacer().reserve().await;
+        self.send_reserved(batch, reservation).await
+    }
+
+    /// Sends a claimed batch whose call's cost is reserved and records Shopify's answer, in the
+    /// batch's trace: a span `push_batch` with its `trace_id` and the `trace_ids` of its
+    /// transactions on every log line, and the trace on the Shopify call (`traceparent`).
+    async fn send_reserved(&self, batch: Batch, reservation: Reservation) -> Result<(), DbError> {
         let span = tracing::info_span!(
             "push_batch",
             shop = %self.shop,
@@ -179,13 +201,13 @@ impl ShopPusher {
             trace_id = %batch.trace.trace_id(),
             trace_ids = %batch.source_trace_ids.join(","),
         );
-        platform::trace::scope(batch.trace, span, self.send_traced(batch)).await
+        platform::trace::scope(batch.trace, span, self.send_traced(batch, reservation)).await
     }
 
     /// [`Self::send`]'s work. Checks first, by the database's clock, that the claim still holds
     /// and the key is still young enough: a process paused between its claim and this call
     /// sends nothing Shopify may have forgotten.
-    async fn send_traced(&self, batch: Batch) -> Result<(), DbError> {
+    async fn send_traced(&self, batch: Batch, reservation: Reservation) -> Result<(), DbError> {
         match store::sendable(&self.pool, &batch, self.give_up_after()).await? {
             Sendable::Yes => {}
             Sendable::NotOurs => {
@@ -203,8 +225,14 @@ impl ShopPusher {
             }
         }
         let timeout = Duration::from_millis(self.settings.request_timeout_ms);
-        let result =
-            shopify::adjust(&self.client, &batch.input, &batch.idempotency_key, timeout).await;
+        let result = shopify::adjust_reserved(
+            &self.client,
+            reservation,
+            &batch.input,
+            &batch.idempotency_key,
+            timeout,
+        )
+        .await;
         let now = Instant::now();
         let shop = self.shop.as_str();
 

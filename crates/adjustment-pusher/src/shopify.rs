@@ -25,7 +25,7 @@ use std::time::Duration;
 use model::batch::{Change, Refusal};
 use serde_json::{Value, json};
 use shopify_admin::{
-    Answer, ShopClient, ShopifyError, ThrottleStatus,
+    Answer, Reservation, ShopClient, ShopifyError, ThrottleStatus,
     answer::{clamp_wait, describe_all, errors_of, throttled_wait},
 };
 
@@ -192,10 +192,21 @@ pub struct CallResult {
     pub requested_cost: Option<f64>,
 }
 
-/// Sends one batch through the shop's client (which paces and records it): `input` is the
-/// mutation's input, `key` its idempotency key.
+/// Sends one batch through the shop's client (which accounts for it in the pacer and records
+/// it), at once: `input` is the mutation's input, `key` its idempotency key.
 pub async fn adjust(
     client: &ShopClient,
+    input: &Value,
+    key: &str,
+    timeout: Duration,
+) -> CallResult {
+    adjust_reserved(client, client.pacer().reserve_now(), input, key, timeout).await
+}
+
+/// [`adjust`] for a call whose cost was reserved from the shop's pacer (`Pacer::reserve`).
+pub async fn adjust_reserved(
+    client: &ShopClient,
+    reservation: Reservation,
     input: &Value,
     key: &str,
     timeout: Duration,
@@ -205,7 +216,9 @@ pub async fn adjust(
         "operationName": "AdjustInventory",
         "variables": { "input": input, "idempotencyKey": key },
     });
-    let Answer { reply, .. } = client.send(OPERATION, &request, timeout).await;
+    let Answer { reply, .. } = client
+        .send_reserved(reservation, OPERATION, &request, timeout)
+        .await;
     match reply {
         Ok(reply) => interpret(reply.status, reply.retry_after, &reply.body),
         Err(failure) => CallResult {

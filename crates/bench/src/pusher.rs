@@ -11,7 +11,14 @@
 //!   throttle-bound maximum: the shortest time in which that many calls fit through the bucket,
 //!   divided by the time taken (1.0 = as fast as the rate limit allows);
 //! - lag (`occurred_at` to Shopify's acknowledgement) p50/p99 at a light constant load, with
-//!   Standard throttling.
+//!   Standard throttling;
+//! - the backlog scenario (`--backlog-only` runs just this): `backlog_transactions` puts over
+//!   `backlog_skus` SKUs already pending when the pusher starts (written as intake records
+//!   them), so every call carries 250 distinct changes, with a Standard (2,000 / 100 per s) and a
+//!   Plus (20,000 / 1,000 per s) bucket drained to two calls' worth at start (a shop at its
+//!   ceiling): changes/s beside the throttle-bound ceiling, `restore_rate / actual cost of a
+//!   call x 250`, with the call's actual cost measured in the sandbox; the `THROTTLED` replies;
+//!   and the one-call-per-transaction mode on the same backlog for comparison.
 
 use std::time::{Duration, Instant};
 
@@ -62,6 +69,25 @@ pub struct Args {
     /// Duration of the light load, in seconds.
     #[arg(long, default_value_t = 10)]
     pub light_seconds: u64,
+    /// Transactions of the backlog scenario (pending before the pusher starts).
+    #[arg(long, default_value_t = 50_000)]
+    pub backlog_transactions: u64,
+    /// Distinct SKUs of the backlog (two locations each), so every call carries 250 changes.
+    #[arg(long, default_value_t = 20_000)]
+    pub backlog_skus: u64,
+    /// Transactions of the backlog in the one-call-per-transaction mode (bound to about one
+    /// call per cost of the restore rate, so keep it modest).
+    #[arg(long, default_value_t = 400)]
+    pub per_tx_backlog_transactions: u64,
+    /// Only the backlog scenario (Standard and Plus buckets).
+    #[arg(long)]
+    pub backlog_only: bool,
+    /// `[adjustment_pusher] batches_in_flight` of the backlog runs (default: the pusher's).
+    #[arg(long)]
+    pub batches_in_flight: Option<u16>,
+    /// Only these plans of the backlog scenario (`standard`, `plus`).
+    #[arg(long, value_delimiter = ',', default_values_t = ["standard".to_owned(), "plus".to_owned()])]
+    pub plans: Vec<String>,
 }
 
 /// One mode's figures.
@@ -78,6 +104,17 @@ struct ModeFigures {
 
 /// Runs every measurement, prints the figures and returns the headline ones.
 pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Figures> {
+    let mut figures = if args.backlog_only {
+        Figures::default()
+    } else {
+        run_streams(settings, args).await?
+    };
+    run_backlogs(settings, args, &mut figures).await?;
+    Ok(figures)
+}
+
+/// The stream measurements: transactions published to the broker, intake included.
+async fn run_streams(settings: &Settings, args: &Args) -> anyhow::Result<Figures> {
     let free = ThrottleConfig {
         enabled: false,
         ..ThrottleConfig::default()
@@ -176,6 +213,288 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Figures> {
     Ok(figures)
 }
 
+/// Shopify's bucket in a backlog run.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    /// The figures' prefix.
+    name: &'static str,
+    title: &'static str,
+    throttle: ThrottleConfig,
+}
+
+const PLANS: [Plan; 2] = [
+    Plan {
+        name: "standard",
+        title: "Shopify Standard bucket (2,000 points, 100 restored per second)",
+        throttle: ThrottleConfig {
+            enabled: true,
+            bucket_size: 2000.0,
+            restore_rate: 100.0,
+        },
+    },
+    Plan {
+        name: "plus",
+        title: "Shopify Plus bucket (20,000 points, 1,000 restored per second)",
+        throttle: ThrottleConfig {
+            enabled: true,
+            bucket_size: 20_000.0,
+            restore_rate: 1000.0,
+        },
+    },
+];
+
+/// One backlog run's figures.
+#[derive(Debug)]
+struct BacklogRun {
+    transactions: u64,
+    /// From the first batch formed to the last one applied, by the database's clock.
+    seconds: f64,
+    calls: u64,
+    changes: u64,
+    cost: CallCost,
+    throttled: u64,
+}
+
+impl BacklogRun {
+    fn changes_per_s(&self) -> f64 {
+        self.changes as f64 / self.seconds
+    }
+
+    fn tx_per_s(&self) -> f64 {
+        self.transactions as f64 / self.seconds
+    }
+}
+
+/// The backlog scenario, for each plan: `backlog_transactions` puts over `backlog_skus` SKUs
+/// already pending when the pusher starts, the bucket drained to two calls' worth (a shop at
+/// its ceiling), batched and in the one-call-per-transaction mode.
+async fn run_backlogs(
+    settings: &Settings,
+    args: &Args,
+    figures: &mut Figures,
+) -> anyhow::Result<()> {
+    let max_changes = model::batch::MAX_CHANGES as f64;
+    let in_flight = args
+        .batches_in_flight
+        .unwrap_or(adjustment_pusher::PusherSettings::default().batches_in_flight);
+    let pusher = format!("batches_in_flight = {in_flight}");
+    println!(
+        "adjustment-pusher backlog: {} transactions over {} SKUs pending at start (one call per \
+         transaction: {}); {in_flight} batches in flight; the bucket drained to two calls at start",
+        args.backlog_transactions, args.backlog_skus, args.per_tx_backlog_transactions
+    );
+    let mut throttled = 0;
+    for plan in PLANS
+        .into_iter()
+        .filter(|plan| args.plans.iter().any(|name| name == plan.name))
+    {
+        let batched = measure_backlog(
+            settings,
+            plan.throttle,
+            true,
+            &pusher,
+            args.backlog_transactions,
+            args.backlog_skus,
+        )
+        .await?;
+        let per_tx = measure_backlog(
+            settings,
+            plan.throttle,
+            false,
+            &pusher,
+            args.per_tx_backlog_transactions,
+            args.backlog_skus,
+        )
+        .await?;
+        throttled += batched.throttled + per_tx.throttled;
+        // The throttle-bound ceiling: the bucket restores `restore_rate` points a second, a call
+        // keeps its actual cost, and carries at most 250 changes.
+        let ceiling = plan.throttle.restore_rate / batched.cost.actual * max_changes;
+        let ratio = batched.changes_per_s() / ceiling;
+        let versus = batched.tx_per_s() / per_tx.tx_per_s();
+        println!("[{}]", plan.title);
+        println!(
+            "  call cost (sandbox, 250 changes): requested {:.0}, actual {:.0} points",
+            batched.cost.requested, batched.cost.actual
+        );
+        println!(
+            "  throttle-bound ceiling:  {ceiling:>8.0} changes/s ({:.0} / {:.0} calls/s x 250 changes)",
+            plan.throttle.restore_rate, batched.cost.actual
+        );
+        println!(
+            "  measured, batched:       {:>8.0} changes/s ({:.2} of the ceiling; {:.0} transactions/s, \
+             {} calls, {:.1} changes a call, {:.1} s)",
+            batched.changes_per_s(),
+            ratio,
+            batched.tx_per_s(),
+            batched.calls,
+            batched.changes as f64 / batched.calls.max(1) as f64,
+            batched.seconds
+        );
+        println!(
+            "  one call per transaction:{:>8.1} transactions/s ({} calls): batched is {versus:.0}x",
+            per_tx.tx_per_s(),
+            per_tx.calls
+        );
+        println!(
+            "  THROTTLED replies:       {:>8} batched, {} one call per transaction",
+            batched.throttled, per_tx.throttled
+        );
+        let name = plan.name;
+        figures
+            .add(
+                &format!("{name}_changes_per_s"),
+                format!("{:.0}", batched.changes_per_s()),
+            )
+            .add(
+                &format!("{name}_ceiling_changes_per_s"),
+                format!("{ceiling:.0}"),
+            )
+            .add(&format!("{name}_ceiling_ratio"), format!("{ratio:.2}"))
+            .add(
+                &format!("{name}_backlog_tx_per_s"),
+                format!("{:.0}", batched.tx_per_s()),
+            )
+            .add(
+                &format!("{name}_per_tx_backlog_tx_per_s"),
+                format!("{:.1}", per_tx.tx_per_s()),
+            )
+            .add(&format!("{name}_vs_per_tx"), format!("{versus:.0}"));
+    }
+    figures.add("throttled_replies", throttled);
+    Ok(())
+}
+
+async fn measure_backlog(
+    settings: &Settings,
+    throttle: ThrottleConfig,
+    batching: bool,
+    pusher: &str,
+    transactions: u64,
+    skus: u64,
+) -> anyhow::Result<BacklogRun> {
+    let scratch = Scratch::create(settings)
+        .await
+        .context("creating the scratch database")?;
+    let queues = [
+        scratch.names().adjustment_pusher_queue(),
+        scratch.names().item_mappings_queue(),
+    ];
+    let sandbox = Sandbox::start(SandboxConfig {
+        throttle,
+        ..SandboxConfig::default()
+    })
+    .await?;
+    let result = measure_backlog_in(&scratch, &sandbox, batching, pusher, transactions, skus).await;
+    sandbox.shutdown().await;
+    scratch.teardown(&queues).await;
+    result
+}
+
+async fn measure_backlog_in(
+    scratch: &Scratch,
+    sandbox: &SandboxHandle,
+    batching: bool,
+    pusher: &str,
+    transactions: u64,
+    skus: u64,
+) -> anyhow::Result<BacklogRun> {
+    let shop = set_up_shop(scratch, sandbox, skus, batching, pusher).await?;
+    let probe = shop.items.len().min(model::batch::MAX_CHANGES);
+    let cost = measure_call_cost(sandbox, &shop.items[..probe], shop.main).await?;
+    let before = sandbox.adjustment_groups(SHOP)?.len();
+
+    // The backlog, as intake records it: the n-th put is +(1 + n % 5) of BENCH-(n % skus), at
+    // MAIN for even n and EAST for odd n, in id order.
+    let client = shop.pool.get().await?;
+    let (count, skus) = (i64::try_from(transactions)?, i64::try_from(skus)?);
+    client
+        .execute(
+            "INSERT INTO wos_transactions (shop_domain, transaction_id, kind, sku, occurred_at, \
+                 content_digest, body) \
+             SELECT $1::text, 'bench-' || n, 'put', 'BENCH-' || n % $3, now(), 'bench-' || n, \
+                 convert_to(json_build_object('transaction_id', 'bench-' || n, \
+                     'shop_domain', $1::text, 'type', 'put', 'sku', 'BENCH-' || n % $3, \
+                     'warehouse', CASE WHEN n % 2 = 0 THEN 'MAIN' ELSE 'EAST' END, \
+                     'quantity', 1 + n % 5, 'occurred_at', now())::text, 'UTF8') \
+             FROM generate_series(0, $2::bigint - 1) AS n",
+            &[&SHOP, &count, &skus],
+        )
+        .await?;
+    let (main, east) = (i64::try_from(shop.main.0)?, i64::try_from(shop.east.0)?);
+    client
+        .execute(
+            "INSERT INTO adjustments (shop_domain, transaction_id, kind, sku, location_id, delta, \
+                 reason, occurred_at, state, inventory_item_id) \
+             SELECT $1::text, 'bench-' || n, 'put', i.sku, \
+                 CASE WHEN n % 2 = 0 THEN $4::bigint ELSE $5::bigint END, 1 + n % 5, 'received', \
+                 now(), 'pending', i.inventory_item_id \
+             FROM generate_series(0, $2::bigint - 1) AS n \
+             JOIN items i ON i.shop_domain = $1 AND i.sku = 'BENCH-' || n % $3 \
+             ORDER BY n",
+            &[&SHOP, &count, &skus, &main, &east],
+        )
+        .await?;
+    client.execute("ANALYZE adjustments", &[]).await?;
+    // A shop at its ceiling: the bucket holds two calls' worth, and restores from there.
+    sandbox.set_bucket_available(SHOP, 2.0 * cost.requested)?;
+
+    let metrics = Metrics::new();
+    let shutdown = CancellationToken::new();
+    let tokens = ShopTokens::new([(SHOP.to_owned(), TOKEN.to_owned())]);
+    let service = tokio::spawn(serve(
+        shop.settings.clone(),
+        tokens,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    loop {
+        let pushed: i64 = client
+            .query_one(
+                "SELECT count(*) FROM adjustments WHERE state = 'pushed'",
+                &[],
+            )
+            .await?
+            .get(0);
+        if pushed >= count {
+            break;
+        }
+        if service.is_finished() {
+            service.await??;
+            anyhow::bail!("the pusher stopped with {pushed} of {count} pushed");
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "not done after an hour ({pushed} of {count})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let row = client
+        .query_one(
+            "SELECT extract(epoch FROM max(completed_at) - min(created_at))::float8, \
+                 coalesce(sum(change_count), 0)::bigint \
+             FROM push_batches WHERE state = 'applied' AND change_count > 0",
+            &[],
+        )
+        .await?;
+    let throttled = metrics
+        .shopify_requests_total
+        .with_label_values(&[SHOP, adjustment_pusher::shopify::OPERATION, "throttled"])
+        .get();
+    let calls = sandbox.adjustment_groups(SHOP)?.len() - before;
+    shutdown.cancel();
+    service.await??;
+    Ok(BacklogRun {
+        transactions,
+        seconds: row.get::<_, f64>(0).max(0.001),
+        calls: u64::try_from(calls)?,
+        changes: u64::try_from(row.get::<_, i64>(1))?,
+        cost,
+        throttled,
+    })
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Load {
     /// This many transactions, published as fast as the broker confirms.
@@ -219,19 +538,32 @@ async fn measure(
     result
 }
 
-async fn measure_in(
+/// The bench shop, stocked in the sandbox and mapped in the scratch database, and the
+/// pusher's settings against it.
+struct BenchShop {
+    settings: Settings,
+    pool: deadpool_postgres::Pool,
+    items: Vec<shopify_sandbox::CreatedVariant>,
+    main: LocationId,
+    east: LocationId,
+}
+
+/// Creates the bench shop with `skus` stocked items (mapped in `items` as item-ingest would),
+/// migrates the scratch database and writes the pusher's settings: `batching` and the other
+/// `[adjustment_pusher]` keys of `pusher` (TOML).
+async fn set_up_shop(
     scratch: &Scratch,
     sandbox: &SandboxHandle,
-    args: &Args,
+    skus: u64,
     batching: bool,
-    load: Load,
-) -> anyhow::Result<Run> {
+    pusher: &str,
+) -> anyhow::Result<BenchShop> {
     sandbox.create_shop(SHOP, TOKEN)?;
     let main = sandbox.create_location(SHOP, "Main")?;
     let east = sandbox.create_location(SHOP, "East")?;
     let mut items = Vec::new();
-    for chunk in 0..args.skus.div_ceil(100) {
-        let variants = (chunk * 100..((chunk + 1) * 100).min(args.skus))
+    for chunk in 0..skus.div_ceil(100) {
+        let variants = (chunk * 100..((chunk + 1) * 100).min(skus))
             .map(|n| VariantSpec {
                 sku: Some(format!("BENCH-{n}")),
                 stock: vec![
@@ -274,7 +606,7 @@ async fn measure_in(
         fields: Default::default(),
     }])
     .map_err(|err| anyhow::anyhow!("{err}"))?;
-    let mut section = toml::Table::new();
+    let mut section: toml::Table = pusher.parse()?;
     section.insert("batching".into(), toml::Value::Boolean(batching));
     settings
         .services
@@ -282,18 +614,50 @@ async fn measure_in(
 
     let pool = db::connect_pool(&settings.database)?;
     db::migrate(&pool).await?;
-    {
-        let client = pool.get().await?;
-        for item in &items {
-            client
-                .execute(
-                    "INSERT INTO items (shop_domain, sku, inventory_item_id) VALUES ($1, $2, $3)",
-                    &[&SHOP, &item.sku, &i64::try_from(item.inventory_item_id.0)?],
-                )
-                .await?;
-        }
-    }
-    let cost_per_call = measure_call_cost(sandbox, &items[0].inventory_item_id, main).await?;
+    let (skus, ids): (Vec<&str>, Vec<i64>) = items
+        .iter()
+        .map(|item| {
+            let sku = item.sku.as_deref().unwrap_or_default();
+            (
+                sku,
+                i64::try_from(item.inventory_item_id.0).unwrap_or_default(),
+            )
+        })
+        .unzip();
+    pool.get()
+        .await?
+        .execute(
+            "INSERT INTO items (shop_domain, sku, inventory_item_id) \
+             SELECT $1, sku, id FROM unnest($2::text[], $3::bigint[]) AS u(sku, id)",
+            &[&SHOP, &skus, &ids],
+        )
+        .await?;
+    Ok(BenchShop {
+        settings,
+        pool,
+        items,
+        main,
+        east,
+    })
+}
+
+async fn measure_in(
+    scratch: &Scratch,
+    sandbox: &SandboxHandle,
+    args: &Args,
+    batching: bool,
+    load: Load,
+) -> anyhow::Result<Run> {
+    let BenchShop {
+        settings,
+        pool,
+        items,
+        main,
+        ..
+    } = set_up_shop(scratch, sandbox, args.skus, batching, "").await?;
+    let cost_per_call = measure_call_cost(sandbox, &items[..1], main)
+        .await?
+        .requested;
 
     let connection = platform::amqp::connect(&settings.amqp.url, "adjustment-pusher-bench").await?;
     let channel = confirm_channel(&connection).await?;
@@ -405,37 +769,72 @@ async fn measure_in(
     })
 }
 
-/// The points one `inventoryAdjustQuantities` call takes from the bucket (its actual cost),
-/// measured with a one-change call like the pusher's.
+/// What one `inventoryAdjustQuantities` call costs in the sandbox.
+#[derive(Debug, Clone, Copy)]
+struct CallCost {
+    /// `requestedQueryCost`: what is taken from the bucket before the call runs.
+    requested: f64,
+    /// `actualQueryCost`: what the call keeps once it ran (the rest is given back).
+    actual: f64,
+}
+
+/// The cost of an `inventoryAdjustQuantities` call like the pusher's, with one change (+1) per
+/// item of `items` at `location`.
 async fn measure_call_cost(
     sandbox: &SandboxHandle,
-    item: &model::ids::InventoryItemId,
+    items: &[shopify_sandbox::CreatedVariant],
     location: LocationId,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<CallCost> {
     let client = shopify_admin::ShopClient::for_url(
         shopify_admin::http_client()?,
         SHOP,
         format!("{}/admin/api/2026-04/graphql.json", sandbox.base_url()),
         TOKEN.to_owned(),
     );
+    let changes: Vec<_> = items
+        .iter()
+        .map(|item| {
+            json!({"delta": 1, "inventoryItemId": item.inventory_item_id.gid(),
+                   "locationId": location.gid(), "changeFromQuantity": null})
+        })
+        .collect();
     let input = json!({
         "name": "available", "reason": "correction", "referenceDocumentUri": "wos-sync://bench/cost-probe",
-        "changes": [{"delta": 1, "inventoryItemId": item.gid(), "locationId": location.gid(), "changeFromQuantity": null}],
+        "changes": changes,
     });
-    let result = adjustment_pusher::shopify::adjust(
-        &client,
-        &input,
-        &uuid::Uuid::new_v4().to_string(),
-        Duration::from_secs(10),
-    )
-    .await;
+    let request = json!({
+        "query": adjustment_pusher::shopify::ADJUST_MUTATION,
+        "operationName": "AdjustInventory",
+        "variables": { "input": input, "idempotencyKey": uuid::Uuid::new_v4().to_string() },
+    });
+    let answer = client
+        .send(
+            "inventoryAdjustQuantities",
+            &request,
+            Duration::from_secs(10),
+        )
+        .await;
+    let reply = answer
+        .reply
+        .map_err(|failure| anyhow::anyhow!("the cost probe call failed: {}", failure.reason))?;
+    let outcome = adjustment_pusher::shopify::interpret(reply.status, None, &reply.body).outcome;
     anyhow::ensure!(
         matches!(
-            result.outcome,
+            outcome,
             adjustment_pusher::shopify::CallOutcome::Applied { .. }
         ),
-        "the cost probe call failed: {:?}",
-        result.outcome
+        "the cost probe call failed: {outcome:?}"
     );
-    Ok(result.requested_cost.unwrap_or(10.0))
+    let cost = |name: &str| {
+        reply
+            .document
+            .as_ref()
+            .and_then(|document| document.pointer(&format!("/extensions/cost/{name}")))
+            .and_then(serde_json::Value::as_f64)
+    };
+    let requested = cost("requestedQueryCost").unwrap_or(10.0);
+    Ok(CallCost {
+        requested,
+        actual: cost("actualQueryCost").unwrap_or(requested),
+    })
 }

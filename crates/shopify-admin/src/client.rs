@@ -1,7 +1,7 @@
 //! One shop's Admin GraphQL endpoint: sends a request with the shop's token, and accounts for
-//! it the same way whoever calls (the pusher's mutations, reads by item-ingest and the CLI): the
-//! shop's [`Pacer`] is charged when the request leaves and corrected by the answer's
-//! `throttleStatus`, and `wos_sync_shopify_requests_total` / `_request_seconds` /
+//! it the same way whoever calls (the pusher's mutations, reads by item-ingest and the CLI): a
+//! [`Reservation`] of the shop's [`Pacer`] holds the request's cost while it is in flight and is
+//! settled by the answer's `throttleStatus`, and `wos_sync_shopify_requests_total` / `_request_seconds` /
 //! `_throttle_available` are recorded.
 //!
 //! A request sent while the task works for a trace (`platform::trace::current`) carries its
@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use crate::{
     answer::{ThrottleStatus, cost_of, is_throttled, parse_retry_after},
-    pacing::Pacer,
+    pacing::{Pacer, Reservation},
 };
 
 /// The HTTP client for Shopify: rustls with the ring provider, and no redirects, so the access
@@ -120,16 +120,29 @@ impl ShopClient {
     }
 
     /// The shop's pacer (shared by every clone of this client).
-    pub fn pacer(&self) -> &Pacer {
+    pub fn pacer(&self) -> &Arc<Pacer> {
         &self.pacer
     }
 
     /// Sends one GraphQL request (`{"query", "variables", ...}`) and records it under
-    /// `operation`. The pacer is charged as it leaves and corrected by the answer; the caller
-    /// decides what the answer means and whether to wait first.
+    /// `operation`. Its cost is reserved from the pacer as it leaves, whatever the estimate,
+    /// and settled by the answer; the caller decides what the answer means and whether to wait
+    /// first ([`Pacer::delay_before_call`]).
     pub async fn send(&self, operation: &str, request: &Value, timeout: Duration) -> Answer {
+        self.send_reserved(self.pacer.reserve_now(), operation, request, timeout)
+            .await
+    }
+
+    /// [`Self::send`] for a call whose cost the caller already reserved ([`Pacer::reserve`]:
+    /// concurrent callers that must never over-draw the bucket between them).
+    pub async fn send_reserved(
+        &self,
+        reservation: Reservation,
+        operation: &str,
+        request: &Value,
+        timeout: Duration,
+    ) -> Answer {
         let started = Instant::now();
-        self.pacer.spend(started);
         let reply = self.exchange(request, timeout).await;
         let now = Instant::now();
         let status_label = match &reply {
@@ -138,9 +151,9 @@ impl ShopClient {
             Err(failure) if failure.reason.starts_with("timed out") => "timeout".into(),
             Err(_) => "connection".into(),
         };
-        if let Ok(reply) = &reply {
-            self.pacer
-                .observe(reply.throttle, reply.requested_cost, now);
+        match &reply {
+            Ok(reply) => reservation.settle(reply.throttle, reply.requested_cost, now),
+            Err(_) => reservation.settle(None, None, now),
         }
         let elapsed = started.elapsed();
         if let Some(metrics) = &self.metrics {

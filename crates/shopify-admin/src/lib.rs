@@ -23,6 +23,6 @@ pub mod tokens;
 
 pub use answer::{ShopifyError, ThrottleStatus};
 pub use client::{Answer, Reply, ShopClient, TransportFailure, http_client};
-pub use pacing::Pacer;
+pub use pacing::{Pacer, Reservation};
 pub use read::{ReadError, ReadPolicy};
 pub use tokens::{MissingToken, ShopTokens};

@@ -1,7 +1,8 @@
 //! Reads: a query is safe to send again, so a read is paced by the shop's throttle and retried
 //! through throttling and transient failures until it has data or a definite refusal.
 //!
-//! - Before each attempt, wait until the pacer's estimate covers the query's cost.
+//! - Before each attempt, wait until the pacer grants the query's cost (a reservation, so reads
+//!   and other calls of the shop in flight never over-draw the bucket between them).
 //! - `THROTTLED`, 429 and 503 with `Retry-After`: block the shop's pacer for that long, retry.
 //! - 5xx, timeouts, dropped connections, `INTERNAL_SERVER_ERROR`: back off (doubling, jittered),
 //!   retry up to [`ReadPolicy::attempts`].
@@ -69,11 +70,10 @@ impl ShopClient {
         let request = json!({ "query": query, "variables": variables });
         let mut last = String::from("not sent");
         for attempt in 1..=policy.attempts.max(1) {
-            let pause = self.pacer().delay_before_call(Instant::now());
-            if !pause.is_zero() {
-                tokio::time::sleep(pause).await;
-            }
-            let answer = self.send(operation, &request, policy.timeout).await;
+            let reservation = self.pacer().reserve().await;
+            let answer = self
+                .send_reserved(reservation, operation, &request, policy.timeout)
+                .await;
             let wait = match answer.reply {
                 Err(failure) => {
                     last = failure.reason;

@@ -1,6 +1,16 @@
 //! Forming a batch: the shop's pending adjustments, claimed `FOR UPDATE SKIP LOCKED`, mapped to
 //! their inventory items now, cut by `model::batch`'s rule, and the batch row recorded (with its
 //! key, exact variables and the adjustments behind each change) before anything is sent.
+//!
+//! A shop may have several batches in flight, one per *slot* (`0..slots`, the setting
+//! `batches_in_flight`); the unique index `push_batches_one_open_per_slot` keeps one open batch
+//! per slot whatever the replicas do, and `push_batches_slot_bounded` bounds the slots. The
+//! batches in flight never share an `(item, location)` pair: a pair whose adjustments are in an
+//! open batch waits, and its later adjustments coalesce into a batch formed once that one is
+//! settled. So a pair's adjustments still go out in order and the refusal rules (one by one
+//! after a refused sum, the `Int` bound) see what they saw with one batch in flight. Formers of
+//! one shop take turns (a transaction-scoped advisory lock), so two replicas cannot both put
+//! the same pair in flight from different rows.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,11 +30,11 @@ use crate::shopify;
 
 use super::{Acknowledged, BatchRules, DbResult, db, dead_letter, mapped};
 
-/// The slot batches are formed in: one per shop, so a shop has at most one open batch (the
-/// unique index `push_batches_one_open_per_slot` enforces it across replicas).
-const SLOT: i16 = 0;
+/// Most batches in flight per shop the database allows (`push_batches_slot_bounded`, `V10`).
+pub const MAX_SLOTS: u16 = 16;
 
-/// Pending adjustments one forming looks at, oldest first.
+/// Pending adjustments one forming looks at, oldest first, at most (it looks at twice a
+/// call's changes first, and at this many only when those do not make a full call).
 const FORMING_WINDOW: i64 = 5000;
 
 /// What forming a batch did.
@@ -48,57 +58,88 @@ pub struct Formed {
 
 /// Forms one batch from the shop's pending adjustments, if there are any, by the rule of
 /// `model::batch::form_batch`, each adjustment going to the inventory item its item is mapped
-/// to now. The batch row (idempotency key, exact variables, the adjustments behind each
-/// change) is committed before anything is sent. `None` when there is nothing pending, or when
-/// the shop already has an open batch (another replica formed it first).
+/// to now, in a free slot of `0..slots`. The batch row (idempotency key, exact variables, the
+/// adjustments behind each change) is committed before anything is sent. `None` when there is
+/// nothing pending that is not in flight already, or when every slot of the shop holds an open
+/// batch.
 pub async fn form_batch(
     pool: &Pool,
     shop: &str,
     rules: BatchRules,
+    slots: u16,
     dlq: &str,
 ) -> DbResult<Option<Formed>> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await.map_err(db)?;
-    let rows = tx
+    // Formers of the shop take turns: what is in flight cannot change under this one.
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('adjustment-pusher/forming/' || $1, 0))",
+        &[&shop],
+    )
+    .await
+    .map_err(db)?;
+    let Some(slot) = free_slot(&tx, shop, slots).await? else {
+        return Ok(None);
+    };
+    // A first look at the oldest rows is enough when they make a full call, or when a call
+    // carries one transaction; otherwise (few distinct pairs, each with many adjustments) the
+    // whole window is read, so they coalesce.
+    let mut window =
+        (i64::try_from(rules.max_changes).unwrap_or(FORMING_WINDOW) * 2).clamp(1, FORMING_WINDOW);
+    let (
+        window,
+        Window {
+            pending,
+            unmapped,
+            unmapped_skus,
+            ..
+        },
+        batch,
+    ) = loop {
+        let read = read_window(&tx, shop, window).await?;
+        let batch = form(&read.pending, rules);
+        let full = batch
+            .as_ref()
+            .is_some_and(|b| b.changes.len() >= rules.max_changes);
+        let widen = rules.coalesce_transactions && read.rows == window && window < FORMING_WINDOW;
+        if full || !widen {
+            break (window, read, batch);
+        }
+        window = FORMING_WINDOW;
+    };
+    if pending.is_empty() && unmapped.is_empty() {
+        return Ok(None);
+    }
+    // The rows it takes, locked. Formers take turns, and only forming moves a row out of
+    // pending; one locked or moved meanwhile means a former that does not take turns (a
+    // replica of an older version) got there first: leave everything to it.
+    let taken: Vec<i64> = batch
+        .iter()
+        .flat_map(|b| {
+            b.changes
+                .iter()
+                .flat_map(|c| c.adjustments.iter().copied())
+                .chain(b.cancelled.iter().copied())
+                .chain(b.unsendable.iter().map(|(id, _)| *id))
+        })
+        .chain(unmapped.iter().copied())
+        .collect();
+    let locked = tx
         .query(
-            "SELECT a.id, a.sku, a.location_id, a.delta, a.reason, a.transaction_id, a.solo, \
-                 i.inventory_item_id \
-             FROM adjustments a \
-             LEFT JOIN items i ON i.shop_domain = a.shop_domain AND i.sku = a.sku \
-             WHERE a.shop_domain = $1 AND a.state = 'pending' \
-             ORDER BY a.id LIMIT $2 FOR UPDATE OF a SKIP LOCKED",
-            &[&shop, &FORMING_WINDOW],
+            "SELECT id FROM adjustments WHERE id = ANY($1) AND state = 'pending' \
+             FOR UPDATE SKIP LOCKED",
+            &[&taken],
         )
         .await
         .map_err(db)?;
-    if rows.is_empty() {
+    if locked.len() != taken.len() {
+        tracing::info!(
+            shop,
+            window,
+            "pending adjustments taken by another former meanwhile: forming again later"
+        );
+        tx.rollback().await.map_err(db)?;
         return Ok(None);
-    }
-    let mut pending = Vec::with_capacity(rows.len());
-    let mut unmapped: Vec<i64> = Vec::new();
-    let mut unmapped_skus: BTreeSet<String> = BTreeSet::new();
-    for row in &rows {
-        let (id, sku, location): (i64, String, i64) = (row.get(0), row.get(1), row.get(2));
-        let item: Option<i64> = row.get(7);
-        let item = if unmapped_skus.contains(&sku) {
-            None
-        } else {
-            mapped(shop, &sku, item)
-        };
-        let Some(item) = item.and_then(|i| u64::try_from(i).ok()) else {
-            unmapped.push(id);
-            unmapped_skus.insert(sku);
-            continue;
-        };
-        pending.push(PendingAdjustment {
-            id,
-            inventory_item_id: InventoryItemId(item),
-            location_id: LocationId(u64::try_from(location).unwrap_or_default()),
-            delta: row.get(3),
-            reason: row.get(4),
-            transaction_id: row.get(5),
-            solo: row.get(6),
-        });
     }
     let mut formed = Formed {
         parked: unmapped.len(),
@@ -113,7 +154,7 @@ pub async fn form_batch(
         .await
         .map_err(db)?;
     }
-    let Some(batch) = form(&pending, rules) else {
+    let Some(batch) = batch else {
         tx.commit().await.map_err(db)?;
         return Ok(Some(formed));
     };
@@ -129,8 +170,11 @@ pub async fn form_batch(
             .map_err(db)?
             .get(0);
         let (trace, source_trace_ids) = batch_traces(&tx, &batch).await?;
-        if !record_formed(&tx, shop, batch_id, &batch, &trace, &source_trace_ids).await? {
-            // Another replica's batch is open for the shop: ours waits (nothing was taken).
+        let recorded =
+            record_formed(&tx, shop, batch_id, slot, &batch, &trace, &source_trace_ids).await?;
+        if !recorded {
+            // The slot was taken after all (a former that does not take turns): ours waits,
+            // nothing was taken.
             tx.rollback().await.map_err(db)?;
             return Ok(None);
         }
@@ -237,12 +281,95 @@ async fn batch_traces(
     Ok((trace, trace_ids.iter().map(ToString::to_string).collect()))
 }
 
-/// Inserts the batch row of a formed batch: open (slot [`SLOT`]) when it has changes, applied
-/// at once when everything cancelled out. `false` when the shop's slot is taken.
+/// The oldest pending adjustments of a shop that are not in flight, as batching sees them.
+struct Window {
+    pending: Vec<PendingAdjustment>,
+    /// Adjustments whose item is not mapped (any more): parked again.
+    unmapped: Vec<i64>,
+    unmapped_skus: BTreeSet<String>,
+    /// Rows read.
+    rows: i64,
+}
+
+/// Reads the shop's oldest `window` pending adjustments whose pair is not in flight (neither
+/// their SKU nor the inventory item it is mapped to now is in an open batch at their location),
+/// each with the inventory item its item is mapped to now. Not locked: the caller takes turns
+/// with the other formers and locks what it takes.
+async fn read_window(tx: &Transaction<'_>, shop: &str, window: i64) -> DbResult<Window> {
+    let rows = tx
+        .query(
+            "WITH in_flight AS MATERIALIZED ( \
+                 SELECT a.sku, a.inventory_item_id, a.location_id FROM push_batches b \
+                 JOIN adjustments a ON a.batch_id = b.id AND a.state = 'batched' \
+                 WHERE b.shop_domain = $1 AND b.state = 'open') \
+             SELECT a.id, a.sku, a.location_id, a.delta, a.reason, a.transaction_id, a.solo, \
+                 i.inventory_item_id \
+             FROM adjustments a \
+             LEFT JOIN items i ON i.shop_domain = a.shop_domain AND i.sku = a.sku \
+             WHERE a.shop_domain = $1 AND a.state = 'pending' \
+               AND (a.sku, a.location_id) NOT IN (SELECT sku, location_id FROM in_flight) \
+               AND (coalesce(i.inventory_item_id, 0), a.location_id) NOT IN \
+                   (SELECT inventory_item_id, location_id FROM in_flight) \
+             ORDER BY a.id LIMIT $2",
+            &[&shop, &window],
+        )
+        .await
+        .map_err(db)?;
+    let mut read = Window {
+        pending: Vec::with_capacity(rows.len()),
+        unmapped: Vec::new(),
+        unmapped_skus: BTreeSet::new(),
+        rows: i64::try_from(rows.len()).unwrap_or(i64::MAX),
+    };
+    for row in &rows {
+        let (id, sku, location): (i64, String, i64) = (row.get(0), row.get(1), row.get(2));
+        let item: Option<i64> = row.get(7);
+        let item = if read.unmapped_skus.contains(&sku) {
+            None
+        } else {
+            mapped(shop, &sku, item)
+        };
+        let Some(item) = item.and_then(|i| u64::try_from(i).ok()) else {
+            read.unmapped.push(id);
+            read.unmapped_skus.insert(sku);
+            continue;
+        };
+        read.pending.push(PendingAdjustment {
+            id,
+            inventory_item_id: InventoryItemId(item),
+            location_id: LocationId(u64::try_from(location).unwrap_or_default()),
+            delta: row.get(3),
+            reason: row.get(4),
+            transaction_id: row.get(5),
+            solo: row.get(6),
+        });
+    }
+    Ok(read)
+}
+
+/// The lowest of the shop's slots `0..slots` without an open batch.
+async fn free_slot(tx: &Transaction<'_>, shop: &str, slots: u16) -> DbResult<Option<i16>> {
+    let slots = i16::try_from(slots.min(MAX_SLOTS)).unwrap_or(1);
+    let row = tx
+        .query_opt(
+            "SELECT s::smallint FROM generate_series(0, $2::smallint - 1) AS s \
+             WHERE NOT EXISTS (SELECT 1 FROM push_batches \
+                               WHERE shop_domain = $1 AND state = 'open' AND slot = s) \
+             ORDER BY s LIMIT 1",
+            &[&shop, &slots],
+        )
+        .await
+        .map_err(db)?;
+    Ok(row.map(|row| row.get(0)))
+}
+
+/// Inserts the batch row of a formed batch: open in `slot` when it has changes, applied at once
+/// when everything cancelled out. `false` when the slot is taken.
 async fn record_formed(
     tx: &Transaction<'_>,
     shop: &str,
     batch_id: i64,
+    slot: i16,
     batch: &FormedBatch,
     trace: &TraceParent,
     source_trace_ids: &[String],
@@ -271,7 +398,7 @@ async fn record_formed(
                 &changes,
                 &change_count,
                 &state,
-                &SLOT,
+                &slot,
                 &trace.to_string(),
                 &source_trace_ids,
             ],

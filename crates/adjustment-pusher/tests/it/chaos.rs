@@ -124,7 +124,7 @@ async fn sigkill_at_random_points_of_a_long_stream_loses_and_doubles_nothing() {
         &config,
         format!(
             "[amqp]\nname_prefix = \"{prefix}\"\n[retry]\nbase_delay_ms = 200\nmultiplier = 2\ntiers = 3\nmax_attempts = 4\n\
-             [adjustment_pusher]\nbatch_window_ms = 20\nretry_base_ms = 50\nretry_max_ms = 500\nrequest_timeout_ms = 2000\n\
+             [adjustment_pusher]\nbatch_window_ms = 20\nretry_base_ms = 50\nretry_max_ms = 500\nrequest_timeout_ms = 2000\nbatches_in_flight = 4\n\
              [[shops]]\ndomain = \"{SHOP}\"\napi_version = \"2026-04\"\nadmin_base_url = \"{base}\"\n\
              access_token_env = \"CHAOS_SHOPIFY_TOKEN\"\n[shops.locations]\n{locations}\n",
             prefix = h.env.names.prefix(),
@@ -310,6 +310,11 @@ async fn sigkill_at_random_points_of_a_long_stream_loses_and_doubles_nothing() {
         .count("SELECT count(*) FROM push_batches WHERE state = 'applied' AND change_count > 0")
         .await;
     assert_eq!(groups.len() as i64, applied, "no batch applied twice");
+    // Several batches were in flight at once (each slot holds one open batch at a time).
+    let slots = h
+        .count("SELECT count(DISTINCT slot) FROM push_batches")
+        .await;
+    assert!(slots >= 2, "batches formed in {slots} slot(s) only");
     // No change ever left the pusher outside GraphQL's Int.
     let widest = h
         .count(

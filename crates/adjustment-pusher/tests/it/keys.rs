@@ -22,6 +22,7 @@ async fn a_key_that_aged_between_claim_and_send_is_never_sent() {
         &h.env.pool,
         SHOP,
         BatchRules::default(),
+        1,
         &pusher.dead_letter_queue,
     )
     .await
@@ -76,11 +77,22 @@ async fn a_concurrent_request_waits_for_its_batch_not_for_the_shop() {
     let mut h = Harness::start().await;
     h.stop_replicas().await;
     let pusher = std::sync::Arc::new(h.shop_pusher(0));
+    // The shop has answered before (until it has, the pacer lets one call out at a time).
+    pusher.client.pacer().reserve_now().settle(
+        Some(shopify_admin::ThrottleStatus {
+            maximum_available: 2000.0,
+            currently_available: 2000.0,
+            restore_rate: 100.0,
+        }),
+        Some(10.0),
+        Instant::now(),
+    );
     h.insert_pending("SKU-1", 2, 1).await;
     store::form_batch(
         &h.env.pool,
         SHOP,
         BatchRules::default(),
+        1,
         &pusher.dead_letter_queue,
     )
     .await

@@ -9,6 +9,7 @@ mod delivery;
 mod faults;
 mod forming;
 mod harness;
+mod in_flight;
 mod intake;
 mod keys;
 mod loops;
