@@ -141,33 +141,13 @@ pub async fn measure(
 
         // Bare loop: consume and ack, nothing else.
         publish_many(&channel, &bare.name, &body, messages, "bare").await?;
-        let consumer_channel = connection.create_channel().await?;
-        consumer_channel
-            .basic_qos(settings.consumer.prefetch, BasicQosOptions::default())
-            .await?;
-        let mut deliveries = consumer_channel
-            .basic_consume(
-                bare.name.as_str().into(),
-                "bench".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        let started = Instant::now();
-        let mut acked = 0;
-        while acked < messages {
-            let delivery = deliveries.next().await.context("consumer ended")??;
-            delivery.acker.ack(BasicAckOptions::default()).await?;
-            acked += 1;
-        }
-        let bare_seconds = started.elapsed().as_secs_f64();
-        let _ = consumer_channel
-            .basic_cancel(
-                "bench".into(),
-                lapin::options::BasicCancelOptions::default(),
-            )
-            .await;
-        let _ = consumer_channel.close(200, "done".into()).await;
+        let bare_seconds = consume_and_ack(
+            &connection,
+            &bare.name,
+            settings.consumer.prefetch,
+            messages,
+        )
+        .await?;
 
         // The runtime with the probe handler (inbox row + effect row per message).
         let pool = db::connect_pool(&bench_settings.database)?;
@@ -223,6 +203,86 @@ pub async fn measure(
     .await;
     scratch.teardown(&[bare, probe]).await;
     result
+}
+
+/// The bare consume-and-ack rate (messages/s) of `messages` bodies of `body_bytes` on the
+/// configured broker, with `[consumer] prefetch`: the yardstick other benchmarks compare their
+/// end-to-end rate with, measured in their own run. Uses a scratch queue, removed after.
+pub async fn bare_rate(
+    settings: &Settings,
+    messages: u64,
+    body_bytes: usize,
+) -> anyhow::Result<f64> {
+    let scratch = Scratch::create(settings).await?;
+    let names = scratch.names();
+    let bare = WorkQueue {
+        name: names.name("bare"),
+        bindings: Vec::new(),
+    };
+    let result = async {
+        let connection = platform::amqp::connect(&settings.amqp.url, "bare-bench").await?;
+        let channel = confirm_channel(&connection).await?;
+        declare_work_queue(&channel, &bare, &settings.retry).await?;
+        publish_many(
+            &channel,
+            &bare.name,
+            &vec![b'x'; body_bytes],
+            messages,
+            "bare",
+        )
+        .await?;
+        let seconds = consume_and_ack(
+            &connection,
+            &bare.name,
+            settings.consumer.prefetch,
+            messages,
+        )
+        .await?;
+        let _ = channel.close(200, "bench done".into()).await;
+        let _ = connection.close(200, "bench done".into()).await;
+        Ok::<_, anyhow::Error>(messages as f64 / seconds)
+    }
+    .await;
+    scratch.teardown(&[bare]).await;
+    result
+}
+
+/// Consumes and acknowledges `messages` from `queue`, one ack per message, nothing else;
+/// returns the seconds it took.
+async fn consume_and_ack(
+    connection: &lapin::Connection,
+    queue: &str,
+    prefetch: u16,
+    messages: u64,
+) -> anyhow::Result<f64> {
+    let consumer_channel = connection.create_channel().await?;
+    consumer_channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await?;
+    let mut deliveries = consumer_channel
+        .basic_consume(
+            queue.into(),
+            "bench".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let started = Instant::now();
+    let mut acked = 0;
+    while acked < messages {
+        let delivery = deliveries.next().await.context("consumer ended")??;
+        delivery.acker.ack(BasicAckOptions::default()).await?;
+        acked += 1;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let _ = consumer_channel
+        .basic_cancel(
+            "bench".into(),
+            lapin::options::BasicCancelOptions::default(),
+        )
+        .await;
+    let _ = consumer_channel.close(200, "done".into()).await;
+    Ok(seconds)
 }
 
 /// Publishes `count` messages of `body` straight to `queue`, ids `<tag>-<n>`.
