@@ -17,6 +17,7 @@ use model::{
     ids::InventoryItemId,
 };
 use platform::outbox::{OutboxMessage, enqueue_all};
+use tokio_postgres::types::ToSql;
 
 use super::{
     ConflictReason, IngestError, IngestReport, ItemOutcome, VARIANT_COLUMNS, db_id, from_db,
@@ -342,6 +343,20 @@ impl<'a> ItemColumns<'a> {
         }
         Ok(columns)
     }
+
+    /// `$1` the shop, `$2`..`$8` the columns, in the order of the statements below.
+    fn params<'p>(&'p self, shop: &'p &str) -> [&'p (dyn ToSql + Sync); 8] {
+        [
+            shop,
+            &self.skus,
+            &self.descriptions,
+            &self.barcodes,
+            &self.prices,
+            &self.vendors,
+            &self.product_types,
+            &self.inventory_items,
+        ]
+    }
 }
 
 /// Inserts the new items that are still absent; returns the SKUs inserted.
@@ -364,16 +379,7 @@ async fn insert_items(
                  $7::text[], $8::bigint[]) \
                  AS n (sku, description, barcode, price, vendor, product_type, inventory_item_id) \
              ON CONFLICT (shop_domain, sku) DO NOTHING RETURNING sku",
-            &[
-                &shop,
-                &c.skus,
-                &c.descriptions,
-                &c.barcodes,
-                &c.prices,
-                &c.vendors,
-                &c.product_types,
-                &c.inventory_items,
-            ],
+            &c.params(&shop),
         )
         .await?
         .iter()
@@ -399,16 +405,7 @@ async fn update_items(
              $8::bigint[]) \
              AS u (sku, description, barcode, price, vendor, product_type, inventory_item_id) \
          WHERE i.shop_domain = $1 AND i.sku = u.sku",
-        &[
-            &shop,
-            &c.skus,
-            &c.descriptions,
-            &c.barcodes,
-            &c.prices,
-            &c.vendors,
-            &c.product_types,
-            &c.inventory_items,
-        ],
+        &c.params(&shop),
     )
     .await?;
     Ok(())
