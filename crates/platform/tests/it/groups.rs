@@ -324,3 +324,62 @@ async fn a_group_the_database_could_not_take_is_retried_whole_and_applied_once()
     }
     consumer.stop().await;
 }
+
+#[tokio::test]
+async fn redelivered_messages_are_handled_one_by_one() {
+    // A group that crashed the process (or lost its connection) comes back redelivered; were it
+    // grouped again, a message that crashes the process would take its neighbours' deliveries
+    // with it until `delivery_limit` dead-lettered them all.
+    let env = TestEnv::new().await;
+    let recorder = GroupRecorder::new(&env).await;
+    let config = platform::amqp::consumer::ConsumerConfig {
+        settings: grouping(),
+        ..consumer_config(&env)
+    };
+    let consumer = start_config(&env, Shared(recorder.clone()), config).await;
+    let exchange = env.names.name("shopify.events");
+    for n in 0..10 {
+        env.publish(
+            &exchange,
+            "products.update",
+            b"ok",
+            message(&format!("m{n}")),
+        )
+        .await;
+    }
+    wait_until(
+        Duration::from_secs(10),
+        "every message handed to the consumer, a group at the gate",
+        || async {
+            recorder.entered.load(Ordering::SeqCst) >= 1
+                && env.queue_depth(&consumer.queue.name).await == 0
+        },
+    )
+    .await;
+    // The consumer's connection is lost with every message unacknowledged: all ten come back
+    // redelivered.
+    let closed = tokio::task::spawn_blocking({
+        let id = env.id.clone();
+        move || testkit::close_connections_named(&format!("{}/t-{id}.", crate::runtime::SERVICE))
+    })
+    .await
+    .unwrap();
+    assert_eq!(closed, 1);
+    wait_until(Duration::from_secs(5), "disconnect noticed", || async {
+        !consumer.health.broker_connected()
+    })
+    .await;
+    recorder.gate.add_permits(10_000);
+    wait_until(Duration::from_secs(20), "ten messages acked", || async {
+        consumer.count("acked") == 10
+    })
+    .await;
+    let groups = recorder.groups.lock().unwrap().clone();
+    assert!(
+        groups.iter().all(|group| group.len() == 1),
+        "redeliveries were grouped: {groups:?}"
+    );
+    assert_eq!(recorder.alone.lock().unwrap().len(), 10);
+    assert!(effects(&env).await.values().all(|n| *n == 1));
+    consumer.stop().await;
+}

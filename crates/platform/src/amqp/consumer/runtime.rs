@@ -109,7 +109,8 @@ enum SessionError {
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest a cancel or close may take at shutdown (a half-open connection never answers).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often a paused consumer looks whether its channel is still open.
+/// How often a paused consumer (or one whose handler slots are all busy) looks whether its
+/// channel is still open.
 const PAUSED_CHECK: Duration = Duration::from_secs(1);
 
 fn at(stage: &'static str) -> impl FnOnce(lapin::Error) -> SessionError {
@@ -204,6 +205,10 @@ impl<H: Handler> Runtime<H> {
                     Ok(permit) => permit,
                     Err(_) => break Ok(()), // the semaphore is never closed
                 },
+                // Every handler slot busy (a slow database): the delivery stream is not read,
+                // so a lost connection would go unnoticed (readiness still "connected") until
+                // a handler finished.
+                () = channel_lost(&channel) => break Err(SessionError::ConsumerEnded),
             };
             let next = tokio::select! {
                 biased;
@@ -327,19 +332,20 @@ impl<H: Handler> Runtime<H> {
         // The runtime's own verdicts first: these messages never reach the handler.
         let verdicts: Vec<Option<Disposition>> =
             messages.iter().map(|m| self.verdict(&m.message)).collect();
-        let handled: Vec<usize> = (0..messages.len())
-            .filter(|i| verdicts[*i].is_none())
+        // A redelivery is handled alone: if its group crashed the process (a message that
+        // aborts, or exhausts memory), grouping it again would crash its neighbours' deliveries
+        // with it until `delivery_limit` dead-lettered them all.
+        let grouped: Vec<usize> = (0..messages.len())
+            .filter(|i| verdicts[*i].is_none() && !messages[*i].message.redelivered)
             .collect();
         let mut dispositions = verdicts;
-        if handled.len() > 1 {
-            let group: Vec<Incoming> = handled
+        if grouped.len() > 1 {
+            let group: Vec<Incoming> = grouped
                 .iter()
                 .map(|i| messages[*i].message.clone())
                 .collect();
-            for (i, disposition) in handled
-                .iter()
-                .zip(self.handle_group(&messages, &group).await)
-            {
+            let traces = grouped.iter().map(|i| messages[*i].trace);
+            for (i, disposition) in grouped.iter().zip(self.handle_group(traces, &group).await) {
                 dispositions[*i] = disposition;
             }
         }
@@ -401,15 +407,15 @@ impl<H: Handler> Runtime<H> {
         }
     }
 
-    /// The handler's group dispositions for `group` (the messages of `received` it handles),
-    /// or `None` for each when they are to be handled one by one (the handler said so, it
+    /// The handler's group dispositions for `group` (whose messages' traces are `traces`), or
+    /// `None` for each when they are to be handled one by one (the handler said so, it
     /// panicked, or it answered for another number of messages).
     async fn handle_group(
         &self,
-        received: &[Received],
+        traces: impl Iterator<Item = crate::trace::TraceParent>,
         group: &[Incoming],
     ) -> Vec<Option<Disposition>> {
-        let (trace, trace_ids) = crate::trace::joined(received.iter().map(|r| r.trace));
+        let (trace, trace_ids) = crate::trace::joined(traces);
         let span = tracing::info_span!(
             "message_group",
             queue = %self.config.queue.name,
@@ -610,6 +616,13 @@ fn message_span(
         attempt = message.attempt,
         trace_id = %trace.trace_id(),
     )
+}
+
+/// Returns once the channel is no longer connected (checked every [`PAUSED_CHECK`]).
+async fn channel_lost(channel: &Channel) {
+    while channel.status().connected() {
+        tokio::time::sleep(PAUSED_CHECK).await;
+    }
 }
 
 /// Waits until no copy is waiting for the broker, or the channel closed meanwhile.
