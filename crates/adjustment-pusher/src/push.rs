@@ -115,9 +115,10 @@ impl ShopPusher {
         Duration::from_secs(self.settings.give_up_after_secs)
     }
 
-    /// One unit of work: send a due open batch, or form a new one in a free slot. `false` when
-    /// idle. The call's cost is reserved from the pacer before the claim (waiting for it if the
-    /// bucket is low), and given back if there is nothing to send.
+    /// One unit of work: send a due open batch, or form batches in every free slot and send one
+    /// of the open batches then due. `false` when idle. The call's cost is reserved from the
+    /// pacer before the claim (waiting for it if the bucket is low), and given back if there is
+    /// nothing to send.
     #[tracing::instrument(name = "push_step", skip_all, fields(shop = %self.shop))]
     pub async fn step(&self, shutdown: &CancellationToken) -> Result<bool, DbError> {
         let reservation = tokio::select! {
@@ -129,37 +130,55 @@ impl ShopPusher {
         let claimed =
             store::claim_open_batch(&self.pool, &self.shop, lease, self.give_up_after()).await?;
         if let Some(batch) = claimed {
-            if batch.key_expired {
-                // E.g. the pusher (or its database) was down longer than Shopify keeps keys.
-                self.give_up(
-                    &batch,
-                    batch.uncertain_before,
-                    "not sent again: key retention over",
-                )
-                .await?;
-            } else {
-                self.send_reserved(batch, reservation).await?;
-            }
+            self.send_claimed(batch, reservation).await?;
             return Ok(true);
         }
-        drop(reservation); // nothing to send now: the points go back
         let rules = BatchRules {
             max_changes: self.settings.max_changes_per_call,
             coalesce_transactions: self.settings.batching,
         };
-        // `None`: every slot holds an open batch (being sent, or waiting for its retry time),
-        // or nothing pending is free to go.
-        let Some(formed) = store::form_batch(
+        // Empty: every slot holds an open batch (being sent, or waiting for its retry time), or
+        // nothing pending is free to go. A turn fills every free slot; the batches it formed are
+        // claimed by this worker right away and by the others as they come.
+        let formed = store::form_batches(
             &self.pool,
             &self.shop,
             rules,
             self.settings.batches_in_flight,
             &self.dead_letter_queue,
         )
-        .await?
-        else {
-            return Ok(false);
+        .await?;
+        for formed in &formed {
+            self.record_formed(formed);
+        }
+        // Formed by this worker or by another one while this one waited for its turn.
+        let claimed =
+            store::claim_open_batch(&self.pool, &self.shop, lease, self.give_up_after()).await?;
+        let Some(batch) = claimed else {
+            drop(reservation); // nothing to send now: the points go back
+            return Ok(!formed.is_empty());
         };
+        self.send_claimed(batch, reservation).await?;
+        Ok(true)
+    }
+
+    /// Sends a claimed batch under its reservation, or gives it up if its key is too old.
+    async fn send_claimed(&self, batch: Batch, reservation: Reservation) -> Result<(), DbError> {
+        if batch.key_expired {
+            // E.g. the pusher (or its database) was down longer than Shopify keeps keys.
+            self.give_up(
+                &batch,
+                batch.uncertain_before,
+                "not sent again: key retention over",
+            )
+            .await
+        } else {
+            self.send_reserved(batch, reservation).await
+        }
+    }
+
+    /// Counts and logs what one formed batch did.
+    fn record_formed(&self, formed: &store::Formed) {
         let shop = self.shop.as_str();
         if formed.changes > 0 {
             self.metrics
@@ -180,7 +199,6 @@ impl ShopPusher {
             self.outbox_wake.notify_one();
         }
         tracing::info!(shop, batch = ?formed.id, changes = formed.changes, adjustments = formed.adjustments, cancelled = formed.cancelled.len(), parked = formed.parked, trace_ids = %formed.source_trace_ids.join(","), "batch formed");
-        Ok(true)
     }
 
     /// Sends a claimed batch and records Shopify's answer, once the pacer grants the call's cost.

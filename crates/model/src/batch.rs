@@ -195,6 +195,42 @@ pub fn form_batch(pending: &[PendingAdjustment], rules: BatchRules) -> Option<Fo
     Some(batch)
 }
 
+/// Forms up to `at_most` batches from `pending` at once, as [`form_batch`] would one after
+/// another with each earlier batch in flight: a batch never carries a pair (`(inventory item,
+/// location)`) an earlier one has changes for, and every later adjustment of such a pair waits
+/// (its adjustments go out in order, one batch at a time). Stops early when nothing is left.
+pub fn form_disjoint_batches(
+    pending: &[PendingAdjustment],
+    rules: BatchRules,
+    at_most: usize,
+) -> Vec<FormedBatch> {
+    let mut left: Vec<PendingAdjustment> = pending.to_vec();
+    let mut batches = Vec::new();
+    while batches.len() < at_most {
+        let Some(batch) = form_batch(&left, rules) else {
+            break;
+        };
+        let taken: BTreeSet<i64> = batch
+            .changes
+            .iter()
+            .flat_map(|c| c.adjustments.iter().copied())
+            .chain(batch.cancelled.iter().copied())
+            .chain(batch.unsendable.iter().map(|(id, _)| *id))
+            .collect();
+        let in_flight: BTreeSet<(InventoryItemId, LocationId)> = batch
+            .changes
+            .iter()
+            .map(|c| (c.inventory_item_id, c.location_id))
+            .collect();
+        left.retain(|row| {
+            !taken.contains(&row.id)
+                && !in_flight.contains(&(row.inventory_item_id, row.location_id))
+        });
+        batches.push(batch);
+    }
+    batches
+}
+
 /// One error of a refused call, as batching sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
@@ -293,6 +329,46 @@ pub fn settle_refusal(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_formed_at_once_never_share_a_pair_and_keep_each_pairs_order() {
+        // Pair (1, 1) has three adjustments; 300 distinct pairs follow; one call takes 250.
+        let mut pending = vec![adj(1, 1, 1, 5), adj(2, 1, 1, 3)];
+        pending.extend((0..300).map(|n| adj(10 + n, 100 + n as u64, 1, 1)));
+        pending.push(adj(1000, 1, 1, 2));
+        let batches = form_disjoint_batches(&pending, BatchRules::default(), 4);
+        assert_eq!(batches.len(), 2, "{batches:?}");
+        assert_eq!(batches[0].changes.len(), 250);
+        assert_eq!(batches[0].changes[0].adjustments, vec![1, 2, 1000]);
+        assert_eq!(batches[1].changes.len(), 51);
+        let pairs = |b: &FormedBatch| -> BTreeSet<(InventoryItemId, LocationId)> {
+            b.changes
+                .iter()
+                .map(|c| (c.inventory_item_id, c.location_id))
+                .collect()
+        };
+        assert!(pairs(&batches[0]).is_disjoint(&pairs(&batches[1])));
+    }
+
+    #[test]
+    fn a_pair_held_back_in_one_batch_waits_for_it_to_settle() {
+        // The second adjustment of (1, 1) would leave the Int bound: it and every later one of
+        // the pair wait, even though another batch could be formed now.
+        let pending = vec![
+            adj(1, 1, 1, MAX_DELTA),
+            adj(2, 1, 1, 1),
+            adj(3, 2, 1, 1),
+            adj(4, 1, 1, -1),
+        ];
+        let batches = form_disjoint_batches(&pending, BatchRules::default(), 4);
+        assert_eq!(batches.len(), 1, "{batches:?}");
+        assert_eq!(batches[0].changes.len(), 2);
+        assert_eq!(batches[0].changes[0].adjustments, vec![1]);
+        assert_eq!(
+            form_disjoint_batches(&pending, BatchRules::default(), 0),
+            Vec::new()
+        );
+    }
 
     fn adj(id: i64, item: u64, location: u64, delta: i64) -> PendingAdjustment {
         PendingAdjustment {

@@ -10,13 +10,14 @@
 //! settled. So a pair's adjustments still go out in order and the refusal rules (one by one
 //! after a refused sum, the `Int` bound) see what they saw with one batch in flight. Formers of
 //! one shop take turns (a transaction-scoped advisory lock), so two replicas cannot both put
-//! the same pair in flight from different rows.
+//! the same pair in flight from different rows; a turn fills every free slot at once (one
+//! read, one commit), since the turns, not the calls, are what a busy shop waits for.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use deadpool_postgres::{GenericClient, Pool, Transaction};
 use model::{
-    batch::{FormedBatch, PendingAdjustment, form_batch as form},
+    batch::{FormedBatch, PendingAdjustment, form_disjoint_batches},
     ids::{InventoryItemId, LocationId},
 };
 use platform::{
@@ -37,7 +38,7 @@ pub const MAX_SLOTS: u16 = 16;
 /// call's changes first, and at this many only when those do not make a full call).
 const FORMING_WINDOW: i64 = 5000;
 
-/// What forming a batch did.
+/// What forming one batch did.
 #[derive(Debug, Clone, Default)]
 pub struct Formed {
     /// The batch row (`None` when nothing was sendable: everything parked again).
@@ -46,7 +47,8 @@ pub struct Formed {
     pub changes: usize,
     /// Adjustments in the call.
     pub adjustments: usize,
-    /// Adjustments parked again: their item is not mapped any more.
+    /// Adjustments parked again: their item is not mapped any more (counted on the first of a
+    /// turn's batches).
     pub parked: usize,
     /// Adjustments whose pair summed to zero: done without a call (counted as pushed).
     pub cancelled: Vec<Acknowledged>,
@@ -56,19 +58,22 @@ pub struct Formed {
     pub source_trace_ids: Vec<String>,
 }
 
-/// Forms one batch from the shop's pending adjustments, if there are any, by the rule of
-/// `model::batch::form_batch`, each adjustment going to the inventory item its item is mapped
-/// to now, in a free slot of `0..slots`. The batch row (idempotency key, exact variables, the
-/// adjustments behind each change) is committed before anything is sent. `None` when there is
-/// nothing pending that is not in flight already, or when every slot of the shop holds an open
-/// batch.
-pub async fn form_batch(
+/// Forms a batch for every free slot of `0..slots` it can, from the shop's pending adjustments,
+/// by the rule of `model::batch::form_batch`, each adjustment going to the inventory item its
+/// item is mapped to now; the batches never share a pair (`model::batch::form_disjoint_batches`).
+/// One turn, one read, one commit for all of them: forming is what the formers of a shop queue
+/// for, so a turn fills every free slot. Each batch row (idempotency key, exact variables, the
+/// adjustments behind each change) is committed before anything is sent. Empty when there is
+/// nothing pending that is not in flight already, or when every slot holds an open batch; an
+/// entry without `id` when nothing was sendable (parked again, dead-lettered).
+pub async fn form_batches(
     pool: &Pool,
     shop: &str,
     rules: BatchRules,
     slots: u16,
     dlq: &str,
-) -> DbResult<Option<Formed>> {
+) -> DbResult<Vec<Formed>> {
+    let started = std::time::Instant::now();
     let mut client = pool.get().await?;
     let tx = client.transaction().await.map_err(db)?;
     // Formers of the shop take turns: what is in flight cannot change under this one.
@@ -78,42 +83,51 @@ pub async fn form_batch(
     )
     .await
     .map_err(db)?;
-    let Some(slot) = free_slot(&tx, shop, slots).await? else {
-        return Ok(None);
-    };
-    // A first look at the oldest rows is enough when they make a full call, or when a call
-    // carries one transaction; otherwise (few distinct pairs, each with many adjustments) the
-    // whole window is read, so they coalesce.
-    let mut window =
-        (i64::try_from(rules.max_changes).unwrap_or(FORMING_WINDOW) * 2).clamp(1, FORMING_WINDOW);
-    let (
-        window,
-        Window {
-            pending,
-            unmapped,
-            unmapped_skus,
-            ..
-        },
-        batch,
-    ) = loop {
+    let turn = std::time::Instant::now();
+    let free = free_slots(&tx, shop, slots).await?;
+    if free.is_empty() {
+        return Ok(Vec::new());
+    }
+    // A first look at twice a call's changes for each free slot is enough when the first call
+    // is full, or when a call carries one transaction; otherwise (few distinct pairs, each with
+    // many adjustments) the whole window is read, so they coalesce.
+    let per_call = i64::try_from(rules.max_changes).unwrap_or(FORMING_WINDOW) * 2;
+    let mut window = per_call
+        .saturating_mul(i64::try_from(free.len()).unwrap_or(1))
+        .clamp(1, FORMING_WINDOW);
+    let (window, read, batches) = loop {
         let read = read_window(&tx, shop, window).await?;
-        let batch = form(&read.pending, rules);
-        let full = batch
-            .as_ref()
-            .is_some_and(|b| b.changes.len() >= rules.max_changes);
+        let batches = form_disjoint_batches(&read.pending, rules, free.len());
+        let full = |batch: &FormedBatch| batch.changes.len() >= rules.max_changes;
         let widen = rules.coalesce_transactions && read.rows == window && window < FORMING_WINDOW;
-        if full || !widen {
-            break (window, read, batch);
+        if batches.first().is_some_and(full) || !widen {
+            // Past the first, a batch goes now only if it is full or the window held everything
+            // pending: one cut short by the window would only carry fewer sums than waiting.
+            let complete = read.rows < window;
+            let keep = batches
+                .into_iter()
+                .enumerate()
+                .take_while(|(n, batch)| *n == 0 || complete || full(batch))
+                .map(|(_, batch)| batch)
+                .collect::<Vec<_>>();
+            break (window, read, keep);
         }
         window = FORMING_WINDOW;
     };
-    if pending.is_empty() && unmapped.is_empty() {
-        return Ok(None);
+    let read_ms = turn.elapsed().as_secs_f64() * 1000.0;
+    let Window {
+        pending,
+        unmapped,
+        unmapped_skus,
+        ..
+    } = read;
+    if batches.is_empty() && unmapped.is_empty() {
+        return Ok(Vec::new());
     }
     // The rows it takes, locked. Formers take turns, and only forming moves a row out of
     // pending; one locked or moved meanwhile means a former that does not take turns (a
     // replica of an older version) got there first: leave everything to it.
-    let taken: Vec<i64> = batch
+    let taken: Vec<i64> = batches
         .iter()
         .flat_map(|b| {
             b.changes
@@ -139,12 +153,8 @@ pub async fn form_batch(
             "pending adjustments taken by another former meanwhile: forming again later"
         );
         tx.rollback().await.map_err(db)?;
-        return Ok(None);
+        return Ok(Vec::new());
     }
-    let mut formed = Formed {
-        parked: unmapped.len(),
-        ..Formed::default()
-    };
     if !unmapped.is_empty() {
         tracing::info!(shop, skus = ?unmapped_skus, adjustments = unmapped.len(), "items not mapped any more: their pending adjustments are parked again");
         tx.execute(
@@ -154,10 +164,58 @@ pub async fn form_batch(
         .await
         .map_err(db)?;
     }
-    let Some(batch) = batch else {
-        tx.commit().await.map_err(db)?;
-        return Ok(Some(formed));
-    };
+    let item_of: BTreeMap<i64, i64> = pending
+        .iter()
+        .map(|p| (p.id, p.inventory_item_id.0 as i64))
+        .collect();
+    let mut all = Vec::with_capacity(batches.len().max(1));
+    let mut free = free.into_iter();
+    for batch in &batches {
+        // A batch of only cancelled sums is recorded as applied: it takes no slot.
+        let slot = if batch.has_changes() {
+            free.next()
+        } else {
+            None
+        };
+        let Some(formed) = record_batch(&tx, shop, batch, slot, &item_of, dlq).await? else {
+            // The slot was taken after all (a former that does not take turns): ours waits,
+            // nothing was taken.
+            tx.rollback().await.map_err(db)?;
+            return Ok(Vec::new());
+        };
+        all.push(formed);
+    }
+    let recorded_ms = turn.elapsed().as_secs_f64() * 1000.0;
+    tx.commit().await.map_err(db)?;
+    if all.is_empty() {
+        all.push(Formed::default());
+    }
+    all[0].parked = unmapped.len();
+    tracing::debug!(
+        shop,
+        batches = batches.len(),
+        waited_ms = (started.elapsed() - turn.elapsed()).as_secs_f64() * 1000.0,
+        read_ms,
+        recorded_ms,
+        turn_ms = turn.elapsed().as_secs_f64() * 1000.0,
+        "formed in one turn"
+    );
+    Ok(all)
+}
+
+/// Records one formed batch in the forming transaction: its row in `slot` (a batch with changes
+/// always has one), its adjustments `batched` (or `pushed`, the sums that cancelled out) with the
+/// inventory item they go to, and those that can never be sent dead-lettered. `None` when the
+/// slot is taken.
+async fn record_batch(
+    tx: &Transaction<'_>,
+    shop: &str,
+    batch: &FormedBatch,
+    slot: Option<i16>,
+    item_of: &BTreeMap<i64, i64>,
+    dlq: &str,
+) -> DbResult<Option<Formed>> {
+    let mut formed = Formed::default();
     // A batch row when there is a call to make or sums that cancelled out (their audit trail);
     // adjustments that can never be sent are only dead-lettered.
     let batch_id = if batch.has_changes() || !batch.cancelled.is_empty() {
@@ -169,13 +227,18 @@ pub async fn form_batch(
             .await
             .map_err(db)?
             .get(0);
-        let (trace, source_trace_ids) = batch_traces(&tx, &batch).await?;
-        let recorded =
-            record_formed(&tx, shop, batch_id, slot, &batch, &trace, &source_trace_ids).await?;
+        let (trace, source_trace_ids) = batch_traces(tx, batch).await?;
+        let recorded = record_formed(
+            tx,
+            shop,
+            batch_id,
+            slot.unwrap_or_default(),
+            batch,
+            &trace,
+            &source_trace_ids,
+        )
+        .await?;
         if !recorded {
-            // The slot was taken after all (a former that does not take turns): ours waits,
-            // nothing was taken.
-            tx.rollback().await.map_err(db)?;
             return Ok(None);
         }
         formed.source_trace_ids = source_trace_ids;
@@ -203,32 +266,30 @@ pub async fn form_batch(
     )
     .await
     .map_err(db)?;
-    let item_of: BTreeMap<i64, i64> = pending
-        .iter()
-        .map(|p| (p.id, p.inventory_item_id.0 as i64))
-        .collect();
-    let cancelled_items: Vec<i64> = batch
-        .cancelled
-        .iter()
-        .map(|id| item_of.get(id).copied().unwrap_or_default())
-        .collect();
-    let cancelled = tx
-        .query(
-            "UPDATE adjustments a SET state = 'pushed', batch_id = $1, \
-                 inventory_item_id = u.item, updated_at = now() \
-             FROM unnest($2::bigint[], $3::bigint[]) AS u(id, item) WHERE a.id = u.id \
-             RETURNING a.kind, a.occurred_at",
-            &[&batch_id, &batch.cancelled, &cancelled_items],
-        )
-        .await
-        .map_err(db)?;
-    formed.cancelled = cancelled
-        .iter()
-        .map(|row| Acknowledged {
-            kind: row.get(0),
-            occurred_at: row.get(1),
-        })
-        .collect();
+    if !batch.cancelled.is_empty() {
+        let cancelled_items: Vec<i64> = batch
+            .cancelled
+            .iter()
+            .map(|id| item_of.get(id).copied().unwrap_or_default())
+            .collect();
+        let cancelled = tx
+            .query(
+                "UPDATE adjustments a SET state = 'pushed', batch_id = $1, \
+                     inventory_item_id = u.item, updated_at = now() \
+                 FROM unnest($2::bigint[], $3::bigint[]) AS u(id, item) WHERE a.id = u.id \
+                 RETURNING a.kind, a.occurred_at",
+                &[&batch_id, &batch.cancelled, &cancelled_items],
+            )
+            .await
+            .map_err(db)?;
+        formed.cancelled = cancelled
+            .iter()
+            .map(|row| Acknowledged {
+                kind: row.get(0),
+                occurred_at: row.get(1),
+            })
+            .collect();
+    }
     let mut dead: BTreeMap<(String, String), String> = BTreeMap::new();
     for (id, reason) in &batch.unsendable {
         let row = tx
@@ -245,9 +306,8 @@ pub async fn form_batch(
     for ((shop, transaction), reason) in &dead {
         formed
             .dead
-            .push(dead_letter(&tx, shop, transaction, ErrorKind::Rejected, reason, 1, dlq).await?);
+            .push(dead_letter(tx, shop, transaction, ErrorKind::Rejected, reason, 1, dlq).await?);
     }
-    tx.commit().await.map_err(db)?;
     Ok(Some(formed))
 }
 
@@ -295,22 +355,30 @@ struct Window {
 /// their SKU nor the inventory item it is mapped to now is in an open batch at their location),
 /// each with the inventory item its item is mapped to now. Not locked: the caller takes turns
 /// with the other formers and locks what it takes.
+///
+/// Written so that its plan holds in a draining backlog, where the statistics still say what
+/// was true before it (every row pending): the adjustments in flight are looked up by the open
+/// batches' ids (not by merging the whole `adjustments_by_batch` index), and the shop is a
+/// range ordered with the id, an order only `adjustments_pending` gives, so the scan never
+/// walks the primary key past rows already batched or pushed (about 50 ms a read half-way
+/// through a 50,000-row backlog, 5 ms this way; docs/adjustment-pusher.md).
 async fn read_window(tx: &Transaction<'_>, shop: &str, window: i64) -> DbResult<Window> {
     let rows = tx
         .query(
             "WITH in_flight AS MATERIALIZED ( \
-                 SELECT a.sku, a.inventory_item_id, a.location_id FROM push_batches b \
-                 JOIN adjustments a ON a.batch_id = b.id AND a.state = 'batched' \
-                 WHERE b.shop_domain = $1 AND b.state = 'open') \
+                 SELECT a.sku, a.inventory_item_id, a.location_id FROM adjustments a \
+                 WHERE a.batch_id = ANY (ARRAY(SELECT b.id FROM push_batches b \
+                                               WHERE b.shop_domain = $1 AND b.state = 'open')) \
+                   AND a.state = 'batched') \
              SELECT a.id, a.sku, a.location_id, a.delta, a.reason, a.transaction_id, a.solo, \
                  i.inventory_item_id \
              FROM adjustments a \
              LEFT JOIN items i ON i.shop_domain = a.shop_domain AND i.sku = a.sku \
-             WHERE a.shop_domain = $1 AND a.state = 'pending' \
+             WHERE a.shop_domain >= $1 AND a.shop_domain <= $1 AND a.state = 'pending' \
                AND (a.sku, a.location_id) NOT IN (SELECT sku, location_id FROM in_flight) \
                AND (coalesce(i.inventory_item_id, 0), a.location_id) NOT IN \
                    (SELECT inventory_item_id, location_id FROM in_flight) \
-             ORDER BY a.id LIMIT $2",
+             ORDER BY a.shop_domain, a.id LIMIT $2",
             &[&shop, &window],
         )
         .await
@@ -347,20 +415,20 @@ async fn read_window(tx: &Transaction<'_>, shop: &str, window: i64) -> DbResult<
     Ok(read)
 }
 
-/// The lowest of the shop's slots `0..slots` without an open batch.
-async fn free_slot(tx: &Transaction<'_>, shop: &str, slots: u16) -> DbResult<Option<i16>> {
+/// The shop's slots `0..slots` without an open batch, lowest first.
+async fn free_slots(tx: &Transaction<'_>, shop: &str, slots: u16) -> DbResult<Vec<i16>> {
     let slots = i16::try_from(slots.min(MAX_SLOTS)).unwrap_or(1);
-    let row = tx
-        .query_opt(
+    let rows = tx
+        .query(
             "SELECT s::smallint FROM generate_series(0, $2::smallint - 1) AS s \
              WHERE NOT EXISTS (SELECT 1 FROM push_batches \
                                WHERE shop_domain = $1 AND state = 'open' AND slot = s) \
-             ORDER BY s LIMIT 1",
+             ORDER BY s",
             &[&shop, &slots],
         )
         .await
         .map_err(db)?;
-    Ok(row.map(|row| row.get(0)))
+    Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
 /// Inserts the batch row of a formed batch: open in `slot` when it has changes, applied at once

@@ -12,7 +12,7 @@ use crate::harness::{Harness, Options};
 const SHOP: &str = "acme.myshopify.com";
 
 /// `formers` formers from two replicas (two pools) forming at the same instant, the way the
-/// push loops' workers do, with `slots` batches in flight allowed. How many formed a batch.
+/// push loops' workers do, with `slots` batches in flight allowed. How many batches they formed.
 async fn form_together(h: &Harness, formers: usize, slots: u16, rules: BatchRules) -> usize {
     let replicas = [
         platform::db::connect_pool(&h.settings.database).unwrap(),
@@ -27,20 +27,20 @@ async fn form_together(h: &Harness, formers: usize, slots: u16, rules: BatchRule
         let dlq = dlq.clone();
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
-            store::form_batch(&pool, SHOP, rules, slots, &dlq)
+            store::form_batches(&pool, SHOP, rules, slots, &dlq)
                 .await
                 .unwrap()
-                .is_some_and(|formed| formed.id.is_some())
+                .iter()
+                .filter(|formed| formed.id.is_some())
+                .count()
         }));
     }
     let mut formed = 0;
     for task in tasks {
-        formed += usize::from(
-            tokio::time::timeout(Duration::from_secs(60), task)
-                .await
-                .unwrap()
-                .unwrap(),
-        );
+        formed += tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .unwrap()
+            .unwrap();
     }
     formed
 }
