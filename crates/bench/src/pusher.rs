@@ -113,6 +113,9 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Figures> {
     Ok(figures)
 }
 
+/// About the size of a WOS transaction message (the bare loop's yardstick).
+const TX_BYTES: usize = 256;
+
 /// The stream measurements: transactions published to the broker, intake included.
 async fn run_streams(settings: &Settings, args: &Args) -> anyhow::Result<Figures> {
     let free = ThrottleConfig {
@@ -155,9 +158,16 @@ async fn run_streams(settings: &Settings, args: &Args) -> anyhow::Result<Figures
         (figures.lag_p50, figures.lag_p99) = (run.lag_p50, run.lag_p99);
         rows.push((name, figures));
     }
+    // The yardstick: a bare consume-and-ack loop of transaction-sized messages, this run.
+    let bare = crate::runtime::bare_rate(settings, args.transactions.max(20_000), TX_BYTES).await?;
     println!(
         "adjustment-pusher end to end: {} transactions over {} SKUs (throttled runs: {})",
         args.transactions, args.skus, args.throttled_transactions
+    );
+    println!(
+        "bare consume+ack loop ({TX_BYTES}-byte messages, same broker): {bare:.0} msg/s; \
+         batched end to end, throttling off: {:.2}x that",
+        rows[0].1.free_tps / bare
     );
     for (name, f) in &rows {
         println!("[{name}]");
@@ -189,6 +199,9 @@ async fn run_streams(settings: &Settings, args: &Args) -> anyhow::Result<Figures
         );
     }
     let mut figures = Figures::default();
+    figures
+        .add("bare_msgs_per_s", format!("{bare:.0}"))
+        .add("pusher_ratio", format!("{:.2}", rows[0].1.free_tps / bare));
     for (prefix, (_, f)) in ["batched", "per_tx"].iter().zip(&rows) {
         figures
             .add(&format!("{prefix}_tx_per_s"), format!("{:.0}", f.free_tps))

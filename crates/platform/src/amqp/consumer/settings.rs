@@ -39,12 +39,12 @@ pub struct ConsumerSettings {
 impl Default for ConsumerSettings {
     fn default() -> Self {
         Self {
-            prefetch: 64,
-            concurrency: 16,
+            prefetch: 128,
+            concurrency: 4,
             shutdown_grace_ms: 20_000,
             publish_timeout_ms: 10_000,
             max_message_bytes: 2 * 1024 * 1024,
-            group_size: 32,
+            group_size: 64,
             group_linger_ms: 5,
             group_max_bytes: 1024 * 1024,
         }
