@@ -243,7 +243,7 @@ impl ShopPusher {
             }
         }
         let timeout = Duration::from_millis(self.settings.request_timeout_ms);
-        let result = shopify::adjust_reserved(
+        let result = shopify::adjust(
             &self.client,
             reservation,
             &batch.input,

@@ -192,19 +192,10 @@ pub struct CallResult {
     pub requested_cost: Option<f64>,
 }
 
-/// Sends one batch through the shop's client (which accounts for it in the pacer and records
-/// it), at once: `input` is the mutation's input, `key` its idempotency key.
+/// Sends one batch through the shop's client (which records it and settles the call's cost,
+/// reserved beforehand from the shop's pacer with `Pacer::reserve`, by the answer): `input` is
+/// the mutation's input, `key` its idempotency key.
 pub async fn adjust(
-    client: &ShopClient,
-    input: &Value,
-    key: &str,
-    timeout: Duration,
-) -> CallResult {
-    adjust_reserved(client, client.pacer().reserve_now(), input, key, timeout).await
-}
-
-/// [`adjust`] for a call whose cost was reserved from the shop's pacer (`Pacer::reserve`).
-pub async fn adjust_reserved(
     client: &ShopClient,
     reservation: Reservation,
     input: &Value,

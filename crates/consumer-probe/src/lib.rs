@@ -19,7 +19,7 @@ use platform::{
         topology::{Names, WorkQueue},
     },
     db::DbError,
-    inbox::{InboxEntry, prune_inbox_chunk, record_message, record_messages},
+    inbox::{InboxEntry, prune_inbox_chunk, record_messages},
     metrics::Metrics,
     retention::{Pruned, RetentionJob, RetentionSettings, in_chunks, run_retention},
     settings::Settings,
@@ -63,33 +63,9 @@ impl ProbeHandler {
         Self { pool, options }
     }
 
-    async fn apply(&self, message_id: &str, message: &Incoming) -> Result<Disposition, DbError> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        if record_message(&tx, CONSUMER, message_id).await? == InboxEntry::AlreadyProcessed {
-            tx.rollback().await?;
-            return Ok(Disposition::Duplicate);
-        }
-        let bytes = i64::try_from(message.body.len()).unwrap_or(i64::MAX);
-        tx.execute(
-            "INSERT INTO probe_effects (message_id, bytes) VALUES ($1, $2)",
-            &[&message_id, &bytes],
-        )
-        .await?;
-        tx.commit().await?;
-        if self.options.crash_after_commit
-            && !message.redelivered
-            && message.header_str(CRASH_HEADER).is_some()
-        {
-            tracing::warn!(message_id, "crashing between commit and ack, as asked");
-            std::process::abort();
-        }
-        Ok(Disposition::Ack)
-    }
-
-    /// A group in one transaction: the inbox rows in one statement, the new messages' effect
-    /// rows in another.
-    async fn apply_group(
+    /// Messages (one, or a group) in one transaction: the inbox rows in one statement, the new
+    /// messages' effect rows in another.
+    async fn apply(
         &self,
         ids: &[&str],
         messages: &[Incoming],
@@ -138,9 +114,15 @@ impl Handler for ProbeHandler {
         if !self.options.handler_delay.is_zero() {
             tokio::time::sleep(self.options.handler_delay).await;
         }
-        self.apply(&message_id, message)
+        match self
+            .apply(&[message_id.as_str()], std::slice::from_ref(message))
             .await
-            .unwrap_or_else(Disposition::retry)
+        {
+            Ok(mut dispositions) => dispositions
+                .pop()
+                .unwrap_or_else(|| Disposition::retry("no disposition for the message")),
+            Err(err) => Disposition::retry(err),
+        }
     }
 
     async fn handle_group(&self, messages: &[Incoming]) -> GroupOutcome {
@@ -155,7 +137,7 @@ impl Handler for ProbeHandler {
         if !self.options.handler_delay.is_zero() {
             tokio::time::sleep(self.options.handler_delay).await;
         }
-        match self.apply_group(&ids, messages).await {
+        match self.apply(&ids, messages).await {
             Ok(dispositions) => GroupOutcome::Handled(dispositions),
             Err(err) if err.is_unavailable() => {
                 GroupOutcome::Handled(vec![Disposition::retry(err); messages.len()])

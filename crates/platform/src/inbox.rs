@@ -33,17 +33,11 @@ pub async fn record_message<C: GenericClient>(
     consumer: &str,
     message_id: &str,
 ) -> Result<InboxEntry, tokio_postgres::Error> {
-    let inserted = client
-        .execute(
-            "INSERT INTO inbox (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            &[&consumer, &message_id],
-        )
-        .await?;
-    Ok(if inserted == 1 {
-        InboxEntry::New
-    } else {
-        InboxEntry::AlreadyProcessed
-    })
+    let entries = record_messages(client, consumer, &[message_id]).await?;
+    Ok(entries
+        .first()
+        .copied()
+        .unwrap_or(InboxEntry::AlreadyProcessed))
 }
 
 /// Records a group's message ids for `consumer` in the caller's transaction, with one

@@ -42,19 +42,6 @@ impl Batch {
     }
 }
 
-/// Whether the shop has a batch that is not finished (then new pending work waits and coalesces).
-pub async fn has_open_batch(pool: &Pool, shop: &str) -> DbResult<bool> {
-    let client = pool.get().await?;
-    Ok(client
-        .query_opt(
-            "SELECT 1 FROM push_batches WHERE shop_domain = $1 AND state = 'open' LIMIT 1",
-            &[&shop],
-        )
-        .await
-        .map_err(db)?
-        .is_some())
-}
-
 /// Claims the shop's oldest open batch that is due and not leased by another sender. `give_up`
 /// is how long after its first send a key may still be sent.
 pub async fn claim_open_batch(

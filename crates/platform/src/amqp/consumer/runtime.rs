@@ -2,6 +2,7 @@
 //! dispositions carried out (ack, retry copy, dead letter), shutdown.
 
 use std::{
+    borrow::Cow,
     panic::AssertUnwindSafe,
     sync::Arc,
     time::{Duration, Instant},
@@ -328,31 +329,46 @@ impl<H: Handler> Runtime<H> {
         shutdown: &CancellationToken,
     ) -> Vec<(u64, Settle)> {
         let started = Instant::now();
-        let messages: Vec<Received> = deliveries.into_iter().map(Received::new).collect();
+        let mut tags = Vec::with_capacity(deliveries.len());
+        let mut traces = Vec::with_capacity(deliveries.len());
+        let mut messages = Vec::with_capacity(deliveries.len());
+        for Received {
+            tag,
+            trace,
+            message,
+        } in deliveries.into_iter().map(Received::new)
+        {
+            tags.push(tag);
+            traces.push(trace);
+            messages.push(message);
+        }
         // The runtime's own verdicts first: these messages never reach the handler.
-        let verdicts: Vec<Option<Disposition>> =
-            messages.iter().map(|m| self.verdict(&m.message)).collect();
+        let verdicts: Vec<Option<Disposition>> = messages.iter().map(|m| self.verdict(m)).collect();
         // A redelivery is handled alone: if its group crashed the process (a message that
         // aborts, or exhausts memory), grouping it again would crash its neighbours' deliveries
         // with it until `delivery_limit` dead-lettered them all.
         let grouped: Vec<usize> = (0..messages.len())
-            .filter(|i| verdicts[*i].is_none() && !messages[*i].message.redelivered)
+            .filter(|i| verdicts[*i].is_none() && !messages[*i].redelivered)
             .collect();
         let mut dispositions = verdicts;
         if grouped.len() > 1 {
-            let group: Vec<Incoming> = grouped
+            // Usually the whole group: then its messages are not copied.
+            let group: Cow<[Incoming]> = if grouped.len() == messages.len() {
+                Cow::Borrowed(&messages)
+            } else {
+                Cow::Owned(grouped.iter().map(|i| messages[*i].clone()).collect())
+            };
+            let group_traces = grouped.iter().map(|i| traces[*i]);
+            for (i, disposition) in grouped
                 .iter()
-                .map(|i| messages[*i].message.clone())
-                .collect();
-            let traces = grouped.iter().map(|i| messages[*i].trace);
-            for (i, disposition) in grouped.iter().zip(self.handle_group(traces, &group).await) {
+                .zip(self.handle_group(group_traces, &group).await)
+            {
                 dispositions[*i] = disposition;
             }
         }
         let mut settled = Vec::with_capacity(messages.len());
-        for (received, disposition) in messages.into_iter().zip(dispositions) {
-            let tag = received.tag;
-            let Received { message, trace, .. } = received;
+        let each = tags.into_iter().zip(traces).zip(messages).zip(dispositions);
+        for (((tag, trace), message), disposition) in each {
             let span = message_span(&self.config.queue.name, &message, trace);
             let work = async {
                 let disposition = match disposition {
