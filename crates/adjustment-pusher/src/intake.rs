@@ -12,10 +12,7 @@
 //! as a duplicate; WOS reusing the id for different content is a `rejected` dead letter (the
 //! transaction recorded first is the one applied), never dropped silently.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    sync::Arc,
-};
+use std::{collections::BTreeSet, sync::Arc};
 
 use deadpool_postgres::Pool;
 use model::{
@@ -32,9 +29,11 @@ use platform::{
     metrics::Metrics,
 };
 use sha2::{Digest, Sha256};
-use tokio::sync::Notify;
 
-use crate::store::{Arrival, Recorded, record_transactions};
+use crate::{
+    push::ReadyShops,
+    store::{Arrival, Recorded, record_transactions},
+};
 
 /// The handler of `adjustment-pusher.wos-transactions`.
 #[derive(Debug)]
@@ -43,7 +42,8 @@ pub struct Intake {
     pub shops: ShopDirectory,
     pub metrics: Metrics,
     /// Each shop's push loop, woken when it has new pending work.
-    pub wakers: Arc<BTreeMap<String, Arc<Notify>>>,
+    /// Where each shop with new work is woken (`push::ready`).
+    pub ready: Arc<ReadyShops>,
 }
 
 impl Handler for Intake {
@@ -131,9 +131,7 @@ impl Intake {
             })
             .collect();
         for shop in to_wake {
-            if let Some(wake) = self.wakers.get(shop) {
-                wake.notify_one();
-            }
+            self.ready.wake(shop);
         }
         Ok(dispositions)
     }

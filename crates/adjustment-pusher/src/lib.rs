@@ -6,9 +6,9 @@
 //! - [`release`]: parked adjustments become pending when their item gets a mapping
 //!   (announcements on `adjustment-pusher.item-mappings`, and a periodic sweep); too old ->
 //!   `unmapped` dead letter;
-//! - [`push`]: one loop per shop batches pending adjustments into `inventoryAdjustQuantities`
-//!   calls persisted with their idempotency key before sending, and resends each unchanged until
-//!   Shopify answers definitely;
+//! - [`push`]: workers shared by every shop (a fair queue of the shops with work) batch pending
+//!   adjustments into `inventoryAdjustQuantities` calls persisted with their idempotency key
+//!   before sending, and resend each unchanged until Shopify answers definitely;
 //! - [`store`]: all of that state in PostgreSQL (intake, parking, forming, batches,
 //!   outcomes); [`shopify`]: the GraphQL call and how its answers are sorted. The transport, each shop's token and its rate limiting from
 //!   `throttleStatus` are the shared `shopify_admin` crate.
@@ -52,7 +52,7 @@ use shopify_admin::ShopClient;
 
 use crate::{
     intake::Intake,
-    push::ShopPusher,
+    push::{Pushers, ReadyShops, ShopPusher},
     release::{MappingReleases, Sweeper},
     retention::PusherRetention,
 };
@@ -94,6 +94,9 @@ pub struct PusherSettings {
     /// Batches of one shop in flight at once (formed, sent and recorded concurrently), at most
     /// [`store::MAX_SLOTS`]; the database holds every replica to it (one open batch per slot).
     pub batches_in_flight: u16,
+    /// Steps (claiming, forming, recording) run at once for all the replica's shops together
+    /// (`push::ready`); the Shopify calls run apart, bounded by each shop's `batches_in_flight`.
+    pub push_workers: usize,
 }
 
 impl Default for PusherSettings {
@@ -111,6 +114,7 @@ impl Default for PusherSettings {
             sweep_chunk_rows: 1000,
             push_pool_connections: 4,
             batches_in_flight: 4,
+            push_workers: 8,
         }
     }
 }
@@ -152,6 +156,10 @@ impl PusherSettings {
             "adjustment_pusher.batches_in_flight must be between 1 and {} (the slots the \
              database allows per shop)",
             store::MAX_SLOTS
+        );
+        anyhow::ensure!(
+            (1..=256).contains(&self.push_workers),
+            "adjustment_pusher.push_workers must be between 1 and 256"
         );
         Ok(())
     }
@@ -211,12 +219,11 @@ pub async fn serve(
 
     let names = settings.names();
     let dead_letter_queue = names.adjustment_pusher_queue().dead_letter_queue();
-    let wakers: Arc<BTreeMap<String, Arc<Notify>>> = Arc::new(
-        clients
-            .keys()
-            .map(|shop| (shop.clone(), Arc::new(Notify::new())))
-            .collect(),
-    );
+    let ready = Arc::new(ReadyShops::new(
+        clients.keys(),
+        pusher.batches_in_flight,
+        Duration::from_millis(pusher.batch_window_ms),
+    ));
     let outbox_wake = Arc::new(Notify::new());
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -239,30 +246,42 @@ pub async fn serve(
         shutdown.clone(),
     ));
     // Every background loop is supervised: a panic is counted and the loop started again.
-    for (shop, client) in clients {
-        let monitor = LoopMonitor::new(&metrics, SERVICE, push::LOOP, &shop);
-        let loop_ = Arc::new(ShopPusher {
-            wake: wakers[&shop].clone(),
-            shop,
-            client,
-            pool: push_pool.clone(),
-            settings: pusher.clone(),
-            metrics: metrics.clone(),
-            dead_letter_queue: dead_letter_queue.clone(),
-            outbox_wake: outbox_wake.clone(),
-            monitor: monitor.clone(),
-        });
-        let stop = shutdown.clone();
-        tasks.spawn(supervise(monitor, shutdown.clone(), move || {
-            loop_.clone().run(stop.clone())
-        }));
-    }
+    let shops = clients
+        .into_iter()
+        .map(|(shop, client)| {
+            let pusher = Arc::new(ShopPusher {
+                monitor: LoopMonitor::new(&metrics, SERVICE, push::LOOP, &shop),
+                shop: shop.clone(),
+                client,
+                pool: push_pool.clone(),
+                settings: pusher.clone(),
+                metrics: metrics.clone(),
+                ready: ready.clone(),
+                dead_letter_queue: dead_letter_queue.clone(),
+                outbox_wake: outbox_wake.clone(),
+            });
+            (shop, pusher)
+        })
+        .collect();
+    let monitor = LoopMonitor::new(&metrics, SERVICE, push::LOOP, "");
+    let pushers = Arc::new(Pushers {
+        shops,
+        ready: ready.clone(),
+        pool: push_pool,
+        workers: pusher.push_workers,
+        slots: pusher.batches_in_flight,
+        monitor: monitor.clone(),
+    });
+    let stop = shutdown.clone();
+    tasks.spawn(supervise(monitor, shutdown.clone(), move || {
+        pushers.clone().run(stop.clone())
+    }));
     let chunk = i64::from(pusher.sweep_chunk_rows);
     let monitor = LoopMonitor::new(&metrics, SERVICE, "sweep", "");
     let sweeper = Arc::new(Sweeper {
         pool: pool.clone(),
         metrics: metrics.clone(),
-        wakers: wakers.clone(),
+        ready: ready.clone(),
         outbox_wake: outbox_wake.clone(),
         interval: Duration::from_millis(pusher.sweep_interval_ms),
         max_park_age: Duration::from_secs(pusher.max_park_age_secs),
@@ -288,7 +307,7 @@ pub async fn serve(
         consumer(names.item_mappings_queue()),
         Arc::new(MappingReleases {
             pool: pool.clone(),
-            wakers: wakers.clone(),
+            ready: ready.clone(),
             chunk,
         }),
         metrics.clone(),
@@ -301,7 +320,7 @@ pub async fn serve(
             pool,
             shops: settings.shops.clone(),
             metrics: metrics.clone(),
-            wakers,
+            ready,
         }),
         metrics,
         health,

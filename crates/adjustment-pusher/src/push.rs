@@ -1,31 +1,43 @@
-//! One shop's push loop: batches pending adjustments and sends them to Shopify until each
-//! batch has a definite answer.
+//! Pushing: every shop's pending adjustments batched and sent to Shopify until each batch has a
+//! definite answer.
 //!
-//! Every replica runs one loop per configured shop, made of `batches_in_flight` workers that
-//! each form, send and record batches, so that many calls of the shop are in flight at once.
-//! A shop has at most `batches_in_flight` open batches (across replicas, enforced by the
-//! database: one per slot), which never share an `(item, location)` pair (`store::forming`).
-//! While they are being retried (throttled, failing, outcome unknown), new pending adjustments
-//! wait and coalesce, so the next batches carry their sums. An open batch is resent unchanged,
-//! with the same idempotency key, until Shopify answers definitely; then its adjustments are
-//! pushed, dead-lettered (rejected) or returned to pending (the rest of a batch Shopify refused
-//! for some of its changes). Before every call a worker reserves its cost from the shop's pacer,
-//! so the calls in flight together never over-draw the bucket. A shop that is throttled or down
-//! only ever waits in its own loop.
+//! A replica runs a fixed set of workers (`push_workers`) over all its shops, scheduled by
+//! [`ready::ReadyShops`]: a worker takes the next shop with work and runs one [`ShopPusher::step`]
+//! of it (send one open batch, or form batches in every free slot and send one), and the shop
+//! goes back to the end of the queue if it has more. A shop has at most `batches_in_flight`
+//! steps running and open batches (across replicas, enforced by the database: one per slot),
+//! which never share an `(item, location)` pair (`store::forming`). While they are being retried
+//! (throttled, failing, outcome unknown), new pending adjustments wait and coalesce, so the next
+//! batches carry their sums. An open batch is resent unchanged, with the same idempotency key,
+//! until Shopify answers definitely; then its adjustments are pushed, dead-lettered (rejected)
+//! or returned to pending (the rest of a batch Shopify refused for some of its changes). Before
+//! every call a step reserves its cost from the shop's pacer, so the calls in flight together
+//! never over-draw the bucket. A shop that is throttled or down holds at most its
+//! `batches_in_flight` workers; the others serve the other shops.
 //!
-//! The loop has its own small database pool, so Shopify's answer is recorded even when intake
-//! holds every connection of the service's pool; it reports each round to a
-//! [`LoopMonitor`] (failures logged, counted and backed off) and runs under
-//! `platform::supervise`, which restarts it if it panics.
+//! Quiet shops cost nothing: one poll every 250 ms asks the database which resting shops have
+//! due work (a retry whose time came, work released by another replica), in one query for all.
+//! The workers and the poll use the push pool, so Shopify's answer is recorded even when intake
+//! holds every connection of the service's pool; a failed step is counted on its shop's
+//! [`LoopMonitor`] and the shop stepped again after a backoff; a step that panics is counted the
+//! same way and its worker carries on.
+
+pub mod ready;
 
 use std::{
+    collections::HashMap,
+    panic::AssertUnwindSafe,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use deadpool_postgres::Pool;
+use futures_util::FutureExt as _;
 use platform::{
-    db::DbError, metrics::Metrics, shutdown::CancellationToken, supervise::LoopMonitor,
+    db::DbError,
+    metrics::Metrics,
+    shutdown::CancellationToken,
+    supervise::{LoopMonitor, panic_message},
 };
 use tokio::sync::Notify;
 
@@ -37,101 +49,192 @@ use crate::{
     store::{self, Acknowledged, Batch, BatchRules, Sendable},
 };
 
-/// Everything one shop's loop needs.
+pub use ready::{ReadyShops, Stepped};
+
+/// Everything one shop's steps need.
 #[derive(Debug)]
 pub struct ShopPusher {
     pub shop: String,
     /// The shop's Admin API client; it paces and records every call.
     pub client: ShopClient,
-    /// The push loops' own pool (not intake's).
+    /// The push pool (not intake's).
     pub pool: Pool,
     pub settings: PusherSettings,
     pub metrics: Metrics,
-    /// Notified when the shop has new pending work.
-    pub wake: Arc<Notify>,
+    /// Where the shop is woken when its work comes back to pending.
+    pub ready: Arc<ReadyShops>,
     /// `adjustment-pusher.wos-transactions.dlq` (with the deployment's prefix).
     pub dead_letter_queue: String,
     /// Notified after dead letters were written to the outbox.
     pub outbox_wake: Arc<Notify>,
-    /// Counts the loop's failed rounds (`wos_sync_loop_*{loop="push"}`).
+    /// Counts the shop's failed steps (`wos_sync_loop_*{loop="push",shop}`).
     pub monitor: LoopMonitor,
 }
 
-/// How often a loop looks for due work when nobody woke it (retries whose time came, work
+/// How often the poll looks for due work of resting shops (retries whose time came, work
 /// released by another replica).
 const POLL: Duration = Duration::from_millis(250);
 
-/// The `loop` label of the push loops' metrics.
+/// The `loop` label of the push steps' metrics (per shop) and of the poll's (shop "").
 pub const LOOP: &str = "push";
 
-impl ShopPusher {
-    /// Runs `batches_in_flight` workers until `shutdown`; every call in flight is finished and
-    /// recorded first. A worker's failed round (the database unavailable) is counted and retried
-    /// after a backoff; a panic in one restarts the loop (`platform::supervise`).
+/// Every shop's pusher and the workers that step them.
+#[derive(Debug)]
+pub struct Pushers {
+    pub shops: HashMap<String, Arc<ShopPusher>>,
+    pub ready: Arc<ReadyShops>,
+    /// The push pool, for the poll.
+    pub pool: Pool,
+    /// Workers stepping shops at once (`push_workers`).
+    pub workers: usize,
+    /// Each shop's `batches_in_flight`.
+    pub slots: u16,
+    /// Counts the poll's failures (`wos_sync_loop_*{loop="push",shop=""}`).
+    pub monitor: LoopMonitor,
+}
+
+impl Pushers {
+    /// Runs the workers, the poll and the timers until `shutdown`; every step running then is
+    /// finished (its call answered and recorded) first.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let workers = (0..self.settings.batches_in_flight.max(1)).map(|_| self.work(&shutdown));
-        futures_util::future::join_all(workers).await;
-        tracing::info!(shop = %self.shop, "push loop stopped");
+        let workers = (0..self.workers.max(1)).map(|_| self.work(&shutdown));
+        tokio::join!(
+            futures_util::future::join_all(workers),
+            self.poll(&shutdown),
+            self.ready.run_timers(&shutdown),
+        );
+        tracing::info!(shops = self.shops.len(), "push workers stopped");
     }
 
-    /// One worker: steps while there is work, then waits for a wake-up or the next poll.
+    /// One worker: runs the database part of a step of the shop at the front of the queue, and
+    /// hands a batch to send to a task of its own, so no worker waits for Shopify (nor for a
+    /// shop's bucket: a step that must wait for points ends, and its shop comes back then).
+    /// The shop's turn lasts until the call is answered and recorded.
     async fn work(&self, shutdown: &CancellationToken) {
-        let window = Duration::from_millis(self.settings.batch_window_ms);
+        let mut sends = tokio::task::JoinSet::new();
         loop {
-            tokio::select! {
+            let turn = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = self.wake.notified() => {
-                    // Let a burst arrive, so it goes out as one batch.
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(window) => {}
+                Some(_) = sends.join_next(), if !sends.is_empty() => continue,
+                turn = self.ready.next() => turn,
+            };
+            let Some(pusher) = self.shops.get(turn.shop()).cloned() else {
+                turn.stepped(Stepped::Idle);
+                continue;
+            };
+            match pusher.unwound(pusher.prepare()).await {
+                Ok(Prepared::Done(stepped)) => turn.stepped(stepped),
+                Ok(Prepared::Send {
+                    batch,
+                    reservation,
+                    wider,
+                }) => {
+                    if wider {
+                        turn.widen();
                     }
+                    sends.spawn(async move {
+                        let sent = pusher
+                            .unwound(pusher.send_claimed(batch, reservation))
+                            .await;
+                        turn.stepped(match sent {
+                            Ok(()) => Stepped::Busy,
+                            Err(wait) => wait,
+                        });
+                    });
                 }
-                _ = tokio::time::sleep(POLL) => {}
+                Err(wait) => turn.stepped(wait),
             }
-            while !shutdown.is_cancelled() {
-                match self.step(shutdown).await {
-                    Ok(busy) => {
+        }
+        // Every call in flight is answered and recorded before the service stops.
+        while sends.join_next().await.is_some() {}
+    }
+
+    /// Every [`POLL`], one query for the resting shops that have due work; they get a ticket.
+    async fn poll(&self, shutdown: &CancellationToken) {
+        loop {
+            let resting = self.ready.resting();
+            let wait = if resting.is_empty() {
+                POLL
+            } else {
+                match store::shops_with_due_work(&self.pool, &resting, self.slots).await {
+                    Ok(due) => {
                         self.monitor.succeeded();
-                        if !busy {
-                            break;
-                        }
+                        self.ready.due(due);
+                        POLL
                     }
-                    Err(err) => {
-                        let wait = self.monitor.failed(&err);
-                        tokio::select! {
-                            _ = shutdown.cancelled() => {}
-                            _ = tokio::time::sleep(wait) => {}
-                        }
-                        break;
-                    }
+                    Err(err) => self.monitor.failed(&err),
                 }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
             }
         }
     }
+}
 
+/// What the database part of a step decided.
+#[derive(Debug)]
+pub enum Prepared {
+    /// The step is over.
+    Done(Stepped),
+    /// A batch to send under the reservation; `wider` when the shop has more open than this, so
+    /// another step of it may start while this call runs.
+    Send {
+        batch: Batch,
+        reservation: Reservation,
+        wider: bool,
+    },
+}
+
+impl ShopPusher {
     /// How long a key may still be sent after its first send.
     fn give_up_after(&self) -> Duration {
         Duration::from_secs(self.settings.give_up_after_secs)
     }
 
-    /// One unit of work: send a due open batch, or form batches in every free slot and send one
-    /// of the open batches then due. `false` when idle. The call's cost is reserved from the
-    /// pacer before the claim (waiting for it if the bucket is low), and given back if there is
-    /// nothing to send.
+    /// Runs part of a step, counting how it went on the shop's monitor: `Err` is the
+    /// [`Stepped::Wait`] of a failure (the database unavailable) or a panic, after the
+    /// monitor's backoff.
+    async fn unwound<T>(
+        &self,
+        part: impl std::future::Future<Output = Result<T, DbError>>,
+    ) -> Result<T, Stepped> {
+        // A panicking step must not take its worker (and every shop's share of it) along.
+        match AssertUnwindSafe(part).catch_unwind().await {
+            Ok(Ok(done)) => {
+                self.monitor.succeeded();
+                Ok(done)
+            }
+            Ok(Err(err)) => Err(Stepped::Wait(self.monitor.failed(&err))),
+            Err(panic) => {
+                let why = format!("panicked: {}", panic_message(panic.as_ref()));
+                Err(Stepped::Wait(self.monitor.failed(&why)))
+            }
+        }
+    }
+
+    /// The database part of one step: claim a due open batch, or form batches in every free
+    /// slot and claim one of the open batches then due. The call's cost is reserved from the
+    /// pacer before the claim, and given back if there is nothing to send; when the bucket
+    /// cannot cover it yet, the step ends at once with the pacer's wait.
     #[tracing::instrument(name = "push_step", skip_all, fields(shop = %self.shop))]
-    pub async fn step(&self, shutdown: &CancellationToken) -> Result<bool, DbError> {
-        let reservation = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(false),
-            reservation = self.client.pacer().reserve() => reservation,
+    pub async fn prepare(&self) -> Result<Prepared, DbError> {
+        let reservation = match self.client.pacer().try_reserve(std::time::Instant::now()) {
+            Ok(reservation) => reservation,
+            Err(wait) => return Ok(Prepared::Done(Stepped::Wait(wait))),
         };
         let lease =
             Duration::from_millis(self.settings.request_timeout_ms) * 2 + Duration::from_secs(5);
         let claimed =
             store::claim_open_batch(&self.pool, &self.shop, lease, self.give_up_after()).await?;
         if let Some(batch) = claimed {
-            self.send_claimed(batch, reservation).await?;
-            return Ok(true);
+            // Open batches were waiting: the shop may have more, for its other slots.
+            return Ok(Prepared::Send {
+                batch,
+                reservation,
+                wider: true,
+            });
         }
         let rules = BatchRules {
             max_changes: self.settings.max_changes_per_call,
@@ -139,7 +242,7 @@ impl ShopPusher {
         };
         // Empty: every slot holds an open batch (being sent, or waiting for its retry time), or
         // nothing pending is free to go. A turn fills every free slot; the batches it formed are
-        // claimed by this worker right away and by the others as they come.
+        // claimed by this step right away and by the shop's next steps as they come.
         let formed = store::form_batches(
             &self.pool,
             &self.shop,
@@ -151,15 +254,20 @@ impl ShopPusher {
         for formed in &formed {
             self.record_formed(formed);
         }
-        // Formed by this worker or by another one while this one waited for its turn.
+        let wider = formed.len() > 1;
+        // Formed by this step or by another one while this one waited for its turn.
         let claimed =
             store::claim_open_batch(&self.pool, &self.shop, lease, self.give_up_after()).await?;
-        let Some(batch) = claimed else {
-            drop(reservation); // nothing to send now: the points go back
-            return Ok(!formed.is_empty());
-        };
-        self.send_claimed(batch, reservation).await?;
-        Ok(true)
+        Ok(match claimed {
+            Some(batch) => Prepared::Send {
+                batch,
+                reservation,
+                wider,
+            },
+            // Nothing to send now: the reservation is dropped, its points go back.
+            None if formed.is_empty() => Prepared::Done(Stepped::Idle),
+            None => Prepared::Done(Stepped::Busy),
+        })
     }
 
     /// Sends a claimed batch under its reservation, or gives it up if its key is too old.
@@ -286,7 +394,7 @@ impl ShopPusher {
                 tracing::warn!(shop, batch = batch.id, error = %summary, dead_lettered = refused.dead.len(), returned_to_pending = refused.returned, sent_alone = refused.isolated, "Shopify refused the batch");
                 self.outbox_wake.notify_one();
                 if refused.returned > 0 {
-                    self.wake.notify_one();
+                    self.ready.wake(&self.shop);
                 }
             }
             CallOutcome::PreviousAttemptFailed => {
@@ -370,7 +478,7 @@ impl ShopPusher {
                 returned_to_pending = refused.returned,
                 "batch re-formed under a new key before its key expires"
             );
-            self.wake.notify_one();
+            self.ready.wake(&self.shop);
             return Ok(());
         }
         let why = format!(

@@ -7,7 +7,7 @@
 //! `unmapped`, and refreshes the `wos_sync_parked_adjustments` gauge. Both work in chunks that
 //! each commit, so a backlog of any size goes through under the statement timeout.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use deadpool_postgres::Pool;
 use model::announcement::MappingAnnouncement;
@@ -19,13 +19,14 @@ use platform::{
 };
 use tokio::sync::Notify;
 
-use crate::store;
+use crate::{push::ReadyShops, store};
 
 /// The handler of `adjustment-pusher.item-mappings`.
 #[derive(Debug)]
 pub struct MappingReleases {
     pub pool: Pool,
-    pub wakers: Arc<BTreeMap<String, Arc<Notify>>>,
+    /// Where each shop with new work is woken (`push::ready`).
+    pub ready: Arc<ReadyShops>,
     /// Rows released per database transaction.
     pub chunk: i64,
 }
@@ -51,9 +52,7 @@ impl Handler for MappingReleases {
             Ok(released) => {
                 if released > 0 {
                     tracing::info!(shop = %announcement.shop_domain, sku = %announcement.sku, released, "parked adjustments released");
-                    if let Some(wake) = self.wakers.get(&announcement.shop_domain) {
-                        wake.notify_one();
-                    }
+                    self.ready.wake(&announcement.shop_domain);
                 }
                 Disposition::Ack
             }
@@ -66,7 +65,8 @@ impl Handler for MappingReleases {
 pub struct Sweeper {
     pub pool: Pool,
     pub metrics: Metrics,
-    pub wakers: Arc<BTreeMap<String, Arc<Notify>>>,
+    /// Where each shop with new work is woken (`push::ready`).
+    pub ready: Arc<ReadyShops>,
     pub outbox_wake: Arc<Notify>,
     pub interval: Duration,
     pub max_park_age: Duration,
@@ -100,9 +100,7 @@ impl Sweeper {
 
     async fn sweep(&self) -> Result<(), platform::db::DbError> {
         for shop in store::release_all_mapped(&self.pool, self.chunk).await? {
-            if let Some(wake) = self.wakers.get(&shop) {
-                wake.notify_one();
-            }
+            self.ready.wake(&shop);
         }
         let expired = store::expire_parked(
             &self.pool,
@@ -121,7 +119,7 @@ impl Sweeper {
                 .inc();
         }
         let counts = store::parked_counts(&self.pool).await?;
-        for shop in self.wakers.keys() {
+        for shop in &self.ready.shops() {
             let parked = counts.get(shop).copied().unwrap_or(0);
             self.metrics
                 .parked_adjustments

@@ -104,12 +104,7 @@ where
         let wait = match ended {
             Err(err) if err.is_panic() => {
                 let panic = err.into_panic();
-                let message = panic
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| panic.downcast_ref::<&str>().copied())
-                    .unwrap_or("(no message)");
-                monitor.failed(&format!("panicked: {message}"))
+                monitor.failed(&format!("panicked: {}", panic_message(panic.as_ref())))
             }
             Err(err) => monitor.failed(&format!("task ended: {err}")),
             Ok(()) => monitor.failed(&"ended before shutdown"),
@@ -119,6 +114,15 @@ where
             _ = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// What a panic said (its payload as text), for the failure it is counted as.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)")
 }
 
 #[cfg(test)]

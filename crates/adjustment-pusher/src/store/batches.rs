@@ -132,3 +132,29 @@ pub async fn sendable(
         Some(_) => Sendable::Yes,
     })
 }
+
+/// Which of `shops` have work a step could do now: an open batch due and not leased, or pending
+/// adjustments and a free slot (fewer than `slots` open batches). One query for all of them
+/// (index probes per shop), so resting shops cost one statement per poll together.
+pub async fn shops_with_due_work(
+    pool: &Pool,
+    shops: &[String],
+    slots: u16,
+) -> DbResult<Vec<String>> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT s FROM unnest($1::text[]) AS s \
+             WHERE EXISTS (SELECT 1 FROM push_batches b \
+                           WHERE b.shop_domain = s AND b.state = 'open' AND b.not_before <= now() \
+                             AND (b.lease_until IS NULL OR b.lease_until < now())) \
+                OR (EXISTS (SELECT 1 FROM adjustments a \
+                            WHERE a.shop_domain = s AND a.state = 'pending') \
+                    AND (SELECT count(*) FROM push_batches b \
+                         WHERE b.shop_domain = s AND b.state = 'open') < $2)",
+            &[&shops, &i64::from(slots)],
+        )
+        .await
+        .map_err(db)?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}

@@ -396,7 +396,11 @@ impl Harness {
                 &shop.domain,
             ),
             metrics,
-            wake: Default::default(),
+            ready: std::sync::Arc::new(adjustment_pusher::push::ReadyShops::new(
+                [&shop.domain],
+                1,
+                std::time::Duration::ZERO,
+            )),
             dead_letter_queue: self.env.names.adjustment_pusher_queue().dead_letter_queue(),
             outbox_wake: Default::default(),
         }

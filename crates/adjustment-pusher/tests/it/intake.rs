@@ -2,9 +2,9 @@
 //! grouped commits call it): each message parsed alone, the valid ones recorded together, one
 //! disposition per message in order.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{sync::Arc, time::Duration};
 
-use adjustment_pusher::intake::Intake;
+use adjustment_pusher::{intake::Intake, push::ReadyShops};
 use lapin::{BasicProperties, types::FieldTable};
 use model::{
     config::{ShopDirectory, ShopSettings},
@@ -16,7 +16,6 @@ use platform::{
 };
 use serde_json::{Value, json};
 use testkit::TestEnv;
-use tokio::sync::Notify;
 
 use crate::harness::tx;
 
@@ -33,7 +32,7 @@ fn delivery(body: &Value) -> Incoming {
     }
 }
 
-async fn intake(env: &TestEnv) -> (Intake, Arc<Notify>) {
+async fn intake(env: &TestEnv) -> (Intake, Arc<ReadyShops>) {
     platform::db::migrate(&env.pool).await.unwrap();
     env.pool
         .get()
@@ -55,14 +54,14 @@ async fn intake(env: &TestEnv) -> (Intake, Arc<Notify>) {
         locations: [("MAIN".to_owned(), LocationId(5))].into_iter().collect(),
         fields: Default::default(),
     };
-    let wake = Arc::new(Notify::new());
+    let ready = Arc::new(ReadyShops::new([SHOP], 1, Duration::ZERO));
     let intake = Intake {
         pool: env.pool.clone(),
         shops: ShopDirectory::new(vec![shop]).unwrap(),
         metrics: Metrics::new(),
-        wakers: Arc::new(BTreeMap::from([(SHOP.to_owned(), wake.clone())])),
+        ready: ready.clone(),
     };
-    (intake, wake)
+    (intake, ready)
 }
 
 async fn count(env: &TestEnv, sql: &str) -> i64 {
@@ -79,7 +78,8 @@ async fn count(env: &TestEnv, sql: &str) -> i64 {
 #[tokio::test]
 async fn a_group_gets_one_disposition_per_message_in_order() {
     let env = TestEnv::new().await;
-    let (intake, wake) = intake(&env).await;
+    let (intake, ready) = intake(&env).await;
+    assert!(!ready.is_scheduled(SHOP));
     let put =
         |id: &str, sku: &str, n: i64| tx(id, SHOP, "put", sku, "MAIN", json!({"quantity": n}));
     let first = put("t-1", "MAPPED", 3);
@@ -151,10 +151,8 @@ async fn a_group_gets_one_disposition_per_message_in_order() {
         .await,
         1
     );
-    // The shop with new pending work was woken.
-    tokio::time::timeout(std::time::Duration::from_secs(1), wake.notified())
-        .await
-        .expect("the shop's push loop was woken");
+    // The shop with new pending work was woken: a step of it is due.
+    assert!(ready.is_scheduled(SHOP), "the shop was not woken");
 }
 
 #[tokio::test]
