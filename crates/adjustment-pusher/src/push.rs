@@ -128,6 +128,7 @@ impl Pushers {
                     batch,
                     reservation,
                     wider,
+                    then,
                 }) => {
                     if wider {
                         turn.widen();
@@ -137,7 +138,7 @@ impl Pushers {
                             .unwound(pusher.send_claimed(batch, reservation))
                             .await;
                         turn.stepped(match sent {
-                            Ok(()) => Stepped::Busy,
+                            Ok(()) => then,
                             Err(wait) => wait,
                         });
                     });
@@ -179,11 +180,15 @@ pub enum Prepared {
     /// The step is over.
     Done(Stepped),
     /// A batch to send under the reservation; `wider` when the shop has more open than this, so
-    /// another step of it may start while this call runs.
+    /// another step of it may start while this call runs; `then`, how the step ends once the
+    /// call is answered and recorded: [`Stepped::Busy`] when the shop may have more to do,
+    /// [`Stepped::Idle`] when this turn formed everything pending (a trickle shop's one
+    /// transaction), so no step is spent finding nothing.
     Send {
         batch: Batch,
         reservation: Reservation,
         wider: bool,
+        then: Stepped,
     },
 }
 
@@ -234,6 +239,7 @@ impl ShopPusher {
                 batch,
                 reservation,
                 wider: true,
+                then: Stepped::Busy,
             });
         }
         let rules = BatchRules {
@@ -255,6 +261,14 @@ impl ShopPusher {
             self.record_formed(formed);
         }
         let wider = formed.len() > 1;
+        // Whatever is left (pending rows this turn did not take, batches formed for other
+        // steps) brings the shop back; what arrives meanwhile wakes it, and the poll finds the
+        // rest (rows that waited for a pair in flight).
+        let then = if formed.first().is_some_and(|f| f.rest) || wider {
+            Stepped::Busy
+        } else {
+            Stepped::Idle
+        };
         // Formed by this step or by another one while this one waited for its turn.
         let claimed =
             store::claim_open_batch(&self.pool, &self.shop, lease, self.give_up_after()).await?;
@@ -263,6 +277,7 @@ impl ShopPusher {
                 batch,
                 reservation,
                 wider,
+                then,
             },
             // Nothing to send now: the reservation is dropped, its points go back.
             None if formed.is_empty() => Prepared::Done(Stepped::Idle),

@@ -5,6 +5,9 @@
 //! - [`ingest`]: item-ingest's variant upserts per second and peak RSS;
 //! - [`pusher`]: adjustment-pusher end to end against the sandbox, batched and one call per
 //!   transaction;
+//! - [`backlog`]: the adjustment-pusher's memory with a million transactions queued;
+//! - [`fair`]: one adjustment-pusher serving a thousand shops, one with a backlog: the others'
+//!   lag, its database connections and memory;
 //! - [`relay`]: webhook-relay's accepted webhooks per second, latency, and behaviour under attack;
 //! - [`sandbox`]: the Shopify sandbox's own request rate;
 //! - [`scratch`]: the throw-away database and queue prefix every measurement runs in;
@@ -12,6 +15,8 @@
 //!
 //! Every benchmark ends with one machine-readable line, [`Figures::result_line`].
 
+pub mod backlog;
+pub mod fair;
 pub mod ingest;
 pub mod pusher;
 pub mod relay;

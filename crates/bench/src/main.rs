@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use bench::{Figures, ingest, pusher, relay, runtime, sandbox, serve::Service};
+use bench::{Figures, backlog, fair, ingest, pusher, relay, runtime, sandbox, serve::Service};
 use clap::{Parser, Subcommand};
 use platform::settings::{CommonArgs, Settings};
 use shopify_sandbox::settings::SECTION as SANDBOX_SECTION;
@@ -32,6 +32,13 @@ enum Command {
     /// adjustment-pusher end to end against an in-process Shopify sandbox, batched and one call
     /// per transaction: throughput, calls per transaction, throttle-bound ratio, lag.
     Pusher(pusher::Args),
+    /// One adjustment-pusher (a child process) serving many shops: one with a backlog under a
+    /// Standard bucket, the others with a trickle: their lag, the pusher's database
+    /// connections and RSS, and the backlog shop's throughput meanwhile.
+    Fair(fair::Args),
+    /// The adjustment-pusher (a child process) with a million transactions queued before it
+    /// starts: its RSS over the run (flat or not), what it took in, what is left.
+    Backlog(backlog::Args),
     /// webhook-relay: accepted webhooks per second (with confirms), latency at half that rate,
     /// and latency and memory under attack (slow headers, maximum-size unsigned bodies).
     Relay(relay::Args),
@@ -40,7 +47,7 @@ enum Command {
     Sandbox(sandbox::Args),
     /// Every benchmark above with its defaults, then one `RESULT` line with all their figures.
     All,
-    /// Runs one service as the benchmarks' child process (used by `ingest` and `relay`).
+    /// Runs one service as the benchmarks' child process (used by `ingest`, `fair`, `backlog` and `relay`).
     #[command(hide = true)]
     Serve {
         service: Service,
@@ -74,6 +81,8 @@ async fn measure(settings: &Settings, command: Command) -> anyhow::Result<Figure
         Command::Runtime(args) => runtime::run(settings, &args).await,
         Command::Ingest(args) => ingest::run(settings, &args).await,
         Command::Pusher(args) => pusher::run(settings, &args).await,
+        Command::Fair(args) => fair::run(settings, &args).await,
+        Command::Backlog(args) => backlog::run(settings, &args).await,
         Command::Relay(args) => relay::run(settings, &args).await,
         Command::Sandbox(args) => sandbox::run(&args).await,
         Command::All => {
@@ -101,6 +110,8 @@ fn every_benchmark() -> Vec<(&'static str, Command)> {
         ("runtime", defaults(&["runtime"])),
         ("ingest", defaults(&["ingest"])),
         ("pusher", defaults(&["pusher"])),
+        ("fair", defaults(&["fair"])),
+        ("backlog", defaults(&["backlog"])),
         ("relay", defaults(&["relay"])),
         ("sandbox", defaults(&["sandbox"])),
     ]
@@ -117,6 +128,9 @@ fn serve(
         anyhow::bail!("--ops-listen is the relay's; {} has none", service.name());
     }
     match service {
+        Service::AdjustmentPusher => {
+            platform::entry::serve_settings(settings, adjustment_pusher::run)
+        }
         Service::ItemIngest => platform::entry::serve_settings(settings, item_ingest::run),
         Service::WebhookRelay => {
             if let Some(ops_listen) = ops_listen {

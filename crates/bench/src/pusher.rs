@@ -48,7 +48,25 @@ use adjustment_pusher::{ShopTokens, serve};
 use crate::{Figures, Outgoing, publish_pipelined, scratch::Scratch};
 
 const SHOP: &str = "bench.myshopify.com";
-const TOKEN: &str = "bench-token";
+/// A bench shop's access token in the sandbox (each shop has its own).
+pub(crate) fn shop_token(domain: &str) -> String {
+    format!("bench-token-{domain}")
+}
+
+/// The environment variable a bench shop's settings name for its token.
+pub(crate) fn shop_token_env(domain: &str) -> String {
+    let name: String = domain
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("BENCH_TOKEN_{name}")
+}
 
 /// Benchmark sizes.
 #[derive(Debug, Clone, clap::Args)]
@@ -414,47 +432,19 @@ async fn measure_backlog_in(
 ) -> anyhow::Result<BacklogRun> {
     let shop = set_up_shop(scratch, sandbox, skus, batching, pusher).await?;
     let probe = shop.items.len().min(model::batch::MAX_CHANGES);
-    let cost = measure_call_cost(sandbox, &shop.items[..probe], shop.main).await?;
+    let cost = measure_call_cost(sandbox, SHOP, &shop.items[..probe], shop.main).await?;
     let before = sandbox.adjustment_groups(SHOP)?.len();
 
-    // The backlog, as intake records it: the n-th put is +(1 + n % 5) of BENCH-(n % skus), at
-    // MAIN for even n and EAST for odd n, in id order.
     let client = shop.pool.get().await?;
-    let (count, skus) = (i64::try_from(transactions)?, i64::try_from(skus)?);
-    client
-        .execute(
-            "INSERT INTO wos_transactions (shop_domain, transaction_id, kind, sku, occurred_at, \
-                 content_digest, body) \
-             SELECT $1::text, 'bench-' || n, 'put', 'BENCH-' || n % $3, now(), 'bench-' || n, \
-                 convert_to(json_build_object('transaction_id', 'bench-' || n, \
-                     'shop_domain', $1::text, 'type', 'put', 'sku', 'BENCH-' || n % $3, \
-                     'warehouse', CASE WHEN n % 2 = 0 THEN 'MAIN' ELSE 'EAST' END, \
-                     'quantity', 1 + n % 5, 'occurred_at', now())::text, 'UTF8') \
-             FROM generate_series(0, $2::bigint - 1) AS n",
-            &[&SHOP, &count, &skus],
-        )
-        .await?;
-    let (main, east) = (i64::try_from(shop.main.0)?, i64::try_from(shop.east.0)?);
-    client
-        .execute(
-            "INSERT INTO adjustments (shop_domain, transaction_id, kind, sku, location_id, delta, \
-                 reason, occurred_at, state, inventory_item_id) \
-             SELECT $1::text, 'bench-' || n, 'put', i.sku, \
-                 CASE WHEN n % 2 = 0 THEN $4::bigint ELSE $5::bigint END, 1 + n % 5, 'received', \
-                 now(), 'pending', i.inventory_item_id \
-             FROM generate_series(0, $2::bigint - 1) AS n \
-             JOIN items i ON i.shop_domain = $1 AND i.sku = 'BENCH-' || n % $3 \
-             ORDER BY n",
-            &[&SHOP, &count, &skus, &main, &east],
-        )
-        .await?;
+    insert_backlog(&client, SHOP, transactions, skus, shop.main, shop.east).await?;
+    let count = i64::try_from(transactions)?;
     client.execute("ANALYZE adjustments", &[]).await?;
     // A shop at its ceiling: the bucket holds two calls' worth, and restores from there.
     sandbox.set_bucket_available(SHOP, 2.0 * cost.requested)?;
 
     let metrics = Metrics::new();
     let shutdown = CancellationToken::new();
-    let tokens = ShopTokens::new([(SHOP.to_owned(), TOKEN.to_owned())]);
+    let tokens = ShopTokens::new([(SHOP.to_owned(), shop_token(SHOP))]);
     let service = tokio::spawn(serve(
         shop.settings.clone(),
         tokens,
@@ -506,6 +496,47 @@ async fn measure_backlog_in(
         cost,
         throttled,
     })
+}
+
+/// Writes a backlog of `transactions` puts of `domain` as intake records them, pending: the n-th
+/// is +(1 + n % 5) of BENCH-(n % skus), at MAIN for even n and EAST for odd n, in id order.
+pub(crate) async fn insert_backlog(
+    client: &deadpool_postgres::Object,
+    domain: &str,
+    transactions: u64,
+    skus: u64,
+    main: LocationId,
+    east: LocationId,
+) -> anyhow::Result<()> {
+    let (count, skus) = (i64::try_from(transactions)?, i64::try_from(skus)?);
+    client
+        .execute(
+            "INSERT INTO wos_transactions (shop_domain, transaction_id, kind, sku, occurred_at, \
+                 content_digest, body) \
+             SELECT $1::text, 'bench-' || n, 'put', 'BENCH-' || n % $3, now(), 'bench-' || n, \
+                 convert_to(json_build_object('transaction_id', 'bench-' || n, \
+                     'shop_domain', $1::text, 'type', 'put', 'sku', 'BENCH-' || n % $3, \
+                     'warehouse', CASE WHEN n % 2 = 0 THEN 'MAIN' ELSE 'EAST' END, \
+                     'quantity', 1 + n % 5, 'occurred_at', now())::text, 'UTF8') \
+             FROM generate_series(0, $2::bigint - 1) AS n",
+            &[&domain, &count, &skus],
+        )
+        .await?;
+    let (main, east) = (i64::try_from(main.0)?, i64::try_from(east.0)?);
+    client
+        .execute(
+            "INSERT INTO adjustments (shop_domain, transaction_id, kind, sku, location_id, delta, \
+                 reason, occurred_at, state, inventory_item_id) \
+             SELECT $1::text, 'bench-' || n, 'put', i.sku, \
+                 CASE WHEN n % 2 = 0 THEN $4::bigint ELSE $5::bigint END, 1 + n % 5, 'received', \
+                 now(), 'pending', i.inventory_item_id \
+             FROM generate_series(0, $2::bigint - 1) AS n \
+             JOIN items i ON i.shop_domain = $1 AND i.sku = 'BENCH-' || n % $3 \
+             ORDER BY n",
+            &[&domain, &count, &skus, &main, &east],
+        )
+        .await?;
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -571,9 +602,49 @@ async fn set_up_shop(
     batching: bool,
     pusher: &str,
 ) -> anyhow::Result<BenchShop> {
-    sandbox.create_shop(SHOP, TOKEN)?;
-    let main = sandbox.create_location(SHOP, "Main")?;
-    let east = sandbox.create_location(SHOP, "East")?;
+    let StockedShop { items, main, east } = stock_shop(sandbox, SHOP, skus)?;
+    let mut settings = scratch.settings.clone();
+    settings.http.listen = Some("127.0.0.1:0".parse()?);
+    settings.shops = ShopDirectory::new(vec![shop_settings(SHOP, sandbox, main, east)])
+        .map_err(|err| anyhow::anyhow!("{err}"))?;
+    let mut section: toml::Table = pusher.parse()?;
+    section.insert("batching".into(), toml::Value::Boolean(batching));
+    settings
+        .services
+        .insert("adjustment_pusher".into(), toml::Value::Table(section));
+
+    let pool = db::connect_pool(&settings.database)?;
+    db::migrate(&pool).await?;
+    map_items(&pool.get().await?, SHOP, &items).await?;
+    Ok(BenchShop {
+        settings,
+        pool,
+        items,
+        main,
+        east,
+    })
+}
+
+/// A shop stocked in the sandbox.
+pub(crate) struct StockedShop {
+    /// `BENCH-0` .. `BENCH-<skus - 1>`, in order.
+    pub items: Vec<shopify_sandbox::CreatedVariant>,
+    /// Warehouse `MAIN`.
+    pub main: LocationId,
+    /// Warehouse `EAST`.
+    pub east: LocationId,
+}
+
+/// Creates `domain` in the sandbox (access token [`shop_token`]) with locations Main and East and
+/// `skus` variants `BENCH-n`, stocked 0 at both, in products of 100.
+pub(crate) fn stock_shop(
+    sandbox: &SandboxHandle,
+    domain: &str,
+    skus: u64,
+) -> anyhow::Result<StockedShop> {
+    sandbox.create_shop(domain, &shop_token(domain))?;
+    let main = sandbox.create_location(domain, "Main")?;
+    let east = sandbox.create_location(domain, "East")?;
     let mut items = Vec::new();
     for chunk in 0..skus.div_ceil(100) {
         let variants = (chunk * 100..((chunk + 1) * 100).min(skus))
@@ -600,33 +671,39 @@ async fn set_up_shop(
             body_html: None,
             variants,
         };
-        items.extend(sandbox.create_product(SHOP, spec)?.variants);
+        items.extend(sandbox.create_product(domain, spec)?.variants);
     }
+    Ok(StockedShop { items, main, east })
+}
 
-    let mut settings = scratch.settings.clone();
-    settings.http.listen = Some("127.0.0.1:0".parse()?);
-    let locations = [("MAIN".to_owned(), main), ("EAST".to_owned(), east)]
-        .into_iter()
-        .collect();
-    settings.shops = ShopDirectory::new(vec![ShopSettings {
-        domain: SHOP.into(),
+/// `domain`'s `[[shops]]` entry against the sandbox: warehouses MAIN and EAST, its token in
+/// [`shop_token_env`].
+pub(crate) fn shop_settings(
+    domain: &str,
+    sandbox: &SandboxHandle,
+    main: LocationId,
+    east: LocationId,
+) -> ShopSettings {
+    ShopSettings {
+        domain: domain.into(),
         api_version: "2026-04".into(),
         admin_base_url: sandbox.base_url(),
-        access_token_env: "BENCH_SHOPIFY_TOKEN".into(),
+        access_token_env: shop_token_env(domain),
         webhook_secret_env: None,
         previous_webhook_secret_env: None,
-        locations,
+        locations: [("MAIN".to_owned(), main), ("EAST".to_owned(), east)]
+            .into_iter()
+            .collect(),
         fields: Default::default(),
-    }])
-    .map_err(|err| anyhow::anyhow!("{err}"))?;
-    let mut section: toml::Table = pusher.parse()?;
-    section.insert("batching".into(), toml::Value::Boolean(batching));
-    settings
-        .services
-        .insert("adjustment_pusher".into(), toml::Value::Table(section));
+    }
+}
 
-    let pool = db::connect_pool(&settings.database)?;
-    db::migrate(&pool).await?;
+/// Maps `items` of `domain` in `items`, as item-ingest would have.
+pub(crate) async fn map_items(
+    client: &impl deadpool_postgres::GenericClient,
+    domain: &str,
+    items: &[shopify_sandbox::CreatedVariant],
+) -> anyhow::Result<()> {
     let (skus, ids): (Vec<&str>, Vec<i64>) = items
         .iter()
         .map(|item| {
@@ -637,21 +714,14 @@ async fn set_up_shop(
             )
         })
         .unzip();
-    pool.get()
-        .await?
+    client
         .execute(
             "INSERT INTO items (shop_domain, sku, inventory_item_id) \
              SELECT $1, sku, id FROM unnest($2::text[], $3::bigint[]) AS u(sku, id)",
-            &[&SHOP, &skus, &ids],
+            &[&domain, &skus, &ids],
         )
         .await?;
-    Ok(BenchShop {
-        settings,
-        pool,
-        items,
-        main,
-        east,
-    })
+    Ok(())
 }
 
 async fn measure_in(
@@ -668,7 +738,7 @@ async fn measure_in(
         main,
         ..
     } = set_up_shop(scratch, sandbox, args.skus, batching, "").await?;
-    let cost_per_call = measure_call_cost(sandbox, &items[..1], main)
+    let cost_per_call = measure_call_cost(sandbox, SHOP, &items[..1], main)
         .await?
         .requested;
 
@@ -680,7 +750,7 @@ async fn measure_in(
         declare_work_queue(&channel, &queue, &settings.retry).await?;
     }
     let shutdown = CancellationToken::new();
-    let tokens = ShopTokens::new([(SHOP.to_owned(), TOKEN.to_owned())]);
+    let tokens = ShopTokens::new([(SHOP.to_owned(), shop_token(SHOP))]);
     let service = tokio::spawn(serve(
         settings.clone(),
         tokens,
@@ -784,25 +854,26 @@ async fn measure_in(
 
 /// What one `inventoryAdjustQuantities` call costs in the sandbox.
 #[derive(Debug, Clone, Copy)]
-struct CallCost {
+pub(crate) struct CallCost {
     /// `requestedQueryCost`: what is taken from the bucket before the call runs.
-    requested: f64,
+    pub requested: f64,
     /// `actualQueryCost`: what the call keeps once it ran (the rest is given back).
-    actual: f64,
+    pub actual: f64,
 }
 
-/// The cost of an `inventoryAdjustQuantities` call like the pusher's, with one change (+1) per
-/// item of `items` at `location`.
-async fn measure_call_cost(
+/// The cost of an `inventoryAdjustQuantities` call like the pusher's in `domain`, with one
+/// change (+1) per item of `items` at `location`.
+pub(crate) async fn measure_call_cost(
     sandbox: &SandboxHandle,
+    domain: &str,
     items: &[shopify_sandbox::CreatedVariant],
     location: LocationId,
 ) -> anyhow::Result<CallCost> {
     let client = shopify_admin::ShopClient::for_url(
         shopify_admin::http_client()?,
-        SHOP,
+        domain,
         format!("{}/admin/api/2026-04/graphql.json", sandbox.base_url()),
-        TOKEN.to_owned(),
+        shop_token(domain),
     );
     let changes: Vec<_> = items
         .iter()

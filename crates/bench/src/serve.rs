@@ -9,6 +9,7 @@ use anyhow::Context as _;
 /// A service the benchmarks run in a child process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Service {
+    AdjustmentPusher,
     ItemIngest,
     WebhookRelay,
 }
@@ -17,6 +18,7 @@ impl Service {
     /// Its name on the command line.
     pub fn name(self) -> &'static str {
         match self {
+            Service::AdjustmentPusher => "adjustment-pusher",
             Service::ItemIngest => "item-ingest",
             Service::WebhookRelay => "webhook-relay",
         }

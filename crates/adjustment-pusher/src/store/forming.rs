@@ -50,6 +50,9 @@ pub struct Formed {
     /// Adjustments parked again: their item is not mapped any more (counted on the first of a
     /// turn's batches).
     pub parked: usize,
+    /// Pending adjustments this turn read or could not read (the window was full) and left
+    /// pending (set on the first of a turn's batches): the shop has more to form.
+    pub rest: bool,
     /// Adjustments whose pair summed to zero: done without a call (counted as pushed).
     pub cancelled: Vec<Acknowledged>,
     /// Types of transactions dead-lettered because an adjustment could never be sent.
@@ -119,7 +122,7 @@ pub async fn form_batches(
         pending,
         unmapped,
         unmapped_skus,
-        ..
+        rows: rows_read,
     } = read;
     if batches.is_empty() && unmapped.is_empty() {
         return Ok(Vec::new());
@@ -191,6 +194,7 @@ pub async fn form_batches(
         all.push(Formed::default());
     }
     all[0].parked = unmapped.len();
+    all[0].rest = i64::try_from(taken.len()).unwrap_or(i64::MAX) < rows_read || rows_read == window;
     tracing::debug!(
         shop,
         batches = batches.len(),
