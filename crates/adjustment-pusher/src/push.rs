@@ -135,7 +135,7 @@ impl Pushers {
                     }
                     sends.spawn(async move {
                         let sent = pusher
-                            .unwound(pusher.send_claimed(batch, reservation))
+                            .unwound(pusher.send_claimed(*batch, reservation))
                             .await;
                         turn.stepped(match sent {
                             Ok(()) => then,
@@ -185,7 +185,7 @@ pub enum Prepared {
     /// [`Stepped::Idle`] when this turn formed everything pending (a trickle shop's one
     /// transaction), so no step is spent finding nothing.
     Send {
-        batch: Batch,
+        batch: Box<Batch>,
         reservation: Reservation,
         wider: bool,
         then: Stepped,
@@ -236,7 +236,7 @@ impl ShopPusher {
         if let Some(batch) = claimed {
             // Open batches were waiting: the shop may have more, for its other slots.
             return Ok(Prepared::Send {
-                batch,
+                batch: Box::new(batch),
                 reservation,
                 wider: true,
                 then: Stepped::Busy,
@@ -274,7 +274,7 @@ impl ShopPusher {
             store::claim_open_batch(&self.pool, &self.shop, lease, self.give_up_after()).await?;
         Ok(match claimed {
             Some(batch) => Prepared::Send {
-                batch,
+                batch: Box::new(batch),
                 reservation,
                 wider,
                 then,
