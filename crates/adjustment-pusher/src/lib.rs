@@ -94,8 +94,9 @@ pub struct PusherSettings {
     /// Batches of one shop in flight at once (formed, sent and recorded concurrently), at most
     /// [`store::MAX_SLOTS`]; the database holds every replica to it (one open batch per slot).
     pub batches_in_flight: u16,
-    /// Steps (claiming, forming, recording) run at once for all the replica's shops together
-    /// (`push::ready`); the Shopify calls run apart, bounded by each shop's `batches_in_flight`.
+    /// Steps' database parts (claiming a batch, forming batches) run at once for all the
+    /// replica's shops together (`push::ready`); the Shopify calls and the recording of their
+    /// answers run apart, bounded by each shop's `batches_in_flight`.
     pub push_workers: usize,
 }
 

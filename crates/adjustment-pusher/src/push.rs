@@ -2,9 +2,10 @@
 //! definite answer.
 //!
 //! A replica runs a fixed set of workers (`push_workers`) over all its shops, scheduled by
-//! [`ready::ReadyShops`]: a worker takes the next shop with work and runs one [`ShopPusher::step`]
-//! of it (send one open batch, or form batches in every free slot and send one), and the shop
-//! goes back to the end of the queue if it has more. A shop has at most `batches_in_flight`
+//! [`ready::ReadyShops`]: a worker takes the next shop with work and runs the database part of
+//! one step of it ([`ShopPusher::prepare`]: claim a due open batch, or form batches in every free
+//! slot and claim one), hands the call to a task of its own, and the shop goes back to the end of
+//! the queue once the answer is recorded, if it has more. A shop has at most `batches_in_flight`
 //! steps running and open batches (across replicas, enforced by the database: one per slot),
 //! which never share an `(item, location)` pair (`store::forming`). While they are being retried
 //! (throttled, failing, outcome unknown), new pending adjustments wait and coalesce, so the next
@@ -12,15 +13,17 @@
 //! until Shopify answers definitely; then its adjustments are pushed, dead-lettered (rejected)
 //! or returned to pending (the rest of a batch Shopify refused for some of its changes). Before
 //! every call a step reserves its cost from the shop's pacer, so the calls in flight together
-//! never over-draw the bucket. A shop that is throttled or down holds at most its
-//! `batches_in_flight` workers; the others serve the other shops.
+//! never over-draw the bucket. A shop that is throttled or down holds no worker: its steps end
+//! and come back after the wait, and the workers serve the other shops meanwhile.
 //!
-//! Quiet shops cost nothing: one poll every 250 ms asks the database which resting shops have
-//! due work (a retry whose time came, work released by another replica), in one query for all.
+//! Quiet shops cost nothing: one poll every 250 ms asks the database which resting shops (no
+//! step coming, room for one) have due work (a retry whose time came, work released by another
+//! replica, rows that waited for a pair in flight), in one query for all.
 //! The workers and the poll use the push pool, so Shopify's answer is recorded even when intake
 //! holds every connection of the service's pool; a failed step is counted on its shop's
 //! [`LoopMonitor`] and the shop stepped again after a backoff; a step that panics is counted the
-//! same way and its worker carries on.
+//! same way and its worker carries on. At shutdown no new step starts, and every call in flight
+//! is answered and recorded before the workers return.
 
 pub mod ready;
 
@@ -114,16 +117,25 @@ impl Pushers {
         let mut sends = tokio::task::JoinSet::new();
         loop {
             let turn = tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => break,
                 Some(_) = sends.join_next(), if !sends.is_empty() => continue,
                 turn = self.ready.next() => turn,
             };
+            if shutdown.is_cancelled() {
+                // Nothing new starts once shutdown began.
+                turn.stepped(Stepped::Idle);
+                break;
+            }
             let Some(pusher) = self.shops.get(turn.shop()).cloned() else {
                 turn.stepped(Stepped::Idle);
                 continue;
             };
             match pusher.unwound(pusher.prepare()).await {
-                Ok(Prepared::Done(stepped)) => turn.stepped(stepped),
+                Ok(Prepared::Done(stepped)) => {
+                    pusher.monitor.succeeded();
+                    turn.stepped(stepped);
+                }
                 Ok(Prepared::Send {
                     batch,
                     reservation,
@@ -137,8 +149,18 @@ impl Pushers {
                         let sent = pusher
                             .unwound(pusher.send_claimed(*batch, reservation))
                             .await;
+                        // A round succeeded once its call's answer is recorded.
                         turn.stepped(match sent {
-                            Ok(()) => then,
+                            Ok(true) => {
+                                pusher.monitor.succeeded();
+                                then
+                            }
+                            // Resent later, under a new key, or by another sender: the shop
+                            // may have the batch due again at once.
+                            Ok(false) => {
+                                pusher.monitor.succeeded();
+                                Stepped::Busy
+                            }
                             Err(wait) => wait,
                         });
                     });
@@ -198,19 +220,17 @@ impl ShopPusher {
         Duration::from_secs(self.settings.give_up_after_secs)
     }
 
-    /// Runs part of a step, counting how it went on the shop's monitor: `Err` is the
+    /// Runs part of a step, counting a failure on the shop's monitor: `Err` is the
     /// [`Stepped::Wait`] of a failure (the database unavailable) or a panic, after the
-    /// monitor's backoff.
+    /// monitor's backoff. The caller counts the round a success once the whole step went
+    /// through (a call's answer recorded), so a step that keeps failing half-way shows.
     async fn unwound<T>(
         &self,
         part: impl std::future::Future<Output = Result<T, DbError>>,
     ) -> Result<T, Stepped> {
         // A panicking step must not take its worker (and every shop's share of it) along.
         match AssertUnwindSafe(part).catch_unwind().await {
-            Ok(Ok(done)) => {
-                self.monitor.succeeded();
-                Ok(done)
-            }
+            Ok(Ok(done)) => Ok(done),
             Ok(Err(err)) => Err(Stepped::Wait(self.monitor.failed(&err))),
             Err(panic) => {
                 let why = format!("panicked: {}", panic_message(panic.as_ref()));
@@ -263,15 +283,17 @@ impl ShopPusher {
         let wider = formed.len() > 1;
         // Whatever is left (pending rows this turn did not take, batches formed for other
         // steps) brings the shop back; what arrives meanwhile wakes it, and the poll finds the
-        // rest (rows that waited for a pair in flight).
-        let then = if formed.first().is_some_and(|f| f.rest) || wider {
-            Stepped::Busy
-        } else {
-            Stepped::Idle
-        };
-        // Formed by this step or by another one while this one waited for its turn.
+        // rest (rows that waited for a pair in flight, a retry's time).
+        // Formed by this step or by another one (another replica's turn), or a retry that
+        // came due meanwhile: the oldest due batch.
         let claimed =
             store::claim_open_batch(&self.pool, &self.shop, lease, self.give_up_after()).await?;
+        // Idle after the call only when this turn formed one batch, took everything pending,
+        // and this step sends that very batch: nothing else is open for a free place.
+        let alone = matches!(formed.as_slice(), [only] if !only.rest
+            && only.id.is_some()
+            && only.id == claimed.as_ref().map(|batch| batch.id));
+        let then = if alone { Stepped::Idle } else { Stepped::Busy };
         Ok(match claimed {
             Some(batch) => Prepared::Send {
                 batch: Box::new(batch),
@@ -286,7 +308,9 @@ impl ShopPusher {
     }
 
     /// Sends a claimed batch under its reservation, or gives it up if its key is too old.
-    async fn send_claimed(&self, batch: Batch, reservation: Reservation) -> Result<(), DbError> {
+    /// `true` when the batch is settled (applied, refused, given up); `false` when it stays
+    /// open (to be resent, under a new key, or by the sender that holds it now).
+    async fn send_claimed(&self, batch: Batch, reservation: Reservation) -> Result<bool, DbError> {
         if batch.key_expired {
             // E.g. the pusher (or its database) was down longer than Shopify keeps keys.
             self.give_up(
@@ -294,7 +318,8 @@ impl ShopPusher {
                 batch.uncertain_before,
                 "not sent again: key retention over",
             )
-            .await
+            .await?;
+            Ok(true)
         } else {
             self.send_reserved(batch, reservation).await
         }
@@ -324,8 +349,9 @@ impl ShopPusher {
         tracing::info!(shop, batch = ?formed.id, changes = formed.changes, adjustments = formed.adjustments, cancelled = formed.cancelled.len(), parked = formed.parked, trace_ids = %formed.source_trace_ids.join(","), "batch formed");
     }
 
-    /// Sends a claimed batch and records Shopify's answer, once the pacer grants the call's cost.
-    pub async fn send(&self, batch: Batch) -> Result<(), DbError> {
+    /// Sends a claimed batch and records Shopify's answer, once the pacer grants the call's cost;
+    /// whether the batch is settled ([`Self::send_claimed`]).
+    pub async fn send(&self, batch: Batch) -> Result<bool, DbError> {
         let reservation = self.client.pacer().reserve().await;
         self.send_reserved(batch, reservation).await
     }
@@ -333,7 +359,7 @@ impl ShopPusher {
     /// Sends a claimed batch whose call's cost is reserved and records Shopify's answer, in the
     /// batch's trace: a span `push_batch` with its `trace_id` and the `trace_ids` of its
     /// transactions on every log line, and the trace on the Shopify call (`traceparent`).
-    async fn send_reserved(&self, batch: Batch, reservation: Reservation) -> Result<(), DbError> {
+    async fn send_reserved(&self, batch: Batch, reservation: Reservation) -> Result<bool, DbError> {
         let span = tracing::info_span!(
             "push_batch",
             shop = %self.shop,
@@ -348,21 +374,21 @@ impl ShopPusher {
     /// [`Self::send`]'s work. Checks first, by the database's clock, that the claim still holds
     /// and the key is still young enough: a process paused between its claim and this call
     /// sends nothing Shopify may have forgotten.
-    async fn send_traced(&self, batch: Batch, reservation: Reservation) -> Result<(), DbError> {
+    async fn send_traced(&self, batch: Batch, reservation: Reservation) -> Result<bool, DbError> {
         match store::sendable(&self.pool, &batch, self.give_up_after()).await? {
             Sendable::Yes => {}
             Sendable::NotOurs => {
                 tracing::warn!(shop = %self.shop, batch = batch.id, "claim lost before sending (lease over): left to its new sender");
-                return Ok(());
+                return Ok(false);
             }
             Sendable::KeyExpired => {
-                return self
-                    .give_up(
-                        &batch,
-                        batch.uncertain_before,
-                        "not sent: key retention over by the time of sending",
-                    )
-                    .await;
+                self.give_up(
+                    &batch,
+                    batch.uncertain_before,
+                    "not sent: key retention over by the time of sending",
+                )
+                .await?;
+                return Ok(true);
             }
         }
         let timeout = Duration::from_millis(self.settings.request_timeout_ms);
@@ -377,6 +403,12 @@ impl ShopPusher {
         let now = Instant::now();
         let shop = self.shop.as_str();
 
+        let settled = matches!(
+            result.outcome,
+            CallOutcome::Applied { .. }
+                | CallOutcome::Rejected { .. }
+                | CallOutcome::KeyAlreadyUsed { .. }
+        );
         match result.outcome {
             CallOutcome::Applied { group_id } => {
                 let acknowledged = store::mark_applied(&self.pool, &batch, &group_id).await?;
@@ -450,7 +482,7 @@ impl ShopPusher {
                 store::schedule_resend(&self.pool, &batch, delay, &reason, maybe_applied).await?;
             }
         }
-        Ok(())
+        Ok(settled)
     }
 
     /// Counts adjustments as pushed, with their lag.

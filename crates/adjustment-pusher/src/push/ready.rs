@@ -6,7 +6,8 @@
 //! runs one step of that shop (claim or form a batch; the call itself runs in a task of its own,
 //! so workers never wait for Shopify). A busy step puts the shop's ticket back
 //! at the end of the queue, so a shop with a backlog takes its turn like every other shop: a
-//! trickle shop waits for at most one step of each shop ahead of it, never for a backlog.
+//! trickle shop waits for the steps queued ahead of it (at most `limit` of any one shop), never
+//! for a backlog.
 //!
 //! A shop gets a ticket when:
 //! - it is woken (intake recorded pending work, a mapping released parked work, a batch went
@@ -169,15 +170,21 @@ impl ReadyShops {
         }
     }
 
-    /// The shops that have no step running or coming: the ones the poll asks the database
-    /// about.
+    /// Whether the poll should ask about `shop`: no step coming and room for one (a shop whose
+    /// steps are all running is looked at again when one ends).
+    fn resting_shop(&self, shop: &Shop) -> bool {
+        !shop.will_step() && shop.has_room(self.limit)
+    }
+
+    /// The shops with no step coming and room for one: the ones the poll asks the database
+    /// about (a retry that came due while another call of the shop runs is found too).
     pub fn resting(&self) -> Vec<String> {
         let state = self.lock();
         state
             .shops
             .iter()
             .zip(&state.names)
-            .filter(|(shop, _)| shop.running == 0 && !shop.will_step())
+            .filter(|(shop, _)| self.resting_shop(shop))
             .map(|(_, name)| name.clone())
             .collect()
     }
@@ -189,8 +196,7 @@ impl ReadyShops {
             let Some(&n) = state.index.get(shop.as_ref()) else {
                 continue;
             };
-            let resting = state.shops[n].running == 0 && !state.shops[n].will_step();
-            if resting {
+            if self.resting_shop(&state.shops[n]) {
                 self.ticket(&mut state, n);
             }
         }
@@ -448,17 +454,23 @@ mod tests {
     async fn the_poll_gives_tickets_only_to_resting_shops() {
         let ready = ready(&["a", "b", "c"], 2);
         ready.due(["a"]);
-        let turn = try_next(&ready).unwrap();
+        let first = try_next(&ready).unwrap();
+        // One step of a running, room for another: a retry that came due is found meanwhile.
+        assert_eq!(ready.resting(), ["a", "b", "c"]);
+        ready.due(["a"]);
+        let second = try_next(&ready).unwrap();
         ready.wake("b");
+        // a at its limit, b's step coming: only c is asked about.
         assert_eq!(ready.resting(), ["c"]);
         ready.due(["a", "b", "c"]);
         assert_eq!(
             ready.load("a"),
-            Some((1, 0)),
-            "a is running: no extra ticket"
+            Some((2, 0)),
+            "a is at its limit: no extra ticket"
         );
         assert_eq!(try_next(&ready).unwrap().shop(), "c");
-        drop(turn);
+        first.stepped(Stepped::Idle);
+        second.stepped(Stepped::Idle);
     }
 
     #[tokio::test]

@@ -79,7 +79,9 @@ pub async fn form_batches(
     let started = std::time::Instant::now();
     let mut client = pool.get().await?;
     let tx = client.transaction().await.map_err(db)?;
-    // Formers of the shop take turns: what is in flight cannot change under this one.
+    // Formers of the shop take turns: what is in flight cannot change under this one. A former
+    // waits for the turn holding a connection of the push pool; a shop has at most
+    // `batches_in_flight` steps, so that wait is bounded by one turn (tens of milliseconds).
     tx.execute(
         "SELECT pg_advisory_xact_lock(hashtextextended('adjustment-pusher/forming/' || $1, 0))",
         &[&shop],
