@@ -17,7 +17,7 @@
 //! and come back after the wait, and the workers serve the other shops meanwhile.
 //!
 //! Quiet shops cost nothing: one poll every 250 ms asks the database which resting shops (no
-//! step coming, room for one) have due work (a retry whose time came, work released by another
+//! step running or coming) have due work (a retry whose time came, work released by another
 //! replica, rows that waited for a pair in flight), in one query for all.
 //! The workers and the poll use the push pool, so Shopify's answer is recorded even when intake
 //! holds every connection of the service's pool; a failed step is counted on its shop's
