@@ -10,31 +10,18 @@
 //! still queued or pending. Printed: the samples' course, the peak (`VmHWM`), what intake took in
 //! and what is still queued and pending at the end.
 
-use std::{
-    process::Stdio,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use lapin::{BasicProperties, options::QueueDeclareOptions, types::FieldTable};
-use platform::{
-    amqp::{
-        publisher::confirm_channel,
-        topology::{WOS_TRANSACTIONS, declare_exchanges, declare_work_queue},
-    },
-    db,
-    settings::Settings,
-};
+use platform::{amqp::topology::WOS_TRANSACTIONS, db, settings::Settings};
 use serde_json::json;
-use shopify_sandbox::{Sandbox, SandboxConfig, ThrottleConfig};
+use shopify_sandbox::ThrottleConfig;
 
 use crate::{
-    Figures, Outgoing,
-    fair::write_config,
-    publish_pipelined,
-    pusher::{StockedShop, map_items, shop_token, shop_token_env, stock_shop},
+    Figures, Outgoing, publish_pipelined,
+    pusher::{StockedShop, map_items, stock_shop},
+    pusher_child::{PusherChild, declare_pusher_queues, in_scratch},
     scratch::Scratch,
-    serve::{Service, serve_command},
     status_kib,
 };
 
@@ -155,22 +142,12 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Figures> {
     anyhow::ensure!(args.seconds > 0, "--seconds must be positive");
     anyhow::ensure!(args.sample_ms > 0, "--sample-ms must be positive");
     anyhow::ensure!(args.skus > 0, "--skus must be positive");
-    let scratch = Scratch::create(settings)
-        .await
-        .context("creating the scratch database")?;
-    let queues = [
-        scratch.names().adjustment_pusher_queue(),
-        scratch.names().item_mappings_queue(),
-    ];
-    let sandbox = Sandbox::start(SandboxConfig {
-        throttle: ThrottleConfig::default(),
-        ..SandboxConfig::default()
-    })
+    let report = in_scratch(
+        settings,
+        ThrottleConfig::default(),
+        async |scratch, sandbox| measure(scratch, sandbox, args).await,
+    )
     .await?;
-    let result = measure(&scratch, &sandbox, args).await;
-    sandbox.shutdown().await;
-    scratch.teardown(&queues).await;
-    let report = result?;
     println!("{report}");
     Ok(report.figures())
 }
@@ -189,13 +166,8 @@ async fn measure(
     let StockedShop { items, main, east } = stock_shop(sandbox, SHOP, args.skus)?;
     map_items(&client, SHOP, &items).await?;
 
-    let connection = platform::amqp::connect(&settings.amqp.url, "backlog-bench").await?;
-    let channel = confirm_channel(&connection).await?;
+    let (connection, channel) = declare_pusher_queues(settings, "backlog-bench").await?;
     let names = settings.names();
-    declare_exchanges(&channel, &names).await?;
-    for queue in [names.adjustment_pusher_queue(), names.item_mappings_queue()] {
-        declare_work_queue(&channel, &queue, &settings.retry).await?;
-    }
     let exchange = names.name(WOS_TRANSACTIONS);
     let publishing = Instant::now();
     publish_pipelined(&channel, &exchange, args.transactions, |n| {
@@ -217,34 +189,16 @@ async fn measure(
     .await?;
     let publish_seconds = publishing.elapsed().as_secs_f64();
 
-    let config = write_config(scratch, sandbox, &[(SHOP.to_owned(), items, main, east)])?;
-    let mut child = serve_command(
-        Service::AdjustmentPusher,
-        [
-            "--config",
-            config.to_str().context("config path")?,
-            "--listen",
-            "127.0.0.1:0",
-        ],
-    )?
-    .env("AMQP_URL", &settings.amqp.url)
-    .env("DATABASE_URL", &settings.database.url)
-    .env(shop_token_env(SHOP), shop_token(SHOP))
-    .env("RUST_LOG", "warn")
-    .env("LOG_FORMAT", "json")
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .kill_on_drop(true)
-    .spawn()
-    .context("starting the adjustment-pusher")?;
-    let pid = child.id().context("the pusher's process id")?;
+    let mut pusher =
+        PusherChild::start(scratch, sandbox, &[(SHOP.to_owned(), items, main, east)]).await?;
+    let pid = pusher.pid;
 
     let started = Instant::now();
     let run_for = Duration::from_secs(args.seconds);
     let mut samples = Vec::new();
     let mut failed = None;
     while started.elapsed() < run_for {
-        if let Some(status) = child.try_wait()? {
+        if let Some(status) = pusher.child.try_wait()? {
             failed = Some(status);
             break;
         }
@@ -253,12 +207,7 @@ async fn measure(
     }
     let seconds = started.elapsed().as_secs_f64();
     let peak_rss_kib = status_kib(pid, "VmHWM:");
-    let _ = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .await;
-    let _ = tokio::time::timeout(Duration::from_secs(60), child.wait()).await;
-    let _ = std::fs::remove_file(&config);
+    pusher.stop().await;
     if let Some(status) = failed {
         anyhow::bail!("the pusher exited under the backlog: {status}");
     }

@@ -14,33 +14,22 @@
 //! shop before any traffic, and its peak; and the backlog shop's changes per second over the
 //! run beside its bucket's ceiling, so fairness is not bought by starving it.
 
-use std::{
-    path::PathBuf,
-    process::Stdio,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use lapin::{BasicProperties, options::QueueDeclareOptions, types::FieldTable};
 use platform::{
-    amqp::{
-        publisher::{PERSISTENT, confirm_channel},
-        topology::{WOS_TRANSACTIONS, declare_exchanges, declare_work_queue},
-    },
+    amqp::{publisher::PERSISTENT, topology::WOS_TRANSACTIONS},
     db,
     settings::Settings,
 };
 use serde_json::json;
-use shopify_sandbox::{Sandbox, SandboxConfig, SandboxHandle, ThrottleConfig};
+use shopify_sandbox::{SandboxHandle, ThrottleConfig};
 
 use crate::{
     Figures,
-    pusher::{
-        StockedShop, insert_backlog, map_items, measure_call_cost, shop_settings, shop_token,
-        shop_token_env, stock_shop,
-    },
+    pusher::{StockedShop, insert_backlog, map_items, measure_call_cost, stock_shop},
+    pusher_child::{PusherChild, Shops, declare_pusher_queues, in_scratch},
     scratch::Scratch,
-    serve::{Service, serve_command},
     status_kib,
 };
 
@@ -152,22 +141,12 @@ impl Report {
 pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Figures> {
     anyhow::ensure!(args.shops >= 2, "--shops must be at least 2");
     anyhow::ensure!(args.trickle_rate > 0.0, "--trickle-rate must be positive");
-    let scratch = Scratch::create(settings)
-        .await
-        .context("creating the scratch database")?;
-    let queues = [
-        scratch.names().adjustment_pusher_queue(),
-        scratch.names().item_mappings_queue(),
-    ];
-    let sandbox = Sandbox::start(SandboxConfig {
-        throttle: ThrottleConfig::default(),
-        ..SandboxConfig::default()
-    })
+    let report = in_scratch(
+        settings,
+        ThrottleConfig::default(),
+        async |scratch, sandbox| measure(scratch, sandbox, args).await,
+    )
     .await?;
-    let result = measure(&scratch, &sandbox, args).await;
-    sandbox.shutdown().await;
-    scratch.teardown(&queues).await;
-    let report = result?;
     println!("{report}");
     Ok(report.figures())
 }
@@ -223,67 +202,26 @@ async fn measure(
     let backlog_ceiling =
         ThrottleConfig::default().restore_rate / cost.actual * model::batch::MAX_CHANGES as f64;
 
-    let config = write_config(scratch, sandbox, &shops)?;
-    let connection = platform::amqp::connect(&settings.amqp.url, "fair-bench").await?;
-    let channel = confirm_channel(&connection).await?;
+    let (connection, channel) = declare_pusher_queues(settings, "fair-bench").await?;
     let names = settings.names();
-    declare_exchanges(&channel, &names).await?;
-    for queue in [names.adjustment_pusher_queue(), names.item_mappings_queue()] {
-        declare_work_queue(&channel, &queue, &settings.retry).await?;
-    }
-    let mut child = serve_command(
-        Service::AdjustmentPusher,
-        [
-            "--config",
-            config.to_str().context("config path")?,
-            "--listen",
-            "127.0.0.1:0",
-        ],
-    )?
-    .env("AMQP_URL", &settings.amqp.url)
-    .env("DATABASE_URL", &settings.database.url)
-    .envs(
-        shops
-            .iter()
-            .map(|(domain, ..)| (shop_token_env(domain), shop_token(domain))),
-    )
-    .env("RUST_LOG", "warn")
-    .env("LOG_FORMAT", "json")
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .kill_on_drop(true)
-    .spawn()
-    .context("starting the adjustment-pusher")?;
-    let pid = child.id().context("the pusher's process id")?;
+    let mut pusher = PusherChild::start(scratch, sandbox, &shops).await?;
+    let pid = pusher.pid;
     let result = drive(
         args,
         &client,
         &channel,
         &names,
-        &mut child,
+        &mut pusher.child,
         pid,
         &shops,
         backlog_ceiling,
     )
     .await;
-    let _ = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .await;
-    let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
-    let _ = std::fs::remove_file(&config);
+    pusher.stop().await;
     let _ = channel.close(200, "bench done".into()).await;
     let _ = connection.close(200, "bench done".into()).await;
     result
 }
-
-/// Shops as set up: domain, items, MAIN, EAST.
-pub(crate) type Shops = [(
-    String,
-    Vec<shopify_sandbox::CreatedVariant>,
-    model::ids::LocationId,
-    model::ids::LocationId,
-)];
 
 #[allow(clippy::too_many_arguments)]
 async fn drive(
@@ -457,36 +395,4 @@ async fn connections(client: &deadpool_postgres::Object) -> anyhow::Result<(i64,
         )
         .await?;
     Ok((row.get(0), row.get(1)))
-}
-
-/// The pusher's configuration for `serve adjustment-pusher`: the scratch prefix and every shop
-/// (warehouses MAIN and EAST); the caller removes the file.
-pub(crate) fn write_config(
-    scratch: &Scratch,
-    sandbox: &SandboxHandle,
-    shops: &Shops,
-) -> anyhow::Result<PathBuf> {
-    let mut text = format!(
-        "[amqp]\nname_prefix = \"{}\"\n\n",
-        scratch.settings.amqp.name_prefix
-    );
-    for (domain, _, main, east) in shops {
-        let shop = shop_settings(domain, sandbox, *main, *east);
-        text.push_str(&format!(
-            "[[shops]]\ndomain = \"{}\"\napi_version = \"{}\"\nadmin_base_url = \"{}\"\n\
-             access_token_env = \"{}\"\n[shops.locations]\nMAIN = {}\nEAST = {}\n\n",
-            shop.domain,
-            shop.api_version,
-            shop.admin_base_url,
-            shop.access_token_env,
-            main.0,
-            east.0
-        ));
-    }
-    let path = std::env::temp_dir().join(format!(
-        "fair-bench-{}.toml",
-        scratch.settings.amqp.name_prefix.trim_end_matches('.')
-    ));
-    std::fs::write(&path, text).context("writing the pusher's configuration")?;
-    Ok(path)
 }

@@ -8,6 +8,8 @@
 //! - [`backlog`]: the adjustment-pusher's memory with a million transactions queued;
 //! - [`fair`]: one adjustment-pusher serving a thousand shops, one with a backlog: the others'
 //!   lag, its database connections and memory;
+//! - [`pusher_child`]: the adjustment-pusher as a child process, and the scratch every pusher
+//!   benchmark runs in;
 //! - [`relay`]: webhook-relay's accepted webhooks per second, latency, and behaviour under attack;
 //! - [`sandbox`]: the Shopify sandbox's own request rate;
 //! - [`scratch`]: the throw-away database and queue prefix every measurement runs in;
@@ -19,6 +21,7 @@ pub mod backlog;
 pub mod fair;
 pub mod ingest;
 pub mod pusher;
+pub mod pusher_child;
 pub mod relay;
 pub mod runtime;
 pub mod sandbox;

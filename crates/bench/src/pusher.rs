@@ -22,7 +22,6 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use lapin::{BasicProperties, options::BasicPublishOptions};
 use model::{
     config::{ShopDirectory, ShopSettings},
@@ -39,13 +38,11 @@ use platform::{
     shutdown::CancellationToken,
 };
 use serde_json::json;
-use shopify_sandbox::{
-    ProductSpec, Sandbox, SandboxConfig, SandboxHandle, Stock, ThrottleConfig, VariantSpec,
-};
+use shopify_sandbox::{ProductSpec, SandboxHandle, Stock, ThrottleConfig, VariantSpec};
 
 use adjustment_pusher::{ShopTokens, serve};
 
-use crate::{Figures, Outgoing, publish_pipelined, scratch::Scratch};
+use crate::{Figures, Outgoing, publish_pipelined, pusher_child::in_scratch, scratch::Scratch};
 
 const SHOP: &str = "bench.myshopify.com";
 /// A bench shop's access token in the sandbox (each shop has its own).
@@ -404,22 +401,10 @@ async fn measure_backlog(
     transactions: u64,
     skus: u64,
 ) -> anyhow::Result<BacklogRun> {
-    let scratch = Scratch::create(settings)
-        .await
-        .context("creating the scratch database")?;
-    let queues = [
-        scratch.names().adjustment_pusher_queue(),
-        scratch.names().item_mappings_queue(),
-    ];
-    let sandbox = Sandbox::start(SandboxConfig {
-        throttle,
-        ..SandboxConfig::default()
+    in_scratch(settings, throttle, async |scratch, sandbox| {
+        measure_backlog_in(scratch, sandbox, batching, pusher, transactions, skus).await
     })
-    .await?;
-    let result = measure_backlog_in(&scratch, &sandbox, batching, pusher, transactions, skus).await;
-    sandbox.shutdown().await;
-    scratch.teardown(&queues).await;
-    result
+    .await
 }
 
 async fn measure_backlog_in(
@@ -564,22 +549,10 @@ async fn measure(
     throttle: ThrottleConfig,
     load: Load,
 ) -> anyhow::Result<Run> {
-    let scratch = Scratch::create(settings)
-        .await
-        .context("creating the scratch database")?;
-    let queues = [
-        scratch.names().adjustment_pusher_queue(),
-        scratch.names().item_mappings_queue(),
-    ];
-    let sandbox = Sandbox::start(SandboxConfig {
-        throttle,
-        ..SandboxConfig::default()
+    in_scratch(settings, throttle, async |scratch, sandbox| {
+        measure_in(scratch, sandbox, args, batching, load).await
     })
-    .await?;
-    let result = measure_in(&scratch, &sandbox, args, batching, load).await;
-    sandbox.shutdown().await;
-    scratch.teardown(&queues).await;
-    result
+    .await
 }
 
 /// The bench shop, stocked in the sandbox and mapped in the scratch database, and the
