@@ -172,10 +172,10 @@ impl ReadyShops {
 
     /// Whether the poll should ask about `shop`: no step running or coming. A shop with a step
     /// running is looked at again when it ends (a retry that comes due meanwhile waits for that
-    /// call, at most its timeout): asking about it too gave a backlog shop extra steps that
-    /// queued for its forming turn with the push pool's connections, and a trickle shop a
-    /// futile step every poll for a transaction whose pair was in flight (the `fair`
-    /// benchmark's p99 went from 0.9 to 2.5-4.6 s).
+    /// call, at most its timeout). Asking about it too gives a backlog shop extra steps that
+    /// queue for its forming turn holding push-pool connections, and a trickle shop a futile
+    /// step every poll for a transaction whose pair is in flight (tried: the `fair`
+    /// benchmark's p99 was 2.5 and 4.6 s with it, 1.9 to 3.2 s without, on the same machine).
     fn resting_shop(&self, shop: &Shop) -> bool {
         shop.running == 0 && !shop.will_step()
     }
