@@ -430,34 +430,13 @@ async fn measure_backlog_in(
     let metrics = Metrics::new();
     let shutdown = CancellationToken::new();
     let tokens = ShopTokens::new([(SHOP.to_owned(), shop_token(SHOP))]);
-    let service = tokio::spawn(serve(
+    let mut service = tokio::spawn(serve(
         shop.settings.clone(),
         tokens,
         metrics.clone(),
         shutdown.clone(),
     ));
-    let deadline = Instant::now() + Duration::from_secs(3600);
-    loop {
-        let pushed: i64 = client
-            .query_one(
-                "SELECT count(*) FROM adjustments WHERE state = 'pushed'",
-                &[],
-            )
-            .await?
-            .get(0);
-        if pushed >= count {
-            break;
-        }
-        if service.is_finished() {
-            service.await??;
-            anyhow::bail!("the pusher stopped with {pushed} of {count} pushed");
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "not done after an hour ({pushed} of {count})"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_pushed(&client, count, Duration::from_secs(3600), &mut service).await?;
     let row = client
         .query_one(
             "SELECT extract(epoch FROM max(completed_at) - min(created_at))::float8, \
@@ -724,7 +703,7 @@ async fn measure_in(
     }
     let shutdown = CancellationToken::new();
     let tokens = ShopTokens::new([(SHOP.to_owned(), shop_token(SHOP))]);
-    let service = tokio::spawn(serve(
+    let mut service = tokio::spawn(serve(
         settings.clone(),
         tokens,
         Metrics::new(),
@@ -777,25 +756,9 @@ async fn measure_in(
         }
     };
 
-    let deadline = Instant::now() + Duration::from_secs(1800);
     let client = pool.get().await?;
-    loop {
-        let pushed: i64 = client
-            .query_one(
-                "SELECT count(*) FROM adjustments WHERE state = 'pushed'",
-                &[],
-            )
-            .await?
-            .get(0);
-        if pushed >= i64::try_from(transactions)? {
-            break;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "not done after 30 minutes ({pushed} of {transactions})"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let count = i64::try_from(transactions)?;
+    wait_for_pushed(&client, count, Duration::from_secs(1800), &mut service).await?;
     let figures = client
         .query_one(
             "SELECT extract(epoch FROM max(a.updated_at) - min(t.received_at))::float8, \
@@ -823,6 +786,39 @@ async fn measure_in(
         lag_p50: figures.get(1),
         lag_p99: figures.get(2),
     })
+}
+
+/// Waits until `count` adjustments are pushed; fails when the pusher `service` stopped first or
+/// after `within`.
+async fn wait_for_pushed(
+    client: &deadpool_postgres::Object,
+    count: i64,
+    within: Duration,
+    service: &mut tokio::task::JoinHandle<anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        let pushed: i64 = client
+            .query_one(
+                "SELECT count(*) FROM adjustments WHERE state = 'pushed'",
+                &[],
+            )
+            .await?
+            .get(0);
+        if pushed >= count {
+            return Ok(());
+        }
+        if service.is_finished() {
+            service.await??;
+            anyhow::bail!("the pusher stopped with {pushed} of {count} pushed");
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "not done after {} s ({pushed} of {count})",
+            within.as_secs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// What one `inventoryAdjustQuantities` call costs in the sandbox.
